@@ -10,10 +10,22 @@
 #include "compressor.h"
 
 extern const terse_cmp_ops_t terse_cmp_none_ops;
+extern const terse_cmp_ops_t terse_cmp_topk_ops;
+extern const terse_cmp_ops_t terse_cmp_topkt_ops;
+extern const terse_cmp_ops_t terse_cmp_randomk_ops;
+extern const terse_cmp_ops_t terse_cmp_powersgd_ops;
+extern const terse_cmp_ops_t terse_cmp_powersgd1_ops;
+extern const terse_cmp_ops_t terse_cmp_quant_ops;
 
 /* The explicit table (no constructors: they are lost from unreferenced archive members). */
 const terse_cmp_ops_t *const terse__cmp_builtin[] = {
     &terse_cmp_none_ops,
+    &terse_cmp_topk_ops,
+    &terse_cmp_topkt_ops,
+    &terse_cmp_randomk_ops,
+    &terse_cmp_powersgd_ops,
+    &terse_cmp_powersgd1_ops,
+    &terse_cmp_quant_ops,
     NULL,
 };
 
