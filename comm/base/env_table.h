@@ -27,3 +27,11 @@ TERSE_ENV(QUANT_BUCKET,   INT,    "512",     "32..65536",
           "values per scale bucket for quant and sign (a multiple of 32)")
 TERSE_ENV(ERROR_FEEDBACK, BOOL,   "1",       "0|1",
           "carry what compression lost to the next step (0 only for experiments and tests)")
+TERSE_ENV(MIN_BYTES,      SIZE,   "64K",     "bytes, with an optional K, M, G or T suffix",
+          "the MPI shim compresses only allreduces of at least this many bytes")
+TERSE_ENV(COMPRESS_DOUBLE, BOOL,  "0",       "0|1",
+          "also compress double-precision sums (through fp32); off: doubles pass through exactly")
+TERSE_ENV(SHIM,           BOOL,   "1",       "0|1",
+          "0: libterse-mpi.so passes every call through (it still takes part in the agreement)")
+TERSE_ENV(MPI_CYCLE_RECUR, INT,   "3",       "1..1000",
+          "times the per-step cycle of allreduce calls must repeat before the shim compresses it")

@@ -1,0 +1,163 @@
+/*
+ * Internals of the library root (comm/): the context, its "slots" (one per layout a
+ * terse_allreduce can see: the registered layers, an unregistered count, a shim call-cycle
+ * position), and the wire algorithms' entry points. Not installed.
+ *
+ * A slot holds everything one layout needs across steps, allocated once from the plan
+ * (DESIGN.md section 8, rule 9): the compressor instance of each layer, the sender residuals,
+ * the chunk owner's requantisation residuals, and each algorithm's message buffers.
+ */
+#ifndef TERSE_INTERNAL_H
+#define TERSE_INTERNAL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "compressor.h"
+#include "terse_base.h"
+#include "transport.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Wire classes (DESIGN.md section 1), in the order a call runs them. */
+typedef enum terse_class {
+    TERSE_CLASS_NATIVE = 0,
+    TERSE_CLASS_SUMMABLE,
+    TERSE_CLASS_REQUANT,
+    TERSE_CLASS_SPARSE,
+    TERSE_CLASS_COUNT
+} terse_class_t;
+
+/* Message tags (0..1023), one per algorithm step. */
+enum {
+    TERSE_TAG_SUM_RS = 10,
+    TERSE_TAG_SUM_AG = 11,
+    TERSE_TAG_RQ_RS  = 20,
+    TERSE_TAG_RQ_AG  = 21
+};
+
+typedef struct terse_layer_state {
+    size_t                 offset;  /* first element in the caller's buffer */
+    size_t                 count;
+    size_t                 rows, cols;
+    const terse_cmp_ops_t *ops;     /* the family this layer runs with (after fall-backs) */
+    double                 param;
+    terse_class_t          cls;
+    void                  *cmp;     /* compressor instance, owned; NULL for native */
+    /* requant: chunk j of this layer is [j * chunk, min((j + 1) * chunk, count)) */
+    size_t                 chunk;
+    size_t                 msg_off; /* offset of this layer inside each fused message (bytes) */
+} terse_layer_state_t;
+
+typedef struct terse_slot {
+    struct terse_slot   *next;
+    uint64_t             key;       /* count-key, or shim call-cycle position */
+    terse_dtype_t        dtype;     /* element type the instances were created for */
+    size_t               count;     /* total elements */
+    size_t               nlayers;
+    terse_layer_state_t *layers;    /* owned */
+    terse_fb_t           fb;        /* sender residuals, one per layer */
+    terse_fb_t           rq_fb;     /* owner residuals, one per (layer, owned chunk) */
+    uint32_t             step;      /* compressed calls of this slot so far */
+    int                  alloc_ok;  /* 0: something failed to allocate (agreed fall-back) */
+    int                  agreed;    /* 0 not yet, 1 agreed, -1 ranks disagree: pass through */
+    int                  nclass[TERSE_CLASS_COUNT];
+    void                *ws[TERSE_CLASS_COUNT]; /* per-algorithm buffers, owned by the algo */
+    size_t               mem_bytes; /* everything above, for terse_stats_t.mem_bytes */
+} terse_slot_t;
+
+/* What one call hands to the algorithms. */
+typedef struct terse_call {
+    terse_transport_t *tp;
+    const void        *send;        /* caller's input (never written) */
+    void              *recv;        /* caller's output; may equal send */
+    terse_dtype_t      dtype;
+    float              scale;       /* 1, or 1/p for AVG */
+    uint64_t           seed;
+    uint32_t           step;
+    int                error_feedback;
+    double             sq_err;      /* out: squared error of this rank's compressed input */
+    uint64_t           nonfinite;   /* out: layers written as NaN */
+} terse_call_t;
+
+/* ---------------------------------------------------------------- algorithms */
+/* Each algorithm: setup sizes and allocates slot->ws[class] for the layers of its class
+ * (TERSE_ERR_NOMEM leaves the slot usable for pass-through only), run moves and reduces every
+ * layer of its class in one fused message per step, cleanup frees ws. */
+terse_status_t terse__algo_native_setup(terse_slot_t *slot, terse_transport_t *tp);
+terse_status_t terse__algo_native_run(terse_slot_t *slot, terse_call_t *call);
+void           terse__algo_native_cleanup(terse_slot_t *slot);
+
+terse_status_t terse__algo_summable_setup(terse_slot_t *slot, terse_transport_t *tp);
+terse_status_t terse__algo_summable_run(terse_slot_t *slot, terse_call_t *call);
+void           terse__algo_summable_cleanup(terse_slot_t *slot);
+
+terse_status_t terse__algo_requant_setup(terse_slot_t *slot, terse_transport_t *tp);
+terse_status_t terse__algo_requant_run(terse_slot_t *slot, terse_call_t *call);
+void           terse__algo_requant_cleanup(terse_slot_t *slot);
+
+terse_status_t terse__algo_sparse_setup(terse_slot_t *slot, terse_transport_t *tp);
+terse_status_t terse__algo_sparse_run(terse_slot_t *slot, terse_call_t *call);
+void           terse__algo_sparse_cleanup(terse_slot_t *slot);
+
+/* The deterministic sum every summing path uses (algo_native.c): a direct reduce-scatter
+ * (rank r owns chunk r; peers' chunks are added in fixed rank order in fp32, fp64 for
+ * doubles) and an allgather, so the result is bitwise identical on every rank whatever the
+ * transport does. recv may equal send. ws: terse__algo_sum_ws_size() bytes. */
+size_t         terse__algo_sum_ws_size(int nranks, size_t count, terse_dtype_t dtype);
+terse_status_t terse__algo_sum(terse_transport_t *tp, const void *send, void *recv,
+                               size_t count, terse_dtype_t dtype, float scale, void *ws);
+
+/* Writes NaN into elements [off, off + n) of buf (dtype). */
+void terse__fill_nan(void *buf, terse_dtype_t dtype, size_t off, size_t n);
+/* Element size of the supported dtypes (fp64 included). */
+size_t terse__esize(terse_dtype_t dtype);
+
+/* ---------------------------------------------------------------- context */
+struct terse_ctx {
+    terse_transport_t     *tp;        /* owned (finalize) */
+    const terse_config_t  *cfg;       /* the process configuration */
+    int                    rank, nranks;
+    uint64_t               seed;
+    uint64_t               cfg_hash;  /* decision-relevant configuration (agreement) */
+    char                   name[TERSE_NAME_MAX];
+    /* registered layers */
+    size_t                 nreg, reg_cap;
+    char                 (*reg_name)[TERSE_NAME_MAX];
+    size_t                *reg_count, *reg_rows, *reg_cols;
+    size_t                 reg_total;
+    int                    frozen;    /* layout frozen by the first allreduce */
+    terse_cmp_spec_t       uniform;   /* the plan for unregistered layouts */
+    terse_cmp_spec_t      *plan;      /* one entry per registered layer */
+    terse_slot_t          *slots;     /* slot list; the registered one has key TERSE_KEY_REG */
+    void                  *scratch;   /* fp64 / conversion scratch, grown on demand */
+    size_t                 scratch_bytes;
+    terse_stats_t          stats;
+};
+
+#define TERSE_KEY_REG   (~0ull)
+#define TERSE_KEY_SHIM  (1ull << 62)  /* or-ed into shim call-cycle positions */
+
+/* The allreduce behind terse_allreduce and the shim: `key` names the slot (the shim passes
+ * TERSE_KEY_SHIM | position; the API derives its own). Returns as terse_allreduce. */
+terse_status_t terse__allreduce_keyed(terse_ctx_t *ctx, uint64_t key, const void *sendbuf,
+                                      void *recvbuf, size_t count, terse_dtype_t dtype,
+                                      terse_op_t op);
+/* Replaces the uniform plan of unregistered layouts (tests, terse-bench's -C); the slots of
+ * unregistered layouts are dropped and agreed on again. Local: every rank must call it alike.
+ * Returns TERSE_OK or TERSE_ERR_INVALID (bad spec, logged). */
+terse_status_t terse__ctx_set_uniform(terse_ctx_t *ctx, const char *spec);
+/* 1 when the uniform plan would send every layer natively (compression is off). */
+int terse__ctx_plan_is_native(const terse_ctx_t *ctx);
+/* Hash of the decision-relevant TERSE_* values (every variable but TERSE_LOG_*) and the
+ * library version: ranks compare it in their agreement allreduce. */
+uint64_t terse__config_hash(const terse_config_t *cfg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TERSE_INTERNAL_H */
