@@ -62,3 +62,40 @@ terse__cuda_check_launch(const char *what)
     TERSE_CUDA_CHECK(cudaPeekAtLastError(), what);
     return TERSE_OK;
 }
+
+extern "C" terse_status_t
+terse__cuda_stream_sync(terse_stream_t s)
+{
+    TERSE_CUDA_CHECK(cudaStreamSynchronize((cudaStream_t)s), "cudaStreamSynchronize");
+    return TERSE_OK;
+}
+
+extern "C" terse_status_t
+terse__cuda_stat_create(terse_cu_stat_t **stat_p)
+{
+    void *p;
+
+    TERSE_CHECK(terse__cuda_calloc(&p, sizeof(terse_cu_stat_t)));
+    *stat_p = (terse_cu_stat_t *)p;
+    return TERSE_OK;
+}
+
+extern "C" terse_status_t
+terse__cuda_stat_read(terse_cu_stat_t *stat, terse_stream_t s, uint32_t *flags_p,
+                      double *sq_err_p)
+{
+    terse_cu_stat_t h;
+
+    TERSE_CUDA_CHECK(cudaStreamSynchronize((cudaStream_t)s), "cudaStreamSynchronize");
+    TERSE_CUDA_CHECK(cudaMemcpy(&h, stat, sizeof(h), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    if (h.flags != 0) {
+        TERSE_CUDA_CHECK(cudaMemset(&stat->flags, 0, sizeof(stat->flags)), "cudaMemset");
+    }
+    if (flags_p != NULL) {
+        *flags_p = h.flags;
+    }
+    if (sq_err_p != NULL) {
+        *sq_err_p = h.sq_err;
+    }
+    return TERSE_OK;
+}

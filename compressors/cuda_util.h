@@ -1,11 +1,12 @@
 /*
- * Device memory and error helpers shared by the CUDA compressors (C-callable; defined in
- * cuda_util.cu). Only built when TERSE_HAVE_CUDA.
+ * Device memory, error and status helpers shared by the CUDA compressors (C-callable; defined
+ * in cuda_util.cu). Only built when TERSE_HAVE_CUDA.
  */
 #ifndef TERSE_CUDA_UTIL_H
 #define TERSE_CUDA_UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "terse_base.h"
 
@@ -21,6 +22,33 @@ terse_status_t terse__cuda_memcpy(void *dst, const void *src, size_t bytes); /* 
 /* Returns TERSE_ERR_CUDA (logged) when the last launch failed; never clears a sticky error
  * belonging to the application (cudaPeekAtLastError). */
 terse_status_t terse__cuda_check_launch(const char *what);
+/* Waits for the stream (tests, benchmarks and lazy status reads only). */
+terse_status_t terse__cuda_stream_sync(terse_stream_t s);
+
+/* The device status block of one CUDA compressor instance (DESIGN.md section 8 rule 6: the host
+ * reads it lazily, never on the hot path). Kernels of a call add their squared error into
+ * sq_acc (in any order: a statistic, not a payload) and OR flags into call; the call's last
+ * kernel commits: flags |= call, sq_err = sq_acc (Inf when the input was non-finite),
+ * ncalls += 1, and clears the rest. */
+#define TERSE_CU_ERR_PAYLOAD (1u << 8) /* a decoder rejected a payload; the layer became NaN */
+
+typedef struct terse_cu_stat {
+    double   sq_acc;  /* call in flight */
+    double   sq_err;  /* last committed compress: ||v - D(C(v))||^2 */
+    uint32_t call;    /* call in flight: TERSE_CMP_NONFINITE | TERSE_CU_ERR_PAYLOAD */
+    uint32_t flags;   /* OR of committed calls since the last read */
+    uint32_t done;    /* fixup blocks of the call in flight that finished */
+    uint32_t ncalls;  /* committed calls */
+} terse_cu_stat_t;
+
+/* Allocates a zeroed status block in device memory. [out] *stat_p: owned by the caller,
+ * release with terse__cuda_free. Returns TERSE_OK, TERSE_ERR_NOMEM or TERSE_ERR_CUDA. */
+terse_status_t terse__cuda_stat_create(terse_cu_stat_t **stat_p);
+/* Waits for `s`, then reads the status block: *flags_p the OR of flags since the last read
+ * (then cleared), *sq_err_p the last committed squared error; either pointer may be NULL.
+ * Synchronises: call it lazily (telemetry, statistics, tests), never per layer per step. */
+terse_status_t terse__cuda_stat_read(terse_cu_stat_t *stat, terse_stream_t s, uint32_t *flags_p,
+                                     double *sq_err_p);
 
 #ifdef __cplusplus
 }

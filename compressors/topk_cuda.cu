@@ -1,0 +1,710 @@
+/*
+ * topk / topkt on the GPU (topk_cuda.h): exact radix select on the key (|v| bits), output in
+ * index order, bit for bit the CPU payload.
+ *
+ *   A    grid-stride: v = in + residual (into the residual), finiteness, level-0 histogram
+ *        (key >> 20, 2048 bins; shared-memory counts flushed with integer atomics)
+ *   walk 1 block: the bin where the running count from the top reaches k (block scan)
+ *   B    one block per tile of TK_TILE values: per-tile count above the level-0 bin, level-1
+ *        histogram ((key >> 9) & 2047) of the bin's members, which are compacted into the
+ *        candidate buffer (warp-aggregated atomics; their order there does not matter)
+ *   walk, level-2 histogram (key & 511) over the candidates, walk: threshold t and `need`,
+ *        the number of entries equal to t that the selection takes (the lowest indices)
+ *   counts per tile of candidates > t and == t; one block scans the tiles (ties first, then
+ *        the selected counts) into each tile's output offset
+ *   C    one block per tile: block scans give every selected value its pair slot; the
+ *        residual of a selected value becomes 0; the squared error of the rest is summed
+ *   fixup: header, non-finite payload, status commit.
+ * When the candidates overflow their buffer (many equal keys), the level-2 histogram and the
+ * tile counts take a full pass instead; both variants are launched, each checks on the device
+ * which one applies (no host synchronisation).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime.h>
+
+#include "cuda_kernels.h"
+#include "topk.h"
+#include "topk_cuda.h"
+
+#define TK_THREADS 256
+#define TK_PER     16
+#define TK_TILE    (TK_THREADS * TK_PER)
+#define TK_BINS    2048
+#define TK_GRID    2048 /* grid-stride kernels */
+
+typedef struct tk_sel {
+    uint32_t hist[3][TK_BINS];
+    uint32_t bin[3];
+    uint32_t thr;
+    uint64_t above; /* values strictly above the current prefix */
+    uint64_t need;
+    uint32_t ncand;
+    uint32_t pad;
+} tk_sel_t;
+
+typedef struct tk_cuda {
+    size_t           count;
+    size_t           k;
+    size_t           cap;
+    size_t           ntiles;
+    unsigned         family;
+    void            *scratch;    /* one allocation, carved below */
+    size_t           zero_bytes; /* leading bytes cleared every call */
+    tk_sel_t        *sel;
+    uint32_t        *tile_above; /* values above the level-0 bin */
+    uint32_t        *tile_gtin;  /* values of the level-0 bin above t */
+    uint32_t        *tile_eq;    /* values equal to t */
+    uint32_t        *tile_eqbase;
+    uint32_t        *tile_out;
+    uint32_t        *cand;
+    terse_cu_stat_t *stat;
+} tk_cuda_t;
+
+typedef struct tk_args {
+    const void      *in;
+    int              dtype;
+    float           *res;
+    uint64_t         n;
+    uint64_t         k;
+    uint64_t         cap;
+    uint64_t         ntiles;
+    tk_sel_t        *sel;
+    uint32_t        *tile_above, *tile_gtin, *tile_eq, *tile_eqbase, *tile_out, *cand;
+    terse_cu_stat_t *stat;
+} tk_args_t;
+
+__device__ __forceinline__ int
+tk_nonfinite(const tk_args_t &a)
+{
+    return (*(volatile uint32_t *)&a.stat->call & TERSE_CMP_NONFINITE) != 0;
+}
+
+/* v after pass A: the residual holds it; else the input (0 + x for 16-bit inputs, as the CPU
+ * reference's zeroed scratch gives: -0 becomes +0). */
+__device__ __forceinline__ float
+tk_v(const tk_args_t &a, uint64_t i)
+{
+    if (a.res != NULL) {
+        return a.res[i];
+    }
+    if (a.dtype == TERSE_FLOAT32) {
+        return __ldg((const float *)a.in + i);
+    }
+    return 0.0f + terse_cu_load(a.in, (terse_dtype_t)a.dtype, i);
+}
+
+__global__ void __launch_bounds__(TK_THREADS)
+tk_pass_a(tk_args_t a)
+{
+    __shared__ uint32_t h[TK_BINS];
+    uint64_t i;
+    int bad = 0, b;
+
+    for (b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
+        h[b] = 0;
+    }
+    __syncthreads();
+    for (i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.n;
+         i += (uint64_t)gridDim.x * blockDim.x) {
+        float x;
+        if (a.res != NULL) {
+            x        = a.res[i] + terse_cu_load(a.in, (terse_dtype_t)a.dtype, i);
+            a.res[i] = x;
+        } else {
+            x = tk_v(a, i);
+        }
+        bad |= !terse_cu_isfinite(x);
+        atomicAdd(&h[terse_topk_key(x) >> 20], 1u);
+    }
+    if (__syncthreads_or(bad) && (threadIdx.x == 0)) {
+        atomicOr(&a.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
+    }
+    for (b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
+        if (h[b] != 0) {
+            atomicAdd(&a.sel->hist[0][b], h[b]);
+        }
+    }
+}
+
+/* 1 block of 1024 threads: finds the bin of level `level` holding the k-th largest key. */
+__global__ void __launch_bounds__(1024)
+tk_walk(tk_args_t a, int level)
+{
+    __shared__ unsigned sh[33];
+    const int nb = (level == 2) ? 512 : TK_BINS;
+    const uint64_t above = a.sel->above;
+    const uint64_t kr    = a.k - above; /* >= 1 */
+    int r0 = 2 * threadIdx.x, b0 = nb - 1 - r0, b1 = b0 - 1;
+    unsigned h0 = 0, h1 = 0, base, total;
+
+    if (tk_nonfinite(a)) {
+        return;
+    }
+    if (r0 < nb) {
+        h0 = a.sel->hist[level][b0];
+    }
+    if (r0 + 1 < nb) {
+        h1 = a.sel->hist[level][b1];
+    }
+    base = terse_cu_block_exscan(h0 + h1, sh, &total);
+    {
+        int win = -1;
+        uint64_t wabove = 0;
+        if ((r0 < nb) && ((uint64_t)base < kr) && (kr <= (uint64_t)base + h0)) {
+            win    = b0;
+            wabove = base;
+        } else if ((r0 + 1 < nb) && ((uint64_t)base + h0 < kr) &&
+                   (kr <= (uint64_t)base + h0 + h1)) {
+            win    = b1;
+            wabove = (uint64_t)base + h0;
+        }
+        if (win >= 0) {
+            a.sel->bin[level] = (uint32_t)win;
+            a.sel->above      = above + wabove;
+            if (level == 2) {
+                a.sel->thr  = (a.sel->bin[0] << 20) | (a.sel->bin[1] << 9) | (uint32_t)win;
+                a.sel->need = a.k - (above + wabove);
+            }
+        }
+    }
+}
+
+__global__ void __launch_bounds__(TK_THREADS)
+tk_pass_b(tk_args_t a)
+{
+    __shared__ uint32_t h[TK_BINS];
+    __shared__ unsigned cnt[32];
+    const uint64_t tile0 = (uint64_t)blockIdx.x * TK_TILE;
+    const int lane = threadIdx.x & 31;
+    uint32_t b0;
+    unsigned above = 0;
+    int r, b;
+
+    if (tk_nonfinite(a)) {
+        return;
+    }
+    b0 = a.sel->bin[0];
+    for (b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
+        h[b] = 0;
+    }
+    __syncthreads();
+    for (r = 0; r < TK_PER; ++r) {
+        uint64_t i   = tile0 + (uint64_t)r * TK_THREADS + threadIdx.x;
+        int is_cand  = 0;
+        if (i < a.n) {
+            uint32_t key = terse_topk_key(tk_v(a, i));
+            uint32_t top = key >> 20;
+            if (top > b0) {
+                ++above;
+            } else if (top == b0) {
+                is_cand = 1;
+                atomicAdd(&h[(key >> 9) & 0x7ffu], 1u);
+            }
+        }
+        {
+            unsigned mask = __ballot_sync(0xffffffffu, is_cand);
+            if (mask != 0) {
+                unsigned base = 0;
+                int leader    = __ffs(mask) - 1;
+                if (lane == leader) {
+                    base = atomicAdd(&a.sel->ncand, (unsigned)__popc(mask));
+                }
+                base = __shfl_sync(0xffffffffu, base, leader);
+                if (is_cand) {
+                    unsigned pos = base + __popc(mask & ((1u << lane) - 1u));
+                    if (pos < a.cap) {
+                        a.cand[pos] = (uint32_t)i;
+                    }
+                }
+            }
+        }
+    }
+    above = terse_cu_block_sum(above, cnt);
+    if (threadIdx.x == 0) {
+        a.tile_above[blockIdx.x] = above;
+    }
+    __syncthreads();
+    for (b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
+        if (h[b] != 0) {
+            atomicAdd(&a.sel->hist[1][b], h[b]);
+        }
+    }
+}
+
+/* Level-2 histogram: over the candidates (full = 0) or over the layer (full = 1); each
+ * variant runs only when it applies. */
+__global__ void __launch_bounds__(TK_THREADS)
+tk_hist2(tk_args_t a, int full)
+{
+    __shared__ uint32_t h[512];
+    const uint32_t ncand = a.sel->ncand;
+    const uint32_t b0 = a.sel->bin[0], b1 = a.sel->bin[1];
+    const uint64_t lim = full ? a.n : ncand;
+    uint64_t c;
+    int b;
+
+    if (tk_nonfinite(a) || ((ncand > a.cap) != (full != 0))) {
+        return;
+    }
+    for (b = threadIdx.x; b < 512; b += blockDim.x) {
+        h[b] = 0;
+    }
+    __syncthreads();
+    for (c = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; c < lim;
+         c += (uint64_t)gridDim.x * blockDim.x) {
+        uint32_t key = terse_topk_key(tk_v(a, full ? c : a.cand[c]));
+        if (((key >> 20) == b0) && (((key >> 9) & 0x7ffu) == b1)) {
+            atomicAdd(&h[key & 0x1ffu], 1u);
+        }
+    }
+    __syncthreads();
+    for (b = threadIdx.x; b < 512; b += blockDim.x) {
+        if (h[b] != 0) {
+            atomicAdd(&a.sel->hist[2][b], h[b]);
+        }
+    }
+}
+
+/* Per-tile counts of the level-0 bin's values above t and equal to t. */
+__global__ void __launch_bounds__(TK_THREADS)
+tk_counts(tk_args_t a, int full)
+{
+    const uint32_t ncand = a.sel->ncand;
+    const uint32_t b0 = a.sel->bin[0], thr = a.sel->thr;
+    const uint64_t lim = full ? a.n : ncand;
+    uint64_t c;
+
+    if (tk_nonfinite(a) || ((ncand > a.cap) != (full != 0))) {
+        return;
+    }
+    for (c = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; c < lim;
+         c += (uint64_t)gridDim.x * blockDim.x) {
+        uint64_t i   = full ? c : a.cand[c];
+        uint32_t key = terse_topk_key(tk_v(a, i));
+        if ((key >> 20) != b0) {
+            continue;
+        }
+        if (key > thr) {
+            atomicAdd(&a.tile_gtin[i / TK_TILE], 1u);
+        } else if (key == thr) {
+            atomicAdd(&a.tile_eq[i / TK_TILE], 1u);
+        }
+    }
+}
+
+/* 1 block of 1024: tie offsets, then output offsets, per tile (in tile order). */
+__global__ void __launch_bounds__(1024)
+tk_scan(tk_args_t a)
+{
+    __shared__ unsigned sh[33];
+    const uint64_t nt = a.ntiles;
+    const uint64_t ch = (nt + blockDim.x - 1) / blockDim.x;
+    const uint64_t t0 = threadIdx.x * ch, t1 = (t0 + ch < nt) ? t0 + ch : nt;
+    const long long need = (long long)a.sel->need;
+    unsigned s = 0, base, total;
+    uint64_t t;
+
+    if (tk_nonfinite(a)) {
+        return;
+    }
+    for (t = t0; t < t1; ++t) {
+        s += a.tile_eq[t];
+    }
+    base = terse_cu_block_exscan(s, sh, &total);
+    for (t = t0; t < t1; ++t) {
+        a.tile_eqbase[t] = base;
+        base += a.tile_eq[t];
+    }
+    s = 0;
+    for (t = t0; t < t1; ++t) {
+        long long allow = need - (long long)a.tile_eqbase[t];
+        long long eq    = (long long)a.tile_eq[t];
+        allow           = (allow < 0) ? 0 : ((allow > eq) ? eq : allow);
+        s += a.tile_above[t] + a.tile_gtin[t] + (unsigned)allow;
+    }
+    base = terse_cu_block_exscan(s, sh, &total);
+    for (t = t0; t < t1; ++t) {
+        long long allow = need - (long long)a.tile_eqbase[t];
+        long long eq    = (long long)a.tile_eq[t];
+        allow           = (allow < 0) ? 0 : ((allow > eq) ? eq : allow);
+        a.tile_out[t]   = base;
+        base += a.tile_above[t] + a.tile_gtin[t] + (unsigned)allow;
+    }
+}
+
+template <int ALIGNED>
+__global__ void __launch_bounds__(TK_THREADS)
+tk_pass_c(tk_args_t a, uint8_t *pairs)
+{
+    __shared__ unsigned sh[33];
+    __shared__ double shd[32];
+    const uint64_t tile0 = (uint64_t)blockIdx.x * TK_TILE;
+    uint32_t thr;
+    long long allow;
+    unsigned gt_run = 0, eq_run = 0, out_base;
+    double err = 0.0;
+    int r;
+
+    if (tk_nonfinite(a)) {
+        return;
+    }
+    thr      = a.sel->thr;
+    out_base = a.tile_out[blockIdx.x];
+    allow    = (long long)a.sel->need - (long long)a.tile_eqbase[blockIdx.x];
+    allow    = (allow < 0) ? 0 : allow;
+    for (r = 0; r < TK_PER; ++r) {
+        uint64_t i = tile0 + (uint64_t)r * TK_THREADS + threadIdx.x;
+        float x    = 0.0f;
+        unsigned is_gt = 0, is_eq = 0, packed, total;
+        if (i < a.n) {
+            uint32_t key;
+            x     = tk_v(a, i);
+            key   = terse_topk_key(x);
+            is_gt = key > thr;
+            is_eq = key == thr;
+        }
+        packed = terse_cu_block_exscan((is_eq << 16) | is_gt, sh, &total);
+        if (i < a.n) {
+            unsigned gt_ex = packed & 0xffffu, eq_ex = packed >> 16;
+            long long tie  = (long long)(eq_run + eq_ex);
+            if (is_gt || (is_eq && (tie < allow))) {
+                unsigned pos = out_base + gt_run + gt_ex + (unsigned)((tie < allow) ? tie : allow);
+                uint8_t *p   = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
+                if (ALIGNED) {
+                    *(uint2 *)p = make_uint2((uint32_t)i, __float_as_uint(x));
+                } else {
+                    terse_cu_st_u32(p, (uint32_t)i);
+                    terse_cu_st_u32(p + 4, __float_as_uint(x));
+                }
+                if (a.res != NULL) {
+                    a.res[i] = 0.0f;
+                }
+            } else {
+                err = err + (double)x * (double)x;
+            }
+        }
+        gt_run += total & 0xffffu;
+        eq_run += total >> 16;
+    }
+    err = terse_cu_block_sum(err, shd);
+    if ((threadIdx.x == 0) && (err != 0.0)) {
+        atomicAdd(&a.stat->sq_acc, err);
+    }
+}
+
+__device__ __forceinline__ void
+tk_st_u16(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+/* Header, non-finite payload (pairs (j, NaN), residual 0), commit. */
+__global__ void
+tk_fixup(tk_args_t a, uint8_t *out, unsigned family)
+{
+    const uint32_t call  = *(volatile uint32_t *)&a.stat->call;
+    const uint64_t t0    = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const uint64_t step  = (uint64_t)gridDim.x * blockDim.x;
+    const uint32_t flags = call & TERSE_CMP_NONFINITE;
+    uint64_t i;
+
+    if (t0 == 0) {
+        terse_cu_st_u32(out, TERSE_TOPK_MAGIC);
+        tk_st_u16(out + 4, TERSE_TOPK_VERSION);
+        tk_st_u16(out + 6, family);
+        terse_cu_st_u32(out + 8, flags);
+        terse_cu_st_u32(out + 12, 0);
+        terse_cu_st_u32(out + 16, (uint32_t)a.n);
+        terse_cu_st_u32(out + 20, (uint32_t)(a.n >> 32));
+        terse_cu_st_u32(out + 24, (uint32_t)a.k);
+        terse_cu_st_u32(out + 28, (uint32_t)(a.k >> 32));
+    }
+    if (flags) {
+        for (i = t0; i < a.k; i += step) {
+            uint8_t *p = out + TERSE_TOPK_HEADER_BYTES + i * TERSE_TOPK_PAIR_BYTES;
+            terse_cu_st_u32(p, (uint32_t)i);
+            terse_cu_st_u32(p + 4, 0x7fc00000u);
+        }
+        for (i = t0; (a.res != NULL) && (i < a.n); i += step) {
+            a.res[i] = 0.0f;
+        }
+    }
+    __syncthreads();
+    if ((threadIdx.x == 0) && terse_cu_last_block(&a.stat->done, gridDim.x)) {
+        terse_cu_stat_commit(a.stat, 1);
+    }
+}
+
+/* ---------------------------------------------------------------- decoding */
+/* Every check of topk.h's decoder; one thread per pair (+ the header in thread 0). */
+__global__ void __launch_bounds__(TK_THREADS)
+tk_validate(const uint8_t *in, uint64_t in_bytes, uint64_t n, uint64_t k, unsigned family,
+            terse_cu_stat_t *st)
+{
+    const uint64_t j = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int bad = 0;
+
+    if (in_bytes != TERSE_TOPK_HEADER_BYTES + k * TERSE_TOPK_PAIR_BYTES) {
+        bad = (j == 0);
+    } else {
+        uint32_t flags = terse_cu_ld_u32(in + 8);
+        if (j == 0) {
+            bad = (terse_cu_ld_u32(in) != TERSE_TOPK_MAGIC) ||
+                  ((in[4] | (in[5] << 8)) != TERSE_TOPK_VERSION) ||
+                  ((in[6] | (in[7] << 8)) != family) ||
+                  ((flags & ~(uint32_t)TERSE_CMP_NONFINITE) != 0) ||
+                  (terse_cu_ld_u32(in + 12) != 0) || (terse_cu_ld_u64(in + 16) != n) ||
+                  (terse_cu_ld_u64(in + 24) != k);
+            if (!bad && (flags & TERSE_CMP_NONFINITE)) {
+                atomicOr(&st->call, (uint32_t)TERSE_CMP_NONFINITE);
+            }
+        }
+        if (j < k) {
+            const uint8_t *p = in + TERSE_TOPK_HEADER_BYTES + j * TERSE_TOPK_PAIR_BYTES;
+            uint32_t idx     = terse_cu_ld_u32(p);
+            float val        = __uint_as_float(terse_cu_ld_u32(p + 4));
+            bad |= (idx >= n) || ((j > 0) && (idx <= terse_cu_ld_u32(p - TERSE_TOPK_PAIR_BYTES))) ||
+                   (!(flags & TERSE_CMP_NONFINITE) && !terse_cu_isfinite(val));
+        }
+    }
+    if (bad) {
+        atomicOr(&st->call, (uint32_t)TERSE_CU_ERR_PAYLOAD);
+    }
+}
+
+/* Applies a validated payload (scatter), or NaN over the layer (rejected or non-finite). */
+__global__ void __launch_bounds__(TK_THREADS)
+tk_apply(const uint8_t *in, uint64_t n, uint64_t k, float scale, void *out, int dtype, int add,
+         terse_cu_stat_t *st)
+{
+    const uint32_t call = *(volatile uint32_t *)&st->call;
+    const uint64_t t0   = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const uint64_t step = (uint64_t)gridDim.x * blockDim.x;
+    uint64_t i;
+
+    if (call & (TERSE_CU_ERR_PAYLOAD | TERSE_CMP_NONFINITE)) {
+        for (i = t0; i < n; i += step) {
+            if (add) {
+                ((float *)out)[i] = TERSE_CU_NAN;
+            } else {
+                terse_cu_store(out, (terse_dtype_t)dtype, i, TERSE_CU_NAN);
+            }
+        }
+    } else {
+        for (i = t0; i < k; i += step) {
+            const uint8_t *p = in + TERSE_TOPK_HEADER_BYTES + i * TERSE_TOPK_PAIR_BYTES;
+            uint32_t idx     = terse_cu_ld_u32(p);
+            float val        = __uint_as_float(terse_cu_ld_u32(p + 4));
+            if (add) {
+                ((float *)out)[idx] = ((float *)out)[idx] + val;
+            } else {
+                terse_cu_store(out, (terse_dtype_t)dtype, idx, scale * val);
+            }
+        }
+    }
+    __syncthreads();
+    if ((threadIdx.x == 0) && terse_cu_last_block(&st->done, gridDim.x)) {
+        terse_cu_stat_commit(st, 0);
+    }
+}
+
+/* ---------------------------------------------------------------- host */
+static size_t
+tk_align(size_t x)
+{
+    return (x + 255) & ~(size_t)255;
+}
+
+extern "C" terse_status_t
+terse__cmp_topk_cuda_create(size_t count, size_t k, unsigned family, void **cuda_p)
+{
+    tk_cuda_t *t;
+    terse_status_t status;
+    size_t off, tiles_bytes;
+    uint8_t *base;
+
+    if ((count == 0) || (count > UINT32_MAX) || (k == 0) || (k > count) ||
+        ((family != TERSE_TOPK_FAMILY_EXACT) && (family != TERSE_TOPK_FAMILY_SAMPLED))) {
+        terse_error(TERSE_LOG_CMP, "topk cuda: bad count %zu k %zu family %u", count, k, family);
+        return TERSE_ERR_INVALID;
+    }
+    t = (tk_cuda_t *)calloc(1, sizeof(*t));
+    if (t == NULL) {
+        terse_error(TERSE_LOG_CMP, "failed to allocate topk cuda state");
+        return TERSE_ERR_NOMEM;
+    }
+    t->count  = count;
+    t->k      = k;
+    t->family = family;
+    t->ntiles = (count + TK_TILE - 1) / TK_TILE;
+    t->cap    = (4 * k > ((size_t)1 << 20)) ? 4 * k : ((size_t)1 << 20);
+    t->cap    = (t->cap < count) ? t->cap : count;
+    tiles_bytes = tk_align(t->ntiles * sizeof(uint32_t));
+    off = tk_align(sizeof(tk_sel_t)) + 3 * tiles_bytes; /* cleared every call */
+    t->zero_bytes = off;
+    off += 2 * tiles_bytes + t->cap * sizeof(uint32_t);
+    TERSE_CHECK_GOTO(terse__cuda_calloc(&t->scratch, off), status, err_free_t);
+    base           = (uint8_t *)t->scratch;
+    t->sel         = (tk_sel_t *)base;
+    t->tile_above  = (uint32_t *)(base + tk_align(sizeof(tk_sel_t)));
+    t->tile_gtin   = (uint32_t *)((uint8_t *)t->tile_above + tiles_bytes);
+    t->tile_eq     = (uint32_t *)((uint8_t *)t->tile_gtin + tiles_bytes);
+    t->tile_eqbase = (uint32_t *)((uint8_t *)t->tile_eq + tiles_bytes);
+    t->tile_out    = (uint32_t *)((uint8_t *)t->tile_eqbase + tiles_bytes);
+    t->cand        = (uint32_t *)((uint8_t *)t->tile_out + tiles_bytes);
+    TERSE_CHECK_GOTO(terse__cuda_stat_create(&t->stat), status, err_free_scratch);
+    *cuda_p = t;
+    return TERSE_OK;
+
+err_free_scratch:
+    terse__cuda_free(t->scratch);
+err_free_t:
+    free(t);
+    return status;
+}
+
+extern "C" void
+terse__cmp_topk_cuda_destroy(void *cuda)
+{
+    tk_cuda_t *t = (tk_cuda_t *)cuda;
+
+    if (t != NULL) {
+        terse__cuda_free(t->stat);
+        terse__cuda_free(t->scratch);
+        free(t);
+    }
+}
+
+static tk_args_t
+tk_make_args(const tk_cuda_t *t, const void *in, terse_dtype_t dtype, float *residual)
+{
+    tk_args_t a;
+
+    a.in          = in;
+    a.dtype       = (int)dtype;
+    a.res         = residual;
+    a.n           = t->count;
+    a.k           = t->k;
+    a.cap         = t->cap;
+    a.ntiles      = t->ntiles;
+    a.sel         = t->sel;
+    a.tile_above  = t->tile_above;
+    a.tile_gtin   = t->tile_gtin;
+    a.tile_eq     = t->tile_eq;
+    a.tile_eqbase = t->tile_eqbase;
+    a.tile_out    = t->tile_out;
+    a.cand        = t->cand;
+    a.stat        = t->stat;
+    return a;
+}
+
+extern "C" terse_status_t
+terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, size_t n,
+                              float *residual, const terse_rng_t *rng, void *out,
+                              size_t out_bytes, uint32_t *flags_p, double *sq_err_p,
+                              terse_stream_t stream)
+{
+    tk_cuda_t *t   = (tk_cuda_t *)cuda;
+    cudaStream_t s = (cudaStream_t)stream;
+    unsigned grid_n, grid_c;
+    uint8_t *pairs;
+    tk_args_t a;
+
+    (void)rng;
+    if ((t == NULL) || (in == NULL) || (n != t->count) || (out == NULL) ||
+        (dtype >= TERSE_FLOAT64) ||
+        (out_bytes != TERSE_TOPK_HEADER_BYTES + t->k * TERSE_TOPK_PAIR_BYTES)) {
+        terse_error(TERSE_LOG_CMP, "topk cuda: bad compress arguments (count %zu, %zu bytes)",
+                    n, out_bytes);
+        return TERSE_ERR_INVALID;
+    }
+    a      = tk_make_args(t, in, dtype, residual);
+    pairs  = (uint8_t *)out + TERSE_TOPK_HEADER_BYTES;
+    grid_n = terse_cu_blocks(n, TK_THREADS);
+    grid_n = (grid_n > TK_GRID) ? TK_GRID : grid_n;
+    grid_c = terse_cu_blocks(t->cap, TK_THREADS);
+    grid_c = (grid_c > 1024) ? 1024 : grid_c;
+
+    TERSE_CUDA_CHECK_ST(cudaMemsetAsync(t->scratch, 0, t->zero_bytes, s), "cudaMemsetAsync");
+    tk_pass_a<<<grid_n, TK_THREADS, 0, s>>>(a);
+    tk_walk<<<1, 1024, 0, s>>>(a, 0);
+    tk_pass_b<<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a);
+    tk_walk<<<1, 1024, 0, s>>>(a, 1);
+    tk_hist2<<<grid_c, TK_THREADS, 0, s>>>(a, 0);
+    tk_hist2<<<grid_n, TK_THREADS, 0, s>>>(a, 1);
+    tk_walk<<<1, 1024, 0, s>>>(a, 2);
+    tk_counts<<<grid_c, TK_THREADS, 0, s>>>(a, 0);
+    tk_counts<<<grid_n, TK_THREADS, 0, s>>>(a, 1);
+    tk_scan<<<1, 1024, 0, s>>>(a);
+    if (((uintptr_t)pairs & 7u) == 0) {
+        tk_pass_c<1><<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a, pairs);
+    } else {
+        tk_pass_c<0><<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a, pairs);
+    }
+    tk_fixup<<<64, 256, 0, s>>>(a, (uint8_t *)out, t->family);
+    TERSE_CUDA_LAUNCHED("topk kernels");
+    if (flags_p != NULL) {
+        *flags_p = 0;
+    }
+    if (sq_err_p != NULL) {
+        *sq_err_p = 0.0;
+    }
+    return TERSE_OK;
+}
+
+static terse_status_t
+tk_decode(tk_cuda_t *t, const void *in, size_t in_bytes, float scale, void *out,
+          terse_dtype_t dtype, size_t n, int add, cudaStream_t s)
+{
+    size_t want;
+    unsigned grid;
+
+    if ((t == NULL) || (out == NULL) || (n != t->count) || (dtype >= TERSE_FLOAT64)) {
+        return TERSE_ERR_INVALID;
+    }
+    want = TERSE_TOPK_HEADER_BYTES + t->k * TERSE_TOPK_PAIR_BYTES;
+    if (in == NULL) {
+        in_bytes = 0; /* rejected without a read */
+    }
+    if (!add) {
+        TERSE_CUDA_CHECK_ST(cudaMemsetAsync(out, 0, n * terse_dtype_size(dtype), s),
+                            "cudaMemsetAsync");
+    }
+    tk_validate<<<terse_cu_blocks(t->k, TK_THREADS), TK_THREADS, 0, s>>>(
+        (const uint8_t *)in, in_bytes, n, t->k, t->family, t->stat);
+    grid = terse_cu_blocks((n > t->k) ? n : t->k, TK_THREADS);
+    grid = (grid > TK_GRID) ? TK_GRID : grid;
+    tk_apply<<<grid, TK_THREADS, 0, s>>>((const uint8_t *)in, n, t->k, scale, out, (int)dtype,
+                                         add, t->stat);
+    TERSE_CUDA_LAUNCHED("topk decode kernels");
+    return (in_bytes == want) ? TERSE_OK : TERSE_ERR_PAYLOAD;
+}
+
+extern "C" terse_status_t
+terse__cmp_topk_cuda_decompress(void *cuda, const void *in, size_t in_bytes, float scale,
+                                void *out, terse_dtype_t dtype, size_t n, terse_stream_t stream)
+{
+    return tk_decode((tk_cuda_t *)cuda, in, in_bytes, scale, out, dtype, n, 0,
+                     (cudaStream_t)stream);
+}
+
+extern "C" terse_status_t
+terse__cmp_topk_cuda_decompress_add(void *cuda, const void *in, size_t in_bytes, float *acc,
+                                    size_t n, uint32_t *flags_p, terse_stream_t stream)
+{
+    if (flags_p != NULL) {
+        *flags_p = 0;
+    }
+    return tk_decode((tk_cuda_t *)cuda, in, in_bytes, 1.0f, acc, TERSE_FLOAT32, n, 1,
+                     (cudaStream_t)stream);
+}
+
+extern "C" terse_status_t
+terse__cmp_topk_cuda_stat(void *cuda, terse_stream_t stream, uint32_t *flags_p,
+                          double *sq_err_p)
+{
+    return terse__cuda_stat_read(((tk_cuda_t *)cuda)->stat, stream, flags_p, sq_err_p);
+}

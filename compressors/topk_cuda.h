@@ -1,0 +1,59 @@
+/*
+ * CUDA kernels of topk and topkt (topk_cuda.cu): the payload of topk.h, bit for bit. Both
+ * families select the exact top-k of |v| (ties: lowest index), emitted in increasing index
+ * order; they differ only in the header's family field (topk.h: the sampled threshold changes
+ * the cost, never the set).
+ *
+ * Selection: radix select on the key |v| bits, 11 + 11 + 9 bits. Pass A adds the residual and
+ * builds the level-0 histogram; pass B the level-1 histogram of the chosen bin, counts per tile
+ * what lies above it, and compacts the chosen bin's members (candidates); level 2 and the tie
+ * counts then run over the candidates only (a full pass only when they overflow their buffer),
+ * and pass C writes the pairs in index order from per-tile prefix sums. Three reads of v in the
+ * common case; integer atomics only (counts do not depend on order), so the payload is
+ * deterministic. Launchers never wait; flags and the squared error go to the status block.
+ */
+#ifndef TERSE_TOPK_CUDA_H
+#define TERSE_TOPK_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "compressor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Device state of one layer: count elements (1..UINT32_MAX), k (1..count), family
+ * TERSE_TOPK_FAMILY_EXACT or _SAMPLED (header field only). Scratch is sized here.
+ * [out] cuda_p: release with terse__cmp_topk_cuda_destroy. Returns TERSE_OK,
+ * TERSE_ERR_INVALID, TERSE_ERR_NOMEM or TERSE_ERR_CUDA. Synchronous. */
+terse_status_t terse__cmp_topk_cuda_create(size_t count, size_t k, unsigned family,
+                                           void **cuda_p);
+void           terse__cmp_topk_cuda_destroy(void *cuda);
+/* out (device, 32 + 8 k bytes) = topk.h payload of v = in + residual; residual (may be NULL)
+ * = v with the selected entries zeroed (all zero on a non-finite input). rng is unused (the
+ * sampled family's set is the exact set). *flags_p, *sq_err_p (may be NULL) are set to 0.
+ * Returns TERSE_OK, TERSE_ERR_INVALID or TERSE_ERR_CUDA. */
+terse_status_t terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype,
+                                             size_t n, float *residual, const terse_rng_t *rng,
+                                             void *out, size_t out_bytes, uint32_t *flags_p,
+                                             double *sq_err_p, terse_stream_t stream);
+/* out (n of dtype) = scale * D(payload): validated in the kernels; a rejected payload sets
+ * TERSE_CU_ERR_PAYLOAD and makes the output NaN. TERSE_ERR_PAYLOAD is also returned when the
+ * host already knows (in_bytes). */
+terse_status_t terse__cmp_topk_cuda_decompress(void *cuda, const void *in, size_t in_bytes,
+                                               float scale, void *out, terse_dtype_t dtype,
+                                               size_t n, terse_stream_t stream);
+/* acc[0..n) += D(payload), validated as above (a rejected payload makes acc NaN). */
+terse_status_t terse__cmp_topk_cuda_decompress_add(void *cuda, const void *in, size_t in_bytes,
+                                                   float *acc, size_t n, uint32_t *flags_p,
+                                                   terse_stream_t stream);
+terse_status_t terse__cmp_topk_cuda_stat(void *cuda, terse_stream_t stream, uint32_t *flags_p,
+                                         double *sq_err_p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TERSE_TOPK_CUDA_H */

@@ -1,0 +1,357 @@
+/* compressors/topk_cuda.cu (label gpu): exact top-k kernels against the CPU reference (topk
+ * and topkt), bit for bit: payload, residual, decompress, decompress_add; ties (few distinct
+ * magnitudes, all equal, all zero), the candidate-overflow path, fp16/bf16 inputs, odd and
+ * tiny sizes, non-finite inputs, corrupted payloads (device flag, NaN output). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "terse_test.h"
+#include "compressor.h"
+#include "cuda_util.h"
+#include "topk.h"
+#include "topk_cuda.h"
+
+static void *
+tc_dev(const void *host, size_t bytes)
+{
+    void *d = NULL;
+
+    CU_ASSERT_FATAL(terse__cuda_calloc(&d, bytes) == TERSE_OK);
+    if ((host != NULL) && (bytes > 0)) {
+        CU_ASSERT_FATAL(terse__cuda_memcpy(d, host, bytes) == TERSE_OK);
+    }
+    return d;
+}
+
+static void
+tc_get(void *host, const void *dev, size_t bytes)
+{
+    if (bytes > 0) {
+        CU_ASSERT_FATAL(terse__cuda_memcpy(host, dev, bytes) == TERSE_OK);
+    }
+}
+
+/* n values of dtype from gaussians times sigma (inject: 1 NaN, 2 +Inf at n / 2). */
+static void *
+tc_input(uint64_t seed, size_t n, terse_dtype_t dt, float sigma, int inject)
+{
+    float *x  = malloc((n + 1) * sizeof(float));
+    void *out = malloc((n + 1) * 4);
+    size_t i;
+
+    terse_test_gaussian(seed, x, n);
+    for (i = 0; i < n; ++i) {
+        x[i] *= sigma;
+    }
+    if ((inject != 0) && (n > 0)) {
+        x[n / 2] = (inject == 1) ? NAN : INFINITY;
+    }
+    terse__convert_from_f32(x, 1.0f, out, dt, n);
+    free(x);
+    return out;
+}
+
+static size_t
+tc_esize(terse_dtype_t dt)
+{
+    return (dt == TERSE_FLOAT32) ? 4 : 2;
+}
+
+static int
+tc_all_nan(const void *x, terse_dtype_t dt, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; ++i) {
+        if (!isnan(terse__load_f32(x, dt, i))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* input kinds: 0 gaussian, 1 few distinct magnitudes (ties), 2 all equal, 3 all zero,
+ * 4 gaussian with a NaN, 5 gaussian with an Inf */
+static void *
+tc_make(int kind, uint64_t seed, size_t n, terse_dtype_t dt)
+{
+    float *x;
+    void *out;
+    size_t i;
+
+    if ((kind == 0) || (kind >= 4)) {
+        return tc_input(seed, n, dt, 1.0f, (kind >= 4) ? kind - 3 : 0);
+    }
+    x   = malloc((n + 1) * sizeof(float));
+    out = malloc((n + 1) * 4);
+    for (i = 0; i < n; ++i) {
+        if (kind == 1) {
+            double u = terse_test_uniform(seed, i);
+            x[i]     = (float)((int)(u * 7.0) - 3) * 0.5f; /* -1.5 .. 1.5, ties in |v| */
+        } else {
+            x[i] = (kind == 2) ? 1.0f : 0.0f;
+        }
+    }
+    terse__convert_from_f32(x, 1.0f, out, dt, n);
+    free(x);
+    return out;
+}
+
+static void
+tc_case(const char *family, int kind, size_t n, double density, terse_dtype_t dt, int with_res,
+        uint64_t seed)
+{
+    const terse_cmp_ops_t *ops = terse__cmp_find(family);
+    terse_cmp_params_t p;
+    void *ctx = NULL, *cuda = NULL, *in, *d_in, *d_out, *d_dec, *dec_c, *dec_g;
+    float *res_c = NULL, *res_g = NULL, *d_res = NULL, *acc_c, *acc_g, *d_acc;
+    uint8_t *pay_c, *pay_g;
+    size_t bytes = 0, k;
+    uint32_t flags_c = 0, flags_g = 0;
+    double err_c = 0.0, err_g = 0.0;
+    terse_buf_t buf;
+    terse_rng_t rng = terse_rng_make(seed, TERSE_RNG_TEST, 2, 4, 1);
+    int fail = 0;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ops);
+    memset(&p, 0, sizeof(p));
+    p.size   = sizeof(p);
+    p.param  = density;
+    p.layer  = 2;
+    p.count  = n;
+    p.dtype  = dt;
+    p.mem    = TERSE_MEM_HOST;
+    p.nranks = 1;
+    p.seed   = seed;
+    TERSE_TEST_OK(ops->create(&p, &ctx));
+    TERSE_TEST_OK(ops->payload_size(ctx, n, 0, &bytes));
+    k = terse_topk_k(density, n);
+    CU_ASSERT_EQUAL_FATAL(bytes, TERSE_TOPK_HEADER_BYTES + k * TERSE_TOPK_PAIR_BYTES);
+    TERSE_TEST_OK(terse__cmp_topk_cuda_create(n, k,
+                                              (strcmp(family, "topk") == 0)
+                                                  ? TERSE_TOPK_FAMILY_EXACT
+                                                  : TERSE_TOPK_FAMILY_SAMPLED,
+                                              &cuda));
+    in = tc_make(kind, seed, n, dt);
+    if (with_res) {
+        res_c = tc_input(seed + 1, n, TERSE_FLOAT32, 0.25f, 0);
+        res_g = malloc((n + 1) * sizeof(float));
+        d_res = tc_dev(res_c, n * sizeof(float));
+    }
+    pay_c = malloc(bytes);
+    pay_g = malloc(bytes);
+    d_in  = tc_dev(in, n * tc_esize(dt));
+    d_out = tc_dev(NULL, bytes);
+    buf.ptr   = in;
+    buf.count = n;
+    buf.dtype = dt;
+    buf.mem   = TERSE_MEM_HOST;
+    TERSE_TEST_OK(ops->compress(ctx, &buf, res_c, &rng, pay_c, bytes, &flags_c, &err_c, NULL));
+    TERSE_TEST_OK(terse__cmp_topk_cuda_compress(cuda, d_in, dt, n, d_res, &rng, d_out, bytes,
+                                                NULL, NULL, NULL));
+    TERSE_TEST_OK(terse__cmp_topk_cuda_stat(cuda, NULL, &flags_g, &err_g));
+    tc_get(pay_g, d_out, bytes);
+    if (memcmp(pay_c, pay_g, bytes) != 0) {
+        size_t i;
+        for (i = 0; (i < bytes) && (pay_c[i] == pay_g[i]); ++i) {
+        }
+        fprintf(stderr, "payload differs at byte %zu of %zu\n", i, bytes);
+        fail = 1;
+    }
+    if (with_res) {
+        tc_get(res_g, d_res, n * sizeof(float));
+        if (memcmp(res_c, res_g, n * sizeof(float)) != 0) {
+            fprintf(stderr, "residual differs\n");
+            fail = 1;
+        }
+    }
+    CU_ASSERT_EQUAL(flags_c & TERSE_CMP_NONFINITE, flags_g & TERSE_CMP_NONFINITE);
+    if (isfinite(err_c)) {
+        TERSE_TEST_NEAR(err_g, err_c, 1e-9 * (err_c + 1e-30));
+    } else {
+        CU_ASSERT(isinf(err_g));
+    }
+    if (fail) {
+        fprintf(stderr, "case: %s kind %d n %zu density %g dtype %d res %d\n", family, kind, n,
+                density, (int)dt, with_res);
+    }
+    CU_ASSERT(!fail);
+
+    /* decoders, from the GPU payload */
+    {
+        terse_buf_t ob;
+        size_t ob_bytes = n * tc_esize(dt);
+        dec_c    = malloc(ob_bytes + 4);
+        dec_g    = malloc(ob_bytes + 4);
+        d_dec    = tc_dev(NULL, ob_bytes);
+        ob.ptr   = dec_c;
+        ob.count = n;
+        ob.dtype = dt;
+        ob.mem   = TERSE_MEM_HOST;
+        TERSE_TEST_OK(ops->decompress(ctx, pay_c, bytes, 0.5f, &ob, NULL));
+        TERSE_TEST_OK(terse__cmp_topk_cuda_decompress(cuda, d_out, bytes, 0.5f, d_dec, dt, n,
+                                                      NULL));
+        tc_get(dec_g, d_dec, ob_bytes);
+        CU_ASSERT(memcmp(dec_c, dec_g, ob_bytes) == 0);
+        acc_c = tc_input(seed + 2, n, TERSE_FLOAT32, 1.0f, 0);
+        acc_g = malloc((n + 1) * sizeof(float));
+        d_acc = tc_dev(acc_c, n * sizeof(float));
+        TERSE_TEST_OK(ops->decompress_add(ctx, pay_c, bytes, acc_c, n, &flags_c, NULL));
+        TERSE_TEST_OK(terse__cmp_topk_cuda_decompress_add(cuda, d_out, bytes, d_acc, n, NULL,
+                                                          NULL));
+        tc_get(acc_g, d_acc, n * sizeof(float));
+        CU_ASSERT(memcmp(acc_c, acc_g, n * sizeof(float)) == 0);
+        TERSE_TEST_OK(terse__cmp_topk_cuda_stat(cuda, NULL, &flags_g, NULL));
+        CU_ASSERT_EQUAL(flags_g & TERSE_CU_ERR_PAYLOAD, 0);
+        terse__cuda_free(d_dec);
+        terse__cuda_free(d_acc);
+        free(dec_c);
+        free(dec_g);
+        free(acc_c);
+        free(acc_g);
+    }
+    terse__cuda_free(d_in);
+    terse__cuda_free(d_out);
+    terse__cuda_free(d_res);
+    free(in);
+    free(res_c);
+    free(res_g);
+    free(pay_c);
+    free(pay_g);
+    terse__cmp_topk_cuda_destroy(cuda);
+    ops->destroy(ctx);
+}
+
+static void
+test_topk_parity(void)
+{
+    static const size_t sizes[]     = {1, 31, 33, 1000, 1000003};
+    static const double densities[] = {0.001, 0.01, 0.1, 1.0};
+    static const terse_dtype_t dts[] = {TERSE_FLOAT32, TERSE_FLOAT16, TERSE_BFLOAT16};
+    size_t s, d, t;
+
+    for (s = 0; s < 5; ++s) {
+        for (d = 0; d < 4; ++d) {
+            for (t = 0; t < 3; ++t) {
+                tc_case((d % 2) ? "topkt" : "topk", 0, sizes[s], densities[d], dts[t],
+                        (int)((s + d + t) % 2), 10 + s * 31 + d * 7 + t);
+            }
+        }
+    }
+}
+
+static void
+test_topk_ties(void)
+{
+    tc_case("topk", 1, 100003, 0.01, TERSE_FLOAT32, 0, 1);
+    tc_case("topk", 1, 100003, 0.3, TERSE_FLOAT32, 1, 2);
+    tc_case("topk", 1, 1000003, 0.05, TERSE_BFLOAT16, 0, 3);
+    tc_case("topkt", 1, 100003, 0.01, TERSE_FLOAT32, 0, 4);
+    tc_case("topk", 2, 100003, 0.01, TERSE_FLOAT32, 0, 5);   /* every key equal */
+    tc_case("topk", 3, 33, 0.5, TERSE_FLOAT32, 0, 6);        /* all zero */
+    tc_case("topk", 3, 100003, 0.01, TERSE_FLOAT16, 0, 7);
+    /* candidates overflow their buffer (cap = max(2^20, 4 k) < n): full-pass fallback */
+    tc_case("topk", 2, 3000000, 0.01, TERSE_FLOAT32, 0, 8);
+    tc_case("topk", 1, 3000000, 0.001, TERSE_FLOAT32, 1, 9);
+}
+
+static void
+test_topk_nonfinite(void)
+{
+    tc_case("topk", 4, 100003, 0.01, TERSE_FLOAT32, 1, 20);
+    tc_case("topk", 5, 100003, 0.01, TERSE_FLOAT16, 0, 21);
+    tc_case("topkt", 4, 1000, 0.1, TERSE_FLOAT32, 0, 22);
+}
+
+static void
+test_topk_corrupt(void)
+{
+    const size_t n = 10000, k = 100;
+    const size_t bytes = TERSE_TOPK_HEADER_BYTES + k * TERSE_TOPK_PAIR_BYTES;
+    void *cuda, *in = tc_input(50, n, TERSE_FLOAT32, 1.0f, 0), *d_in, *d_pay, *d_out;
+    uint8_t *good = malloc(bytes), *bad = malloc(bytes);
+    float *out = malloc(n * sizeof(float));
+    uint32_t flags;
+    int v;
+
+    TERSE_TEST_OK(terse__cmp_topk_cuda_create(n, k, TERSE_TOPK_FAMILY_EXACT, &cuda));
+    d_in  = tc_dev(in, n * sizeof(float));
+    d_pay = tc_dev(NULL, bytes);
+    d_out = tc_dev(NULL, n * sizeof(float));
+    TERSE_TEST_OK(terse__cmp_topk_cuda_compress(cuda, d_in, TERSE_FLOAT32, n, NULL, NULL, d_pay,
+                                                bytes, NULL, NULL, NULL));
+    tc_get(good, d_pay, bytes);
+    for (v = 0; v < 13; ++v) {
+        size_t use = bytes;
+        terse_status_t want = TERSE_OK, got;
+        uint8_t *pairs = bad + TERSE_TOPK_HEADER_BYTES;
+        uint32_t u32;
+        float f;
+        memcpy(bad, good, bytes);
+        switch (v) {
+        case 0: bad[1] ^= 1; break;                 /* magic */
+        case 1: bad[4] = 9; break;                  /* version */
+        case 2: bad[6] = 2; break;                  /* family */
+        case 3: bad[8] |= 4; break;                 /* unknown flag */
+        case 4: bad[12] = 1; break;                 /* reserved */
+        case 5: bad[16] ^= 1; break;                /* count */
+        case 6: bad[24] ^= 1; break;                /* k */
+        case 7: u32 = (uint32_t)n; memcpy(pairs + 8 * (k - 1), &u32, 4); break; /* idx >= n */
+        case 8: memcpy(pairs + 8 * 10, pairs + 8 * 11, 4); break;             /* duplicate */
+        case 9: /* decreasing */
+            memcpy(&u32, pairs + 8 * 20, 4);
+            memcpy(pairs + 8 * 20, pairs + 8 * 21, 4);
+            memcpy(pairs + 8 * 21, &u32, 4);
+            break;
+        case 10: f = NAN; memcpy(pairs + 8 * 5 + 4, &f, 4); break;      /* NaN, no flag */
+        case 11: f = -INFINITY; memcpy(pairs + 4, &f, 4); break;        /* Inf, no flag */
+        default: use = bytes - 8; want = TERSE_ERR_PAYLOAD; break;      /* truncated */
+        }
+        CU_ASSERT_FATAL(terse__cuda_memcpy(d_pay, bad, bytes) == TERSE_OK);
+        got = terse__cmp_topk_cuda_decompress(cuda, d_pay, use, 1.0f, d_out, TERSE_FLOAT32, n,
+                                              NULL);
+        CU_ASSERT_EQUAL(got, want);
+        TERSE_TEST_OK(terse__cmp_topk_cuda_stat(cuda, NULL, &flags, NULL));
+        CU_ASSERT(flags & TERSE_CU_ERR_PAYLOAD);
+        tc_get(out, d_out, n * sizeof(float));
+        if (!tc_all_nan(out, TERSE_FLOAT32, n)) {
+            fprintf(stderr, "topk corruption %d: output not all NaN\n", v);
+            CU_FAIL("output not NaN");
+        }
+        CU_ASSERT_FATAL(terse__cuda_memset_async(d_out, 0, n * sizeof(float), NULL) == TERSE_OK);
+        got = terse__cmp_topk_cuda_decompress_add(cuda, d_pay, use, d_out, n, NULL, NULL);
+        CU_ASSERT_EQUAL(got, want);
+        TERSE_TEST_OK(terse__cmp_topk_cuda_stat(cuda, NULL, &flags, NULL));
+        CU_ASSERT(flags & TERSE_CU_ERR_PAYLOAD);
+        tc_get(out, d_out, n * sizeof(float));
+        CU_ASSERT(tc_all_nan(out, TERSE_FLOAT32, n));
+    }
+    CU_ASSERT_FATAL(terse__cuda_memcpy(d_pay, good, bytes) == TERSE_OK);
+    TERSE_TEST_OK(terse__cmp_topk_cuda_decompress(cuda, d_pay, bytes, 1.0f, d_out, TERSE_FLOAT32,
+                                                  n, NULL));
+    TERSE_TEST_OK(terse__cmp_topk_cuda_stat(cuda, NULL, &flags, NULL));
+    CU_ASSERT_EQUAL(flags, 0);
+    terse__cuda_free(d_in);
+    terse__cuda_free(d_pay);
+    terse__cuda_free(d_out);
+    terse__cmp_topk_cuda_destroy(cuda);
+    free(in);
+    free(good);
+    free(bad);
+    free(out);
+}
+
+static CU_TestInfo topk_cuda_tests[] = {
+    {"parity (sizes x densities x dtypes)", test_topk_parity},
+    {"ties and candidate overflow", test_topk_ties},
+    {"non-finite input", test_topk_nonfinite},
+    {"corrupted payloads", test_topk_corrupt},
+    CU_TEST_INFO_NULL,
+};
+
+CU_SuiteInfo test_topk_cuda_suites[] = {
+    {"topk_cuda", NULL, NULL, NULL, NULL, topk_cuda_tests},
+    CU_SUITE_INFO_NULL,
+};
