@@ -50,9 +50,11 @@
  * stream (params->seed, TERSE_RNG_PSGD_Q, layer, step 0, TERSE_RNG_SHARED): an Irwin-Hall
  * approximation of N(0, 1) without libm, so every rank, CPU or GPU, draws the same bits.
  *
- * Non-finite: compress flags it, zeroes the residual and sends NaN; a stage or decompress
- * that meets a non-finite summed payload writes NaN (payload or layer), zeroes the residual
- * and restores the initial Q (the caller's reset() does the same, rule 3).
+ * Non-finite: compress flags it, zeroes the residual and sends NaN. Stage 1 meeting a
+ * non-finite summed P sends NaN and zeroes the residual it still holds; decompress meeting a
+ * non-finite sum writes NaN over the layer and restores the initial Q. powersgd1 learns of
+ * another rank's flag only in decompress, after the residual went back to the caller: the
+ * caller resets it, and calls reset() (rule 3), as for every family.
  */
 #ifndef TERSE_POWERSGD_H
 #define TERSE_POWERSGD_H
