@@ -27,6 +27,8 @@ TERSE_ENV(QUANT_BUCKET,   INT,    "512",     "32..65536",
           "values per scale bucket for quant and sign (a multiple of 32)")
 TERSE_ENV(ERROR_FEEDBACK, BOOL,   "1",       "0|1",
           "carry what compression lost to the next step (0 only for experiments and tests)")
+TERSE_ENV(TOPOLOGY,       STRING, "auto",    "auto|flat|N (ranks per node, 1..)",
+          "ranks per node: auto (hostname, boot id, netns), flat (each rank a node), N consecutive")
 TERSE_ENV(MIN_BYTES,      SIZE,   "64K",     "bytes, with an optional K, M, G or T suffix",
           "the MPI shim compresses only allreduces of at least this many bytes")
 TERSE_ENV(COMPRESS_DOUBLE, BOOL,  "0",       "0|1",
