@@ -98,6 +98,93 @@ psgd_ddot(const float *a, const float *b, size_t n)
     return ((s[0] + s[1]) + (s[2] + s[3])) + t;
 }
 
+/* Energy in double, 8 lanes (vectorisable, fixed order). */
+static double
+psgd_energy(const float *v, size_t n)
+{
+    double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, t = 0.0;
+    size_t i, l;
+
+    for (i = 0; i + 8 <= n; i += 8) {
+        for (l = 0; l < 8; ++l) {
+            s[l] += (double)v[i + l] * (double)v[i + l];
+        }
+    }
+    for (; i < n; ++i) {
+        t += (double)v[i] * (double)v[i];
+    }
+    return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) + t;
+}
+
+/* Four dot products of a with b0..b3 in one pass over a; each is bit-identical to
+ * psgd_dot(a, bc, n). */
+static void
+psgd_dot4(const float *a, const float *b0, const float *b1, const float *b2, const float *b3,
+          size_t n, float *out)
+{
+    float s0[8] = {0}, s1[8] = {0}, s2[8] = {0}, s3[8] = {0};
+    float t0 = 0.0f, t1 = 0.0f, t2 = 0.0f, t3 = 0.0f;
+    size_t j, l;
+
+    for (j = 0; j + 8 <= n; j += 8) {
+        for (l = 0; l < 8; ++l) {
+            float x = a[j + l];
+            s0[l] += x * b0[j + l];
+            s1[l] += x * b1[j + l];
+            s2[l] += x * b2[j + l];
+            s3[l] += x * b3[j + l];
+        }
+    }
+    for (; j < n; ++j) {
+        t0 += a[j] * b0[j];
+        t1 += a[j] * b1[j];
+        t2 += a[j] * b2[j];
+        t3 += a[j] * b3[j];
+    }
+#define PSGD_SUM8(_s) ((((_s)[0] + (_s)[1]) + ((_s)[2] + (_s)[3])) + (((_s)[4] + (_s)[5]) + ((_s)[6] + (_s)[7])))
+    out[0] = PSGD_SUM8(s0) + t0;
+    out[1] = PSGD_SUM8(s1) + t1;
+    out[2] = PSGD_SUM8(s2) + t2;
+    out[3] = PSGD_SUM8(s3) + t3;
+#undef PSGD_SUM8
+}
+
+/* y_c += a_c * x for c = 0..3 in one pass over x; bit-identical to four psgd_axpy. */
+static void
+psgd_axpy4(float *restrict y0, float *restrict y1, float *restrict y2, float *restrict y3,
+           const float *a, const float *restrict x, size_t n)
+{
+    const float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    size_t j;
+
+    for (j = 0; j < n; ++j) {
+        float v = x[j];
+        y0[j] += a0 * v;
+        y1[j] += a1 * v;
+        y2[j] += a2 * v;
+        y3[j] += a3 * v;
+    }
+}
+
+/* y += a_0 x_0 + ... + a_3 x_3, added in that order; bit-identical to four psgd_axpy. */
+static void
+psgd_axpy_sum4(float *restrict y, const float *a, const float *restrict x0,
+               const float *restrict x1, const float *restrict x2, const float *restrict x3,
+               size_t n)
+{
+    const float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    size_t j;
+
+    for (j = 0; j < n; ++j) {
+        float v = y[j];
+        v += a0 * x0[j];
+        v += a1 * x1[j];
+        v += a2 * x2[j];
+        v += a3 * x3[j];
+        y[j] = v;
+    }
+}
+
 static size_t
 psgd_row_len(const cmp_psgd_t *s, size_t i)
 {
@@ -110,49 +197,79 @@ psgd_row_len(const cmp_psgd_t *s, size_t i)
 static void
 psgd_mul_mq(const cmp_psgd_t *s, const float *m, const float *qt, float *pt)
 {
-    size_t i, k;
+    size_t i, k, c = s->cols;
+    float d[4];
 
     for (i = 0; i < s->rows; ++i) {
-        const float *mi = m + i * s->cols;
+        const float *mi = m + i * c;
         size_t len      = psgd_row_len(s, i);
-        for (k = 0; k < s->rank; ++k) {
-            pt[k * s->rows + i] = psgd_dot(mi, qt + k * s->cols, len);
+        for (k = 0; k + 4 <= s->rank; k += 4) {
+            psgd_dot4(mi, qt + k * c, qt + (k + 1) * c, qt + (k + 2) * c, qt + (k + 3) * c, len,
+                      d);
+            pt[k * s->rows + i]       = d[0];
+            pt[(k + 1) * s->rows + i] = d[1];
+            pt[(k + 2) * s->rows + i] = d[2];
+            pt[(k + 3) * s->rows + i] = d[3];
+        }
+        for (; k < s->rank; ++k) {
+            pt[k * s->rows + i] = psgd_dot(mi, qt + k * c, len);
         }
     }
+}
+
+/* The four coefficients pt[k..k+3][i] (scaled by sign). */
+static void
+psgd_coef4(const cmp_psgd_t *s, const float *pt, size_t k, size_t i, float sign, float *a)
+{
+    a[0] = sign * pt[k * s->rows + i];
+    a[1] = sign * pt[(k + 1) * s->rows + i];
+    a[2] = sign * pt[(k + 2) * s->rows + i];
+    a[3] = sign * pt[(k + 3) * s->rows + i];
 }
 
 /* qt (r x cols) = M^T P, pt (r x rows). Sums over rows in order i = 0, 1, ... */
 static void
 psgd_mul_mtp(const cmp_psgd_t *s, const float *m, const float *pt, float *qt)
 {
-    size_t i, k;
+    size_t i, k, c = s->cols;
+    float a[4];
 
-    memset(qt, 0, s->rank * s->cols * sizeof(float));
+    memset(qt, 0, s->rank * c * sizeof(float));
     for (i = 0; i < s->rows; ++i) {
-        const float *mi = m + i * s->cols;
+        const float *mi = m + i * c;
         size_t len      = psgd_row_len(s, i);
-        for (k = 0; k < s->rank; ++k) {
-            psgd_axpy(qt + k * s->cols, pt[k * s->rows + i], mi, len);
+        for (k = 0; k + 4 <= s->rank; k += 4) {
+            psgd_coef4(s, pt, k, i, 1.0f, a);
+            psgd_axpy4(qt + k * c, qt + (k + 1) * c, qt + (k + 2) * c, qt + (k + 3) * c, a, mi,
+                       len);
+        }
+        for (; k < s->rank; ++k) {
+            psgd_axpy(qt + k * c, pt[k * s->rows + i], mi, len);
         }
     }
 }
 
-/* M -= P Q^T in place over the real entries; returns the squared norm of the result. */
+/* M -= P Q^T in place over the real entries (terms subtracted in order k = 0, 1, ...);
+ * returns the squared norm of the result. */
 static double
 psgd_sub_pqt(const cmp_psgd_t *s, float *m, const float *pt, const float *qt)
 {
     double err = 0.0;
-    size_t i, j, k;
+    size_t i, k, c = s->cols;
+    float a[4];
 
     for (i = 0; i < s->rows; ++i) {
-        float *mi  = m + i * s->cols;
+        float *mi  = m + i * c;
         size_t len = psgd_row_len(s, i);
-        for (k = 0; k < s->rank; ++k) {
-            psgd_axpy(mi, -pt[k * s->rows + i], qt + k * s->cols, len);
+        for (k = 0; k + 4 <= s->rank; k += 4) {
+            psgd_coef4(s, pt, k, i, -1.0f, a);
+            psgd_axpy_sum4(mi, a, qt + k * c, qt + (k + 1) * c, qt + (k + 2) * c,
+                           qt + (k + 3) * c, len);
         }
-        for (j = 0; j < len; ++j) {
-            err += (double)mi[j] * (double)mi[j];
+        for (; k < s->rank; ++k) {
+            psgd_axpy(mi, -pt[k * s->rows + i], qt + k * c, len);
         }
+        err += psgd_energy(mi, len);
     }
     return err;
 }
@@ -163,15 +280,21 @@ psgd_write_pqt(const cmp_psgd_t *s, const float *pt, const float *qt, float scal
                const terse_buf_t *out)
 {
     size_t esize = terse_dtype_size(out->dtype);
-    size_t i, k;
+    size_t i, k, c = s->cols;
+    float a[4];
 
     for (i = 0; i < s->rows; ++i) {
-        memset(s->row, 0, s->cols * sizeof(float));
-        for (k = 0; k < s->rank; ++k) {
-            psgd_axpy(s->row, pt[k * s->rows + i], qt + k * s->cols, s->cols);
+        memset(s->row, 0, c * sizeof(float));
+        for (k = 0; k + 4 <= s->rank; k += 4) {
+            psgd_coef4(s, pt, k, i, 1.0f, a);
+            psgd_axpy_sum4(s->row, a, qt + k * c, qt + (k + 1) * c, qt + (k + 2) * c,
+                           qt + (k + 3) * c, c);
         }
-        terse__convert_from_f32(s->row, scale, (char *)out->ptr + i * s->cols * esize,
-                                out->dtype, psgd_row_len(s, i));
+        for (; k < s->rank; ++k) {
+            psgd_axpy(s->row, pt[k * s->rows + i], qt + k * c, c);
+        }
+        terse__convert_from_f32(s->row, scale, (char *)out->ptr + i * c * esize, out->dtype,
+                                psgd_row_len(s, i));
     }
 }
 
@@ -408,11 +531,9 @@ psgd_prepare(cmp_psgd_t *s, const terse_buf_t *in, float *residual, double *tota
         m = s->scratch;
         terse__convert_to_f32(in->ptr, in->dtype, m, n);
     }
-    for (i = 0; i < n; ++i) {
-        total += (double)m[i] * (double)m[i];
-    }
+    total        = psgd_energy(m, n); /* non-finite exactly when some m[i] is */
     s->m         = m;
-    s->nonfinite = !isfinite(total) || !psgd_all_finite(m, n);
+    s->nonfinite = !isfinite(total);
     *total_p     = total;
     return 1;
 }

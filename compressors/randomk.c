@@ -101,6 +101,24 @@ cmp_randomk_nstages(void *ctx)
     return 1;
 }
 
+/* Energy in double, 8 lanes (vectorisable, fixed order). */
+static double
+randomk_energy(const float *v, size_t n)
+{
+    double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, t = 0.0;
+    size_t i, l;
+
+    for (i = 0; i + 8 <= n; i += 8) {
+        for (l = 0; l < 8; ++l) {
+            s[l] += (double)v[i + l] * (double)v[i + l];
+        }
+    }
+    for (; i < n; ++i) {
+        t += (double)v[i] * (double)v[i];
+    }
+    return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) + t;
+}
+
 static terse_status_t
 cmp_randomk_compress(void *ctx, const terse_buf_t *in, float *residual, const terse_rng_t *rng,
                      void *out, size_t out_bytes, uint32_t *flags_p, double *sq_err_p,
@@ -126,7 +144,7 @@ cmp_randomk_compress(void *ctx, const terse_buf_t *in, float *residual, const te
                         "different ranks will not add up", r->layer);
     }
 
-    /* v = in + residual, in the residual */
+    /* v = in + residual, in the residual; its energy (a non-finite v makes it non-finite) */
     if (residual != NULL) {
         if (in->dtype == TERSE_FLOAT32) {
             src = in->ptr;
@@ -138,17 +156,16 @@ cmp_randomk_compress(void *ctx, const terse_buf_t *in, float *residual, const te
                 residual[i] += terse__load_f32(in->ptr, in->dtype, i);
             }
         }
-        for (i = 0; i < n; ++i) {
-            bad |= !isfinite(residual[i]);
-            total += (double)residual[i] * (double)residual[i];
-        }
+        total = randomk_energy(residual, n);
+    } else if (in->dtype == TERSE_FLOAT32) {
+        total = randomk_energy(in->ptr, n);
     } else {
         for (i = 0; i < n; ++i) {
             float x = terse__load_f32(in->ptr, in->dtype, i);
-            bad |= !isfinite(x);
             total += (double)x * (double)x;
         }
     }
+    bad = !isfinite(total);
 
     perm = terse_randomk_perm_make(rng, n);
     for (i = 0; i < r->k; ++i) {

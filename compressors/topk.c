@@ -227,16 +227,17 @@ topk_put_header(const cmp_topk_t *t, uint32_t flags, void *out)
     memcpy(out, &h, sizeof(h));
 }
 
-/* Exact select over the whole layer, emitting pairs in index order. Returns the number of
- * pairs written (k, or less on a bug) and the energy left behind in *err_p. */
+/* Exact select over the whole layer, emitting pairs in index order. hist holds
+ * topk_hist_high(v) on entry. Returns the number of pairs written (k, or else a bug) and
+ * their energy in *kept_p. */
 static size_t
-topk_select_exact(cmp_topk_t *t, const float *v, float *residual, uint8_t *pairs, double *err_p)
+topk_select_exact(cmp_topk_t *t, const float *v, float *residual, uint8_t *pairs,
+                  double *kept_p)
 {
     size_t n = t->count, need, eq = 0, j = 0, i;
-    double err = 0.0;
+    double kept = 0.0;
     uint32_t thr, key;
 
-    topk_hist_high(v, n, t->hist);
     topk_select(v, n, t->k, t->hist, &thr, &need);
     for (i = 0; i < n; ++i) {
         key = terse_topk_key(v[i]);
@@ -246,14 +247,13 @@ topk_select_exact(cmp_topk_t *t, const float *v, float *residual, uint8_t *pairs
                 topk_put_pair(pairs, j, (uint32_t)i, v[i]);
             }
             ++j;
+            kept += (double)v[i] * (double)v[i];
             if (residual != NULL) {
                 residual[i] = 0.0f;
             }
-        } else {
-            err += (double)v[i] * (double)v[i];
         }
     }
-    *err_p = err;
+    *kept_p = kept;
     return j;
 }
 
@@ -313,28 +313,50 @@ topk_select_sampled(cmp_topk_t *t, const float *v, float *residual, const terse_
     return j;
 }
 
-/* v = in + residual, stored in the residual (or scratch); returns v, the non-finite flag and
- * the energy. NULL when the scratch cannot be allocated. */
+/* Energy of v[0..n) in double, 8 lanes (vectorisable, fixed order). A non-finite v gives a
+ * non-finite sum and a finite v cannot overflow it (n * FLT_MAX^2 < DBL_MAX): the sum alone
+ * tells whether the layer is finite. */
+static double
+topk_energy(const float *v, size_t n)
+{
+    double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, t = 0.0;
+    size_t i, l;
+
+    for (i = 0; i + 8 <= n; i += 8) {
+        for (l = 0; l < 8; ++l) {
+            s[l] += (double)v[i + l] * (double)v[i + l];
+        }
+    }
+    for (; i < n; ++i) {
+        t += (double)v[i] * (double)v[i];
+    }
+    return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) + t;
+}
+
+/* v = in + residual, stored in the residual (or scratch, or in itself for fp32 without
+ * feedback); returns v and its energy; with hist (exact family) also fills
+ * topk_hist_high(v). NULL when the scratch cannot be allocated. */
 static const float *
-topk_prepare(cmp_topk_t *t, const terse_buf_t *in, float *residual, int *nonfinite_p,
+topk_prepare(cmp_topk_t *t, const terse_buf_t *in, float *residual, uint32_t *hist,
              double *total_p)
 {
     const float *src = in->ptr;
     float *dst;
-    double total = 0.0;
-    int bad = 0;
     size_t i, n = t->count;
 
     if (residual != NULL) {
         dst = residual;
-    } else if (in->dtype == TERSE_FLOAT32) {
-        for (i = 0; i < n; ++i) {
-            bad |= !isfinite(src[i]);
-            total += (double)src[i] * (double)src[i];
+        if (in->dtype == TERSE_FLOAT32) {
+            for (i = 0; i < n; ++i) {
+                dst[i] += src[i];
+            }
+        } else {
+            for (i = 0; i < n; ++i) {
+                dst[i] += terse__load_f32(in->ptr, in->dtype, i);
+            }
         }
-        *nonfinite_p = bad;
-        *total_p     = total;
-        return src;
+    } else if (in->dtype == TERSE_FLOAT32) {
+        dst = (float *)src; /* read only from here on */
     } else {
         if (t->scratch == NULL) {
             t->scratch = malloc(n * sizeof(float));
@@ -344,25 +366,12 @@ topk_prepare(cmp_topk_t *t, const terse_buf_t *in, float *residual, int *nonfini
             }
         }
         dst = t->scratch;
-        memset(dst, 0, n * sizeof(float));
+        terse__convert_to_f32(in->ptr, in->dtype, dst, n);
     }
-    if (in->dtype == TERSE_FLOAT32) {
-        for (i = 0; i < n; ++i) {
-            float x = dst[i] + src[i];
-            dst[i]  = x;
-            bad |= !isfinite(x);
-            total += (double)x * (double)x;
-        }
-    } else {
-        for (i = 0; i < n; ++i) {
-            float x = dst[i] + terse__load_f32(in->ptr, in->dtype, i);
-            dst[i]  = x;
-            bad |= !isfinite(x);
-            total += (double)x * (double)x;
-        }
+    *total_p = topk_energy(dst, n);
+    if (hist != NULL) {
+        topk_hist_high(dst, n, hist);
     }
-    *nonfinite_p = bad;
-    *total_p     = total;
     return dst;
 }
 
@@ -374,9 +383,8 @@ cmp_topk_compress(void *ctx, const terse_buf_t *in, float *residual, const terse
     cmp_topk_t *t = ctx;
     uint8_t *pairs;
     const float *v;
-    double total = 0.0, err = 0.0, kept = 0.0;
+    double total = 0.0, err, kept = 0.0;
     size_t i, got = 0;
-    int nonfinite = 0;
 
     (void)stream;
     if ((in == NULL) || (in->count != t->count) || (in->mem != TERSE_MEM_HOST) ||
@@ -387,11 +395,11 @@ cmp_topk_compress(void *ctx, const terse_buf_t *in, float *residual, const terse
         return TERSE_ERR_INVALID;
     }
     pairs = (uint8_t *)out + TERSE_TOPK_HEADER_BYTES;
-    v     = topk_prepare(t, in, residual, &nonfinite, &total);
+    v = topk_prepare(t, in, residual, (t->nsample > 0) ? NULL : t->hist, &total);
     if (v == NULL) {
         return TERSE_ERR_NOMEM;
     }
-    if (nonfinite) {
+    if (!isfinite(total)) {
         /* rule 3: flag, drop the residual; the receivers write NaN over the layer */
         if (residual != NULL) {
             memset(residual, 0, t->count * sizeof(float));
@@ -409,12 +417,17 @@ cmp_topk_compress(void *ctx, const terse_buf_t *in, float *residual, const terse
 
     if (t->nsample > 0) {
         got = topk_select_sampled(t, v, residual, rng, pairs, &kept);
-        err = total - kept;
-        err = (err > 0.0) ? err : 0.0;
+        if (got == 0) {
+            topk_hist_high(v, t->count, t->hist); /* the sample missed: exact select */
+        }
     }
     if (got == 0) {
-        got = topk_select_exact(t, v, residual, pairs, &err);
+        got = topk_select_exact(t, v, residual, pairs, &kept);
     }
+    /* the energy left behind; total - kept is exact enough (both in double) and is the
+     * same for both families */
+    err = total - kept;
+    err = (err > 0.0) ? err : 0.0;
     if (got != t->k) {
         terse_error(TERSE_LOG_CMP, "topk: selected %zu values instead of %zu", got, t->k);
         return TERSE_ERR_INTERNAL;
