@@ -530,12 +530,17 @@ static CU_TestInfo quant_cuda_tests[] = {
     {"quant parity (buckets, sub-ranges)", test_quant_parity_shapes},
     {"sign parity", test_sign_parity},
     {"non-finite input", test_nonfinite},
-    {"corrupted payloads", test_corrupt},
     {"multi-tensor table", test_table},
+    CU_TEST_INFO_NULL,
+};
+
+static CU_TestInfo quant_cuda_corrupt_tests[] = {
+    {"corrupted payloads", test_corrupt},
     CU_TEST_INFO_NULL,
 };
 
 CU_SuiteInfo test_quant_cuda_suites[] = {
     {"quant_cuda", NULL, NULL, NULL, NULL, quant_cuda_tests},
+    {"quant_cuda_corrupt", NULL, NULL, NULL, NULL, quant_cuda_corrupt_tests},
     CU_SUITE_INFO_NULL,
 };

@@ -347,11 +347,16 @@ static CU_TestInfo topk_cuda_tests[] = {
     {"parity (sizes x densities x dtypes)", test_topk_parity},
     {"ties and candidate overflow", test_topk_ties},
     {"non-finite input", test_topk_nonfinite},
+    CU_TEST_INFO_NULL,
+};
+
+static CU_TestInfo topk_cuda_corrupt_tests[] = {
     {"corrupted payloads", test_topk_corrupt},
     CU_TEST_INFO_NULL,
 };
 
 CU_SuiteInfo test_topk_cuda_suites[] = {
     {"topk_cuda", NULL, NULL, NULL, NULL, topk_cuda_tests},
+    {"topk_cuda_corrupt", NULL, NULL, NULL, NULL, topk_cuda_corrupt_tests},
     CU_SUITE_INFO_NULL,
 };

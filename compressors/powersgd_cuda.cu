@@ -1,0 +1,708 @@
+/*
+ * powersgd on the GPU (powersgd_cuda.h). Matrices are row-major, factors k-major (powersgd.h);
+ * a flat layer's padded tail (row i holds min(cols, count - i cols) real entries) is skipped.
+ *
+ *   ps_mq      one warp per row, Q staged in shared memory by column tiles: M = in + residual
+ *              written back, P[k][i] = warp butterfly of the lanes' partial dots
+ *   ps_orth    one block: modified Gram-Schmidt twice per column, double dots reduced in a
+ *              fixed order, the degenerate-column rule of powersgd.h
+ *   ps_mtp     Q partials per (column tile, row chunk), then ps_mtp_sum adds the chunks in
+ *              order (deterministic split-K without atomics)
+ *   ps_sub     one warp per row: residual = M - P^ Q^T (same per-element order as the CPU)
+ *   ps_keep    warm start: Q <- summed Q with unit columns; ps_write: out = scale P^ Q^T
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime.h>
+
+#include "cuda_kernels.h"
+#include "powersgd.h"
+#include "powersgd_cuda.h"
+
+#define PS_R      TERSE_PSGD_CUDA_MAX_RANK
+#define PS_WARPS  8
+#define PS_TJ     256 /* columns of Q per shared-memory tile (r <= 32: 32 KiB) */
+#define PS_TI     32  /* rows of P^ per shared-memory tile in ps_mtp */
+#define PS_CHUNKS 64  /* row chunks of ps_mtp, at most */
+
+typedef struct ps_dev {
+    uint32_t bad;      /* this step's compress or stage met a non-finite value */
+    uint32_t basis_ok; /* stage 1 produced P^ */
+    uint32_t dec_bad;  /* decompress writes NaN */
+    uint32_t pad;
+} ps_dev_t;
+
+typedef struct ps_cuda {
+    size_t           count, rows, cols, rank, nchunk, chunk_rows;
+    uint64_t         seed;
+    uint32_t         layer;
+    float           *q;       /* cols x r */
+    float           *basis;   /* rows x r */
+    float           *partial; /* nchunk x r x cols */
+    float           *scratch; /* count, or NULL */
+    float           *m;       /* this step's M: the residual or the scratch */
+    int              m_is_res;
+    int              next;    /* 0: compress, 1: stage 1, 2: decompress */
+    ps_dev_t        *dev;
+    terse_cu_stat_t *stat;
+} ps_cuda_t;
+
+typedef struct ps_shape {
+    uint64_t count, rows, cols;
+    int      r;
+} ps_shape_t;
+
+__device__ __forceinline__ uint32_t
+ps_row_len(const ps_shape_t &s, uint64_t i)
+{
+    uint64_t left = s.count - i * s.cols;
+    return (uint32_t)((left < s.cols) ? left : s.cols);
+}
+
+/* Stages columns [j0, j0 + PS_TJ) of a k-major factor (r x cols) into sh. */
+__device__ __forceinline__ void
+ps_stage_tile(float *sh, const float *f, const ps_shape_t &s, uint64_t j0)
+{
+    for (int t = threadIdx.x; t < s.r * PS_TJ; t += blockDim.x) {
+        int k = t / PS_TJ, jj = t % PS_TJ;
+        uint64_t j = j0 + jj;
+        sh[t] = (j < s.cols) ? f[(uint64_t)k * s.cols + j] : 0.0f;
+    }
+}
+
+__global__ void __launch_bounds__(PS_WARPS * 32)
+ps_mq(const void *in, int dtype, int add_res, float *m, const float *q, float *p, ps_shape_t s,
+      terse_cu_stat_t *st)
+{
+    __shared__ float sq[PS_R * PS_TJ];
+    __shared__ double shd[32];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const uint64_t i = (uint64_t)blockIdx.x * PS_WARPS + warp;
+    const uint32_t len = (i < s.rows) ? ps_row_len(s, i) : 0;
+    float acc[PS_R];
+    double tot = 0.0;
+    float probe = 0.0f;
+    uint64_t j0;
+
+#pragma unroll
+    for (int k = 0; k < PS_R; ++k) {
+        acc[k] = 0.0f;
+    }
+    for (j0 = 0; j0 < s.cols; j0 += PS_TJ) {
+        __syncthreads();
+        ps_stage_tile(sq, q, s, j0);
+        __syncthreads();
+        for (int jj = lane; jj < PS_TJ; jj += 32) {
+            uint64_t j = j0 + jj;
+            if (j < len) {
+                uint64_t e = i * s.cols + j;
+                float x    = terse_cu_load(in, (terse_dtype_t)dtype, e);
+                if (add_res) {
+                    x = m[e] + x;
+                }
+                m[e]  = x;
+                tot   = tot + (double)x * (double)x;
+                probe = probe + x * 0.0f;
+#pragma unroll
+                for (int k = 0; k < PS_R; ++k) {
+                    if (k < s.r) {
+                        acc[k] = acc[k] + x * sq[k * PS_TJ + jj];
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < PS_R; ++k) {
+        if (k < s.r) {
+            float v = terse_cu_warp_sum(acc[k]);
+            if ((lane == 0) && (i < s.rows)) {
+                p[(uint64_t)k * s.rows + i] = v;
+            }
+        }
+    }
+    if (__syncthreads_or(probe != 0.0f) && (threadIdx.x == 0)) {
+        atomicOr(&st->call, (uint32_t)TERSE_CMP_NONFINITE);
+    }
+    tot = terse_cu_block_sum(tot, shd);
+    if ((threadIdx.x == 0) && (tot != 0.0)) {
+        atomicAdd(&st->sq_acc, tot);
+    }
+}
+
+/* After compress: a non-finite M (or an infinite ||M||^2) sends NaN and zeroes the residual. */
+__global__ void
+ps_fix_compress(ps_dev_t *dev, float *p, uint64_t plen, float *res, uint64_t count,
+                terse_cu_stat_t *st)
+{
+    const uint32_t call = *(volatile uint32_t *)&st->call;
+    const double tot    = *(volatile double *)&st->sq_acc;
+    const int bad       = (call & TERSE_CMP_NONFINITE) || !(tot - tot == 0.0);
+    const uint64_t t0 = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const uint64_t step = (uint64_t)gridDim.x * blockDim.x;
+    uint64_t i;
+
+    if (bad) {
+        for (i = t0; i < plen; i += step) {
+            p[i] = TERSE_CU_NAN;
+        }
+        for (i = t0; (res != NULL) && (i < count); i += step) {
+            res[i] = 0.0f;
+        }
+    }
+    __syncthreads();
+    if ((threadIdx.x == 0) && terse_cu_last_block(&st->done, gridDim.x)) {
+        dev->bad      = (uint32_t)bad;
+        dev->basis_ok = 0;
+        if (bad) {
+            st->call |= TERSE_CMP_NONFINITE;
+        }
+        terse_cu_stat_commit(st, 1);
+    }
+}
+
+/* ---------------------------------------------------------------- orthonormalisation */
+__device__ __forceinline__ double
+ps_ddot(const float *a, const float *b, uint64_t len, double *sh)
+{
+    double s = 0.0;
+
+    for (uint64_t t = threadIdx.x; t < len; t += blockDim.x) {
+        s = s + (double)a[t] * (double)b[t];
+    }
+    return terse_cu_block_sum(s, sh);
+}
+
+__device__ __forceinline__ void
+ps_project_out(float *a, uint64_t len, int c, double *sh)
+{
+    float *ac = a + (uint64_t)c * len;
+
+    for (int pass = 0; pass < 2; ++pass) {
+        for (int j = 0; j < c; ++j) {
+            const float *aj = a + (uint64_t)j * len;
+            float f         = (float)-ps_ddot(aj, ac, len, sh);
+            for (uint64_t t = threadIdx.x; t < len; t += blockDim.x) {
+                ac[t] = ac[t] + f * aj[t];
+            }
+            __syncthreads();
+        }
+    }
+}
+
+/* One block: basis = orth(summed), or dev->bad when summed is not finite. */
+__global__ void __launch_bounds__(1024)
+ps_orth(const float *summed, float *a, uint64_t len, int r, ps_dev_t *dev)
+{
+    __shared__ double sh[32];
+    __shared__ double sw[32];
+    __shared__ uint64_t st_[32];
+    int bad = 0;
+
+    if (dev->bad) {
+        return;
+    }
+    for (uint64_t t = threadIdx.x; t < (uint64_t)r * len; t += blockDim.x) {
+        float x = summed[t];
+        a[t]    = x;
+        bad |= !terse_cu_isfinite(x);
+    }
+    if (__syncthreads_or(bad)) {
+        if (threadIdx.x == 0) {
+            dev->bad = 1;
+        }
+        return;
+    }
+    for (int c = 0; c < r; ++c) {
+        float *ac = a + (uint64_t)c * len;
+        double n0 = sqrt(ps_ddot(ac, ac, len, sh)), nc;
+        ps_project_out(a, len, c, sh);
+        nc = sqrt(ps_ddot(ac, ac, len, sh));
+        if (!(n0 > 0.0) || !(n0 - n0 == 0.0) || !(nc > 1e-6 * n0)) {
+            /* the unit vector e_t maximising 1 - sum_j a_j[t]^2, lowest t on ties */
+            double bw = -1.0;
+            uint64_t bt = 0;
+            int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+            for (uint64_t t = threadIdx.x; t < len; t += blockDim.x) {
+                double w = 1.0;
+                for (int j = 0; j < c; ++j) {
+                    double x = (double)a[(uint64_t)j * len + t];
+                    w        = w - x * x;
+                }
+                if (w > bw) {
+                    bw = w;
+                    bt = t;
+                }
+            }
+            for (int o = 16; o > 0; o >>= 1) {
+                double w2   = __shfl_xor_sync(0xffffffffu, bw, o);
+                uint64_t t2 = __shfl_xor_sync(0xffffffffu, bt, o);
+                if ((w2 > bw) || ((w2 == bw) && (t2 < bt))) {
+                    bw = w2;
+                    bt = t2;
+                }
+            }
+            __syncthreads();
+            if (lane == 0) {
+                sw[warp]  = bw;
+                st_[warp] = bt;
+            }
+            __syncthreads();
+            bw = sw[0];
+            bt = st_[0];
+            for (int w = 1; w < nw; ++w) {
+                if ((sw[w] > bw) || ((sw[w] == bw) && (st_[w] < bt))) {
+                    bw = sw[w];
+                    bt = st_[w];
+                }
+            }
+            for (uint64_t t = threadIdx.x; t < len; t += blockDim.x) {
+                ac[t] = (t == bt) ? 1.0f : 0.0f;
+            }
+            __syncthreads();
+            ps_project_out(a, len, c, sh);
+            nc = sqrt(ps_ddot(ac, ac, len, sh));
+        }
+        {
+            float inv = (float)(1.0 / nc);
+            for (uint64_t t = threadIdx.x; t < len; t += blockDim.x) {
+                ac[t] = ac[t] * inv;
+            }
+            __syncthreads();
+        }
+    }
+    if (threadIdx.x == 0) {
+        dev->basis_ok = 1;
+    }
+}
+
+/* ---------------------------------------------------------------- Q = M^T P^ */
+__global__ void __launch_bounds__(256)
+ps_mtp(const float *m, const float *pb, float *partial, ps_shape_t s, uint64_t chunk_rows,
+       const ps_dev_t *dev)
+{
+    __shared__ float sp[PS_R * PS_TI];
+    const uint64_t j  = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const uint64_t i0 = (uint64_t)blockIdx.y * chunk_rows;
+    const uint64_t i1 = (i0 + chunk_rows < s.rows) ? i0 + chunk_rows : s.rows;
+    float acc[PS_R];
+
+    if (dev->bad) {
+        return;
+    }
+#pragma unroll
+    for (int k = 0; k < PS_R; ++k) {
+        acc[k] = 0.0f;
+    }
+    for (uint64_t ib = i0; ib < i1; ib += PS_TI) {
+        const uint64_t nt = (i1 - ib < PS_TI) ? i1 - ib : PS_TI;
+        __syncthreads();
+        for (int t = threadIdx.x; t < s.r * PS_TI; t += blockDim.x) {
+            int k = t / PS_TI, ii = t % PS_TI;
+            sp[t] = ((uint64_t)ii < nt) ? pb[(uint64_t)k * s.rows + ib + ii] : 0.0f;
+        }
+        __syncthreads();
+        for (uint64_t ii = 0; ii < nt; ++ii) {
+            uint64_t e = (ib + ii) * s.cols + j;
+            float x    = ((j < s.cols) && (e < s.count)) ? m[e] : 0.0f;
+#pragma unroll
+            for (int k = 0; k < PS_R; ++k) {
+                if (k < s.r) {
+                    acc[k] = acc[k] + x * sp[k * PS_TI + ii];
+                }
+            }
+        }
+    }
+    if (j < s.cols) {
+#pragma unroll
+        for (int k = 0; k < PS_R; ++k) {
+            if (k < s.r) {
+                partial[((uint64_t)blockIdx.y * s.r + k) * s.cols + j] = acc[k];
+            }
+        }
+    }
+}
+
+__global__ void
+ps_mtp_sum(const float *partial, float *q, ps_shape_t s, uint64_t nchunk, const ps_dev_t *dev)
+{
+    const uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int bad    = (int)dev->bad;
+
+    if (t < (uint64_t)s.r * s.cols) {
+        float v = 0.0f;
+        if (!bad) {
+            uint64_t k = t / s.cols, j = t % s.cols;
+            for (uint64_t c = 0; c < nchunk; ++c) {
+                v = v + partial[(c * s.r + k) * s.cols + j];
+            }
+        } else {
+            v = TERSE_CU_NAN;
+        }
+        q[t] = v;
+    }
+}
+
+/* residual = M - P^ Q^T over the real entries (zero when the step is non-finite). */
+__global__ void __launch_bounds__(PS_WARPS * 32)
+ps_sub(float *m, int m_is_res, const float *pb, const float *q, ps_shape_t s,
+       const ps_dev_t *dev, terse_cu_stat_t *st)
+{
+    __shared__ float sq[PS_R * PS_TJ];
+    __shared__ double shd[32];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const uint64_t i = (uint64_t)blockIdx.x * PS_WARPS + warp;
+    const uint32_t len = (i < s.rows) ? ps_row_len(s, i) : 0;
+    const int bad = (int)dev->bad;
+    float pk[PS_R];
+    double err = 0.0;
+
+    if (bad) {
+        for (uint32_t j = lane; m_is_res && (j < len); j += 32) {
+            m[i * s.cols + j] = 0.0f;
+        }
+        return;
+    }
+#pragma unroll
+    for (int k = 0; k < PS_R; ++k) {
+        pk[k] = ((k < s.r) && (i < s.rows)) ? -pb[(uint64_t)k * s.rows + i] : 0.0f;
+    }
+    for (uint64_t j0 = 0; j0 < s.cols; j0 += PS_TJ) {
+        __syncthreads();
+        ps_stage_tile(sq, q, s, j0);
+        __syncthreads();
+        for (int jj = lane; jj < PS_TJ; jj += 32) {
+            uint64_t j = j0 + jj;
+            if (j < len) {
+                uint64_t e = i * s.cols + j;
+                float x    = m[e];
+#pragma unroll
+                for (int k = 0; k < PS_R; ++k) {
+                    if (k < s.r) {
+                        x = x + pk[k] * sq[k * PS_TJ + jj];
+                    }
+                }
+                m[e] = x;
+                err  = err + (double)x * (double)x;
+            }
+        }
+    }
+    err = terse_cu_block_sum(err, shd);
+    if ((threadIdx.x == 0) && (err != 0.0)) {
+        atomicAdd(&st->sq_acc, err);
+    }
+}
+
+__global__ void
+ps_fix_stage(ps_dev_t *dev, terse_cu_stat_t *st)
+{
+    if (dev->bad) {
+        st->call |= TERSE_CMP_NONFINITE;
+        dev->basis_ok = 0;
+    }
+    terse_cu_stat_commit(st, 1);
+}
+
+/* ---------------------------------------------------------------- decompress */
+__global__ void
+ps_init_q(float *q, uint64_t n, terse_rng_t rng)
+{
+    for (uint64_t e = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; e < n;
+         e += (uint64_t)gridDim.x * blockDim.x) {
+        q[e] = terse_psgd_init_q(&rng, e);
+    }
+}
+
+/* One block: decides dec_bad, then the warm start of Q. */
+__global__ void __launch_bounds__(1024)
+ps_keep(const float *qs, float *q, ps_shape_t s, terse_rng_t rng, ps_dev_t *dev)
+{
+    __shared__ double sh[32];
+    const uint64_t n = (uint64_t)s.r * s.cols;
+    int bad = !dev->basis_ok;
+
+    for (uint64_t t = threadIdx.x; t < n; t += blockDim.x) {
+        bad |= !terse_cu_isfinite(qs[t]);
+    }
+    bad = __syncthreads_or(bad);
+    if (bad) {
+        for (uint64_t t = threadIdx.x; t < n; t += blockDim.x) {
+            q[t] = terse_psgd_init_q(&rng, t);
+        }
+    } else {
+        for (int k = 0; k < s.r; ++k) {
+            const float *fk = qs + (uint64_t)k * s.cols;
+            double nrm      = sqrt(ps_ddot(fk, fk, s.cols, sh));
+            if (nrm > 0.0) {
+                float inv = (float)(1.0 / nrm);
+                for (uint64_t j = threadIdx.x; j < s.cols; j += blockDim.x) {
+                    q[(uint64_t)k * s.cols + j] = fk[j] * inv;
+                }
+            }
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        dev->dec_bad  = (uint32_t)bad;
+        dev->basis_ok = 0;
+    }
+}
+
+__global__ void __launch_bounds__(256)
+ps_write(const float *pb, const float *qs, float scale, void *out, int dtype, ps_shape_t s,
+         const ps_dev_t *dev, terse_cu_stat_t *st)
+{
+    const int bad = (int)dev->dec_bad;
+
+    for (uint64_t e = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; e < s.count;
+         e += (uint64_t)gridDim.x * blockDim.x) {
+        float v;
+        if (bad) {
+            v = TERSE_CU_NAN;
+        } else {
+            uint64_t i = e / s.cols, j = e % s.cols;
+            float row  = 0.0f;
+            for (int k = 0; k < s.r; ++k) {
+                row = row + pb[(uint64_t)k * s.rows + i] * qs[(uint64_t)k * s.cols + j];
+            }
+            v = row * scale;
+        }
+        terse_cu_store(out, (terse_dtype_t)dtype, e, v);
+    }
+    __syncthreads();
+    if ((threadIdx.x == 0) && terse_cu_last_block(&st->done, gridDim.x)) {
+        if (bad) {
+            st->call |= TERSE_CMP_NONFINITE;
+        }
+        terse_cu_stat_commit(st, 0);
+    }
+}
+
+/* ---------------------------------------------------------------- host */
+static ps_shape_t
+ps_shape(const ps_cuda_t *c)
+{
+    ps_shape_t s;
+
+    s.count = c->count;
+    s.rows  = c->rows;
+    s.cols  = c->cols;
+    s.r     = (int)c->rank;
+    return s;
+}
+
+static terse_rng_t
+ps_q_rng(const ps_cuda_t *c)
+{
+    return terse_rng_make(c->seed, TERSE_RNG_PSGD_Q, c->layer, 0, TERSE_RNG_SHARED);
+}
+
+static unsigned
+ps_grid(uint64_t n, unsigned cap)
+{
+    unsigned g = terse_cu_blocks(n, 256);
+    return (g > cap) ? cap : g;
+}
+
+extern "C" terse_status_t
+terse__cmp_psgd_cuda_reset(void *cuda)
+{
+    ps_cuda_t *c = (ps_cuda_t *)cuda;
+
+    ps_init_q<<<ps_grid(c->rank * c->cols, 1024), 256>>>(c->q, c->rank * c->cols, ps_q_rng(c));
+    TERSE_CUDA_LAUNCHED("powersgd init");
+    TERSE_CUDA_CHECK_ST(cudaMemset(c->dev, 0, sizeof(ps_dev_t)), "cudaMemset");
+    TERSE_CHECK(terse__cuda_stream_sync(NULL));
+    c->next = 0;
+    return TERSE_OK;
+}
+
+extern "C" terse_status_t
+terse__cmp_psgd_cuda_create(size_t count, size_t rows, size_t cols, size_t rank, uint64_t seed,
+                            uint32_t layer, int with_scratch, void **cuda_p)
+{
+    ps_cuda_t *c;
+    terse_status_t status;
+
+    if ((count == 0) || (rank == 0)) {
+        return TERSE_ERR_INVALID;
+    }
+    if (rank > TERSE_PSGD_CUDA_MAX_RANK) {
+        terse_error(TERSE_LOG_CMP, "powersgd cuda: rank %zu above %d", rank,
+                    TERSE_PSGD_CUDA_MAX_RANK);
+        return TERSE_ERR_UNSUPPORTED;
+    }
+    c = (ps_cuda_t *)calloc(1, sizeof(*c));
+    if (c == NULL) {
+        terse_error(TERSE_LOG_CMP, "failed to allocate powersgd cuda state");
+        return TERSE_ERR_NOMEM;
+    }
+    terse_psgd_shape(count, rows, cols, &c->rows, &c->cols);
+    if (rank >= TERSE_MIN(c->rows, c->cols)) {
+        free(c);
+        return TERSE_ERR_INVALID;
+    }
+    c->count      = count;
+    c->rank       = rank;
+    c->seed       = seed;
+    c->layer      = layer;
+    c->nchunk     = TERSE_MIN((size_t)PS_CHUNKS, TERSE_DIV_UP(c->rows, 32));
+    c->chunk_rows = TERSE_DIV_UP(c->rows, c->nchunk);
+    c->nchunk     = TERSE_DIV_UP(c->rows, c->chunk_rows);
+    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&c->q, rank * c->cols * sizeof(float)), status,
+                     err_free);
+    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&c->basis, rank * c->rows * sizeof(float)),
+                     status, err_free);
+    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&c->partial,
+                                        c->nchunk * rank * c->cols * sizeof(float)),
+                     status, err_free);
+    if (with_scratch) {
+        TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&c->scratch, count * sizeof(float)), status,
+                         err_free);
+    }
+    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&c->dev, sizeof(ps_dev_t)), status, err_free);
+    TERSE_CHECK_GOTO(terse__cuda_stat_create(&c->stat), status, err_free);
+    TERSE_CHECK_GOTO(terse__cmp_psgd_cuda_reset(c), status, err_free);
+    *cuda_p = c;
+    return TERSE_OK;
+
+err_free:
+    terse__cmp_psgd_cuda_destroy(c);
+    return status;
+}
+
+extern "C" void
+terse__cmp_psgd_cuda_destroy(void *cuda)
+{
+    ps_cuda_t *c = (ps_cuda_t *)cuda;
+
+    if (c != NULL) {
+        terse__cuda_free(c->q);
+        terse__cuda_free(c->basis);
+        terse__cuda_free(c->partial);
+        terse__cuda_free(c->scratch);
+        terse__cuda_free(c->dev);
+        terse__cuda_free(c->stat);
+        free(c);
+    }
+}
+
+extern "C" terse_status_t
+terse__cmp_psgd_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, size_t n,
+                              float *residual, void *out, size_t out_bytes, uint32_t *flags_p,
+                              double *sq_err_p, terse_stream_t stream)
+{
+    ps_cuda_t *c   = (ps_cuda_t *)cuda;
+    cudaStream_t s = (cudaStream_t)stream;
+    float *m;
+
+    if ((c == NULL) || (in == NULL) || (n != c->count) || (out == NULL) ||
+        (dtype >= TERSE_FLOAT64) || (out_bytes != c->rank * c->rows * sizeof(float))) {
+        terse_error(TERSE_LOG_CMP, "powersgd cuda: bad compress arguments (count %zu, %zu bytes)",
+                    n, out_bytes);
+        return TERSE_ERR_INVALID;
+    }
+    m = (residual != NULL) ? residual : c->scratch;
+    if (m == NULL) {
+        terse_error(TERSE_LOG_CMP, "powersgd cuda: no residual and no scratch (create with "
+                                   "with_scratch)");
+        return TERSE_ERR_INVALID;
+    }
+    c->m        = m;
+    c->m_is_res = (residual != NULL);
+    ps_mq<<<terse_cu_blocks(c->rows, PS_WARPS), PS_WARPS * 32, 0, s>>>(
+        in, (int)dtype, residual != NULL, m, c->q, (float *)out, ps_shape(c), c->stat);
+    TERSE_CUDA_LAUNCHED("powersgd mq");
+    ps_fix_compress<<<64, 256, 0, s>>>(c->dev, (float *)out, c->rank * c->rows, residual, n,
+                                       c->stat);
+    TERSE_CUDA_LAUNCHED("powersgd fixup");
+    c->next = 1;
+    if (flags_p != NULL) {
+        *flags_p = 0;
+    }
+    if (sq_err_p != NULL) {
+        *sq_err_p = 0.0;
+    }
+    return TERSE_OK;
+}
+
+extern "C" terse_status_t
+terse__cmp_psgd_cuda_stage(void *cuda, unsigned stage, const void *summed, size_t summed_bytes,
+                           void *out, size_t out_bytes, double *sq_err_p, terse_stream_t stream)
+{
+    ps_cuda_t *c   = (ps_cuda_t *)cuda;
+    cudaStream_t s = (cudaStream_t)stream;
+    ps_shape_t sh;
+
+    if ((c == NULL) || (stage != 1) || (summed == NULL) || (out == NULL) ||
+        (summed_bytes != c->rank * c->rows * sizeof(float)) ||
+        (out_bytes != c->rank * c->cols * sizeof(float))) {
+        terse_error(TERSE_LOG_CMP, "powersgd cuda: bad stage %u arguments", stage);
+        return TERSE_ERR_INVALID;
+    }
+    if (c->next != 1) {
+        terse_error(TERSE_LOG_CMP, "powersgd cuda: stage 1 without compress");
+        return TERSE_ERR_USAGE;
+    }
+    c->next = 2;
+    sh      = ps_shape(c);
+    ps_orth<<<1, 1024, 0, s>>>((const float *)summed, c->basis, c->rows, (int)c->rank, c->dev);
+    ps_mtp<<<dim3(terse_cu_blocks(c->cols, 256), (unsigned)c->nchunk), 256, 0, s>>>(
+        c->m, c->basis, c->partial, sh, c->chunk_rows, c->dev);
+    ps_mtp_sum<<<terse_cu_blocks(c->rank * c->cols, 256), 256, 0, s>>>(
+        c->partial, (float *)out, sh, c->nchunk, c->dev);
+    ps_sub<<<terse_cu_blocks(c->rows, PS_WARPS), PS_WARPS * 32, 0, s>>>(
+        c->m, c->m_is_res, c->basis, (const float *)out, sh, c->dev, c->stat);
+    ps_fix_stage<<<1, 1, 0, s>>>(c->dev, c->stat);
+    TERSE_CUDA_LAUNCHED("powersgd stage 1");
+    if (sq_err_p != NULL) {
+        *sq_err_p = 0.0;
+    }
+    return TERSE_OK;
+}
+
+extern "C" terse_status_t
+terse__cmp_psgd_cuda_decompress(void *cuda, const void *in, size_t in_bytes, float scale,
+                                void *out, terse_dtype_t dtype, size_t n, terse_stream_t stream)
+{
+    ps_cuda_t *c   = (ps_cuda_t *)cuda;
+    cudaStream_t s = (cudaStream_t)stream;
+
+    if ((c == NULL) || (out == NULL) || (n != c->count) || (dtype >= TERSE_FLOAT64)) {
+        return TERSE_ERR_INVALID;
+    }
+    if ((in == NULL) || (in_bytes != c->rank * c->cols * sizeof(float))) {
+        return TERSE_ERR_PAYLOAD;
+    }
+    if (c->next != 2) {
+        terse_error(TERSE_LOG_CMP, "powersgd cuda: decompress out of order");
+        return TERSE_ERR_USAGE;
+    }
+    c->next = 0;
+    ps_keep<<<1, 1024, 0, s>>>((const float *)in, c->q, ps_shape(c), ps_q_rng(c), c->dev);
+    ps_write<<<ps_grid(n, 4096), 256, 0, s>>>(c->basis, (const float *)in, scale, out,
+                                              (int)dtype, ps_shape(c), c->dev, c->stat);
+    TERSE_CUDA_LAUNCHED("powersgd decompress");
+    return TERSE_OK;
+}
+
+extern "C" terse_status_t
+terse__cmp_psgd_cuda_stat(void *cuda, terse_stream_t stream, uint32_t *flags_p,
+                          double *sq_err_p)
+{
+    return terse__cuda_stat_read(((ps_cuda_t *)cuda)->stat, stream, flags_p, sq_err_p);
+}
+
+extern "C" const float *
+terse__cmp_psgd_cuda_q(void *cuda)
+{
+    return ((ps_cuda_t *)cuda)->q;
+}
+
+extern "C" const float *
+terse__cmp_psgd_cuda_basis(void *cuda)
+{
+    return ((ps_cuda_t *)cuda)->basis;
+}

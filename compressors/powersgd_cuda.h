@@ -1,0 +1,69 @@
+/*
+ * CUDA kernels of powersgd (powersgd_cuda.cu): the two-stage family of powersgd.h on device
+ * buffers, with our own tall-skinny kernels (no cuBLAS: DESIGN.md section 3). Deterministic:
+ * every reduction has a fixed order (warp butterflies, per-chunk partial sums added in chunk
+ * order; no split-K atomics), so every rank gets the same bits from the same summed payloads.
+ * Not bit-identical to the CPU reference (other summation orders): the tests bound the
+ * difference. Layout, warm start, degenerate columns and non-finite handling follow
+ * powersgd.h. Ranks up to TERSE_PSGD_CUDA_MAX_RANK.
+ *
+ *   compress:   M = in + residual (kept in the residual, or the instance's scratch), P = M Q
+ *   stage 1:    P^ = orth(summed P) (one block, modified Gram-Schmidt twice, double dots),
+ *               Q_i = M^T P^ (column tiles x row chunks, chunks summed in order),
+ *               residual = M - P^ Q_i^T, squared error
+ *   decompress: out = scale * P^ Q^T, Q <- summed Q with unit columns (warm start)
+ * Launchers never wait; flags and squared errors go to the status block.
+ */
+#ifndef TERSE_POWERSGD_CUDA_H
+#define TERSE_POWERSGD_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "compressor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TERSE_PSGD_CUDA_MAX_RANK 32
+
+/* Device state of one layer: count elements, shape (rows, cols) as params (0, 0: flat, reshaped
+ * by terse_psgd_shape), rank 1..32 below min(rows, cols), the Q stream's seed and layer.
+ * with_scratch: 1 to allocate count floats for M (calls without a residual); 0 when every
+ * compress gets a residual. Synchronous (initialises Q).
+ * [out] cuda_p: release with terse__cmp_psgd_cuda_destroy. Returns TERSE_OK,
+ * TERSE_ERR_INVALID, TERSE_ERR_UNSUPPORTED (rank above 32), TERSE_ERR_NOMEM or TERSE_ERR_CUDA. */
+terse_status_t terse__cmp_psgd_cuda_create(size_t count, size_t rows, size_t cols, size_t rank,
+                                           uint64_t seed, uint32_t layer, int with_scratch,
+                                           void **cuda_p);
+void           terse__cmp_psgd_cuda_destroy(void *cuda);
+/* Resets Q to its seeded initial value (and forgets the step in progress). Synchronous. */
+terse_status_t terse__cmp_psgd_cuda_reset(void *cuda);
+/* Stage 0: out (rows * r fp32, device) = P_i. Returns TERSE_OK, TERSE_ERR_INVALID or
+ * TERSE_ERR_CUDA. *flags_p, *sq_err_p (may be NULL) are set to 0. */
+terse_status_t terse__cmp_psgd_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype,
+                                             size_t n, float *residual, void *out,
+                                             size_t out_bytes, uint32_t *flags_p,
+                                             double *sq_err_p, terse_stream_t stream);
+/* Stage 1: summed P (rows * r) -> out (cols * r) = Q_i; residual = M - P^ Q_i^T. Returns
+ * TERSE_OK, TERSE_ERR_INVALID, TERSE_ERR_USAGE (no compress before) or TERSE_ERR_CUDA. */
+terse_status_t terse__cmp_psgd_cuda_stage(void *cuda, unsigned stage, const void *summed,
+                                          size_t summed_bytes, void *out, size_t out_bytes,
+                                          double *sq_err_p, terse_stream_t stream);
+/* out (n of dtype) = scale * P^ (summed Q)^T; NaN when any summed payload was non-finite.
+ * Returns TERSE_OK, TERSE_ERR_PAYLOAD (size), TERSE_ERR_USAGE or TERSE_ERR_CUDA. */
+terse_status_t terse__cmp_psgd_cuda_decompress(void *cuda, const void *in, size_t in_bytes,
+                                               float scale, void *out, terse_dtype_t dtype,
+                                               size_t n, terse_stream_t stream);
+terse_status_t terse__cmp_psgd_cuda_stat(void *cuda, terse_stream_t stream, uint32_t *flags_p,
+                                         double *sq_err_p);
+/* The device Q (cols * r, k-major) and P^ (rows * r), owned by the instance (tests). */
+const float *terse__cmp_psgd_cuda_q(void *cuda);
+const float *terse__cmp_psgd_cuda_basis(void *cuda);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TERSE_POWERSGD_CUDA_H */
