@@ -7,6 +7,10 @@
  * bandwidth and bidirectional bandwidth (per direction), then an allreduce over all ranks.
  * MB is 10^6 bytes; "stream Gbit/s" counts payload bits only (TCP/IP headers take ~5 %
  * of the wire at MTU 1500, so a 1 Gbit/s link gives about 0.94 Gbit/s of payload).
+ * "bidir" is MPI_Sendrecv between the same pair: Open MPI's tcp btl carries both directions
+ * of a pair over one connection and reaches only about half the one-way rate per direction
+ * (measured here both shaped and unshaped; two plain TCP flows in opposite directions over
+ * the same shaped link each get the full rate), so it is a property of the MPI path.
  *
  * Usage: cluster_bw [-s bytes] [-n iters] [-r rate-label] [-d delay-label]
  * Built by cluster.sh with mpicc into a temporary folder.

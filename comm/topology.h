@@ -17,7 +17,10 @@
  *   auto  ranks with the same host key share a node; the key defaults to a hash of the
  *         hostname, the boot id and the network namespace (simulated hosts of
  *         bench/cluster.sh share the first two but not the third). A transport with a better
- *         notion of "node" (MPI_Comm_split_type) may pass its own key instead.
+ *         notion of "node" may pass its own key instead, e.g. over MPI: 1 + the lowest world
+ *         rank of the rank's MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) group (rank 0 of
+ *         that group broadcasts its world rank). tests/comm/test_topology_mpi.c checks that
+ *         the default key groups ranks as Open MPI does, also inside bench/cluster.sh.
  *   flat  no hierarchy: every rank is a node of its own (one level; every link is treated as
  *         inter-node, so a hierarchical algorithm degenerates to the flat one).
  *   N     consecutive groups of N ranks (ranks 0..N-1 form node 0, ...); the last node is
