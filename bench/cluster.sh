@@ -34,7 +34,9 @@
 #   TERSE_CLUSTER_PREFIX       name prefix of the namespaces (default terse)
 #   TERSE_CLUSTER_NET          first three octets of the /24 test subnet (default 10.77.0)
 #   TERSE_CLUSTER_BTL          Open MPI btl list (default tcp,self; vader,tcp,self lets
-#                              ranks of one host use shared memory among themselves)
+#                              ranks of one host use shared memory among themselves: each
+#                              rank then starts through bench/cluster_rank.sh, which gives
+#                              every host its own vader segment directory)
 #   TERSE_CLUSTER_MPIRUN_ARGS  extra mpirun arguments (split on spaces)
 #   TERSE_CLUSTER_TIMEOUT      seconds allowed to `run` (default 600)
 # TERSE_*, LD_PRELOAD, LD_LIBRARY_PATH, ASAN_OPTIONS and UBSAN_OPTIONS are passed to the
@@ -138,10 +140,10 @@ shape() {
 cmd_up() {
     local n=${1:-} rate=${2:-1gbit} delay=${3:-none} bits i ns
     need_root
-    [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 250 ] || {
+    if ! [[ $n =~ ^[0-9]+$ ]] || [ "$n" -lt 1 ] || [ "$n" -gt 250 ]; then
         echo "cluster.sh: up needs a host count 1..250" >&2
         exit 2
-    }
+    fi
     bits=$(rate_bits "$rate") || {
         echo "cluster.sh: bad RATE '$rate' (e.g. 1gbit, 500mbit, 10gbit, none; 1gbps = 8 Gbit/s)" >&2
         exit 2
@@ -234,10 +236,10 @@ state_get() { awk -v k="$1" '$1 == k {print $2}' "$STATE/state"; }
 cmd_run() {
     local np=${1:-} hosts slots i args=() var
     need_root
-    [[ $np =~ ^[0-9]+$ ]] && [ "$np" -ge 1 ] || {
+    if ! [[ $np =~ ^[0-9]+$ ]] || [ "$np" -lt 1 ]; then
         echo "cluster.sh: run needs a rank count: run NP -- cmd args..." >&2
         exit 2
-    }
+    fi
     shift
     [ "${1:-}" = "--" ] && shift
     [ $# -ge 1 ] || {
@@ -260,6 +262,10 @@ cmd_run() {
     done
     # shellcheck disable=SC2206
     args+=(${TERSE_CLUSTER_MPIRUN_ARGS:-})
+    # Shared memory inside a host: each host needs its own segment directory.
+    case ,$BTL, in
+    *,vader,* | *,sm,*) set -- "$HERE/cluster_rank.sh" "$@" ;;
+    esac
     # mpirun runs inside host 0; TERSE_CLUSTER_STATE tells the agent where the TMPDIRs are.
     TERSE_CLUSTER_STATE=$STATE TMPDIR=$STATE/tmp/$(host_ns 0) \
         timeout -k 10 "$RUN_TIMEOUT" ip netns exec "$(host_ns 0)" \
@@ -268,7 +274,7 @@ cmd_run() {
         --mca plm_rsh_agent "$AGENT" --mca plm_rsh_no_tree_spawn 1 \
         --mca pml ob1 --mca btl "$BTL" --mca osc '^ucx' --mca mpi_yield_when_idle 1 \
         --mca btl_tcp_if_include "${NET}.0/24" --mca oob_tcp_if_include "${NET}.0/24" \
-        -x TERSE_CLUSTER_HOSTS="$hosts" \
+        -x TERSE_CLUSTER_HOSTS="$hosts" -x TERSE_CLUSTER_STATE="$STATE" \
         "${args[@]}" "$@"
 }
 
