@@ -333,6 +333,29 @@ topk_energy(const float *v, size_t n)
     return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) + t;
 }
 
+/* dst += src, returning the energy of the result exactly as topk_energy(dst) would (same
+ * lanes, same order), in one pass. */
+static double
+topk_add_energy(float *dst, const float *src, size_t n)
+{
+    double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, t = 0.0;
+    size_t i, l;
+
+    for (i = 0; i + 8 <= n; i += 8) {
+        for (l = 0; l < 8; ++l) {
+            float x    = dst[i + l] + src[i + l];
+            dst[i + l] = x;
+            s[l] += (double)x * (double)x;
+        }
+    }
+    for (; i < n; ++i) {
+        float x = dst[i] + src[i];
+        dst[i]  = x;
+        t += (double)x * (double)x;
+    }
+    return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) + t;
+}
+
 /* v = in + residual, stored in the residual (or scratch, or in itself for fp32 without
  * feedback); returns v and its energy; with hist (exact family) also fills
  * topk_hist_high(v). NULL when the scratch cannot be allocated. */
@@ -347,9 +370,11 @@ topk_prepare(cmp_topk_t *t, const terse_buf_t *in, float *residual, uint32_t *hi
     if (residual != NULL) {
         dst = residual;
         if (in->dtype == TERSE_FLOAT32) {
-            for (i = 0; i < n; ++i) {
-                dst[i] += src[i];
+            *total_p = topk_add_energy(dst, src, n);
+            if (hist != NULL) {
+                topk_hist_high(dst, n, hist);
             }
+            return dst;
         } else {
             for (i = 0; i < n; ++i) {
                 dst[i] += terse__load_f32(in->ptr, in->dtype, i);
