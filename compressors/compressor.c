@@ -16,6 +16,8 @@ extern const terse_cmp_ops_t terse_cmp_randomk_ops;
 extern const terse_cmp_ops_t terse_cmp_powersgd_ops;
 extern const terse_cmp_ops_t terse_cmp_powersgd1_ops;
 extern const terse_cmp_ops_t terse_cmp_quant_ops;
+extern const terse_cmp_ops_t terse_cmp_sign_ops;
+extern const terse_cmp_ops_t terse_cmp_cast_ops;
 
 /* The explicit table (no constructors: they are lost from unreferenced archive members). */
 const terse_cmp_ops_t *const terse__cmp_builtin[] = {
@@ -26,6 +28,8 @@ const terse_cmp_ops_t *const terse__cmp_builtin[] = {
     &terse_cmp_powersgd_ops,
     &terse_cmp_powersgd1_ops,
     &terse_cmp_quant_ops,
+    &terse_cmp_sign_ops,
+    &terse_cmp_cast_ops,
     NULL,
 };
 

@@ -613,6 +613,13 @@ quant_check(const cmp_quant_t *q, const void *in, size_t in_bytes, size_t n, uin
     TERSE_CHECK(terse__quant_hdr_check(in, in_bytes, TERSE_QUANT_FAMILY_QUANT, q->bits,
                                        q->bucket, n, 8, flags_p));
     if (*flags_p & TERSE_CMP_NONFINITE) {
+        /* compress zeroes scales and codes of a flagged payload: anything else is corruption
+         * (a flipped flag bit on a finite payload) */
+        for (k = TERSE_QUANT_HDR_BYTES; k < in_bytes; ++k) {
+            if (((const uint8_t *)in)[k] != 0) {
+                return TERSE_ERR_PAYLOAD;
+            }
+        }
         return TERSE_OK;
     }
     nb = (n + q->bucket - 1) / q->bucket;
