@@ -1,0 +1,423 @@
+/*
+ * libterse-mpi.so: `mpirun -x LD_PRELOAD=libterse-mpi.so ./app` compresses the application's
+ * gradient allreduces without a code change (DESIGN.md sections 1, 3 and 8, rule 8).
+ *
+ * MPI_Allreduce is defined here over PMPI_Allreduce. A call is compressed only when all of
+ * these hold, every one of them the same on every rank:
+ *   - op MPI_SUM on an intracommunicator, datatype MPI_FLOAT (16-bit floats where the MPI
+ *     has them; MPI_DOUBLE with TERSE_COMPRESS_DOUBLE=1), host memory;
+ *   - every rank's TERSE_* configuration is valid and equal (checked by a 24-byte allreduce
+ *     at the first such call on each communicator);
+ *   - count * size >= TERSE_MIN_BYTES and the plan compresses at all;
+ *   - the call's place in the communicator's per-step call cycle (the sequence of
+ *     (count, datatype) of such calls) has recurred TERSE_MPI_CYCLE_RECUR times;
+ *   - the layout of that place was agreed by every rank (comm/terse.c: plan, sizes, memory).
+ * Everything else goes to PMPI_Allreduce untouched, so it is bit-identical to a run without
+ * the shim (MPI_IN_PLACE included). Device pointers pass through: the CUDA runtime is asked
+ * only if the process already loaded it (dlsym of cudaPointerGetAttributes), never linked.
+ *
+ * Nothing happens in a constructor: the first call initialises. terse's own traffic runs on a
+ * communicator duplicated once per user communicator (inside the terse context), freed when
+ * the user frees its communicator or, at MPI_Finalize, from a delete-attribute callback on
+ * MPI_COMM_SELF. A mutex per communicator (and one for the registry) keeps threads apart.
+ */
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mpi.h>
+
+#include "terse_internal.h"
+
+#define SHIM_HIST_MAX 4096
+
+typedef enum shim_state {
+    SHIM_NEW = 0,     /* configuration not agreed yet */
+    SHIM_ON,          /* compress what qualifies */
+    SHIM_OFF,         /* pass everything through (disagreement, TERSE_SHIM=0) */
+    SHIM_BADCFG       /* some rank has an invalid TERSE_* value: candidate calls fail */
+} shim_state_t;
+
+typedef struct shim_comm {
+    struct shim_comm *next;     /* registry list */
+    pthread_mutex_t   lock;
+    MPI_Comm          comm;     /* the user's communicator (not owned) */
+    shim_state_t      state;
+    terse_ctx_t      *ctx;      /* created when a cycle locks; owns the duplicate */
+    int               ctx_failed;
+    uint64_t         *hist;     /* keys of qualifying calls while learning */
+    size_t            nhist;
+    size_t            period;   /* 0: no cycle locked */
+    uint64_t         *cycle;    /* period keys */
+    size_t            pos;      /* cycle position of the next call */
+    int               dead;     /* the context was destroyed at MPI_Finalize */
+} shim_comm_t;
+
+static pthread_mutex_t shim_lock = PTHREAD_MUTEX_INITIALIZER;
+static shim_comm_t    *shim_list;
+static int             shim_keyval      = MPI_KEYVAL_INVALID;
+static int             shim_self_keyval = MPI_KEYVAL_INVALID;
+static int             shim_finalizing;
+static int             shim_thread_level = -1;
+
+typedef int (*shim_cuda_attr_fn_t)(void *attr, const void *ptr);
+static shim_cuda_attr_fn_t shim_cuda_attr;
+static int                 shim_cuda_looked;
+
+/* ---------------------------------------------------------------- helpers */
+/* 1 if ptr is device memory according to an already-loaded CUDA runtime. */
+static int
+shim_is_device_ptr(const void *ptr)
+{
+    struct {
+        int   type;   /* cudaMemoryType: 0 unregistered, 1 host, 2 device, 3 managed */
+        int   device;
+        void *dptr;
+        void *hptr;
+        char  reserved[64];
+    } attr;
+
+    if ((ptr == NULL) || (ptr == MPI_IN_PLACE)) {
+        return 0;
+    }
+    if (!__atomic_load_n(&shim_cuda_looked, __ATOMIC_ACQUIRE)) {
+        shim_cuda_attr = (shim_cuda_attr_fn_t)dlsym(RTLD_DEFAULT, "cudaPointerGetAttributes");
+        __atomic_store_n(&shim_cuda_looked, 1, __ATOMIC_RELEASE);
+    }
+    if (shim_cuda_attr == NULL) {
+        return 0;
+    }
+    memset(&attr, 0, sizeof(attr));
+    if (shim_cuda_attr(&attr, ptr) != 0) {
+        return 0; /* an error here means "not CUDA memory" on old runtimes */
+    }
+    return (attr.type == 2) || (attr.type == 3);
+}
+
+static int
+shim_dtype(MPI_Datatype dt, terse_dtype_t *dtype_p)
+{
+    if (dt == MPI_FLOAT) {
+        *dtype_p = TERSE_FLOAT32;
+        return 1;
+    }
+    if (dt == MPI_DOUBLE) {
+        *dtype_p = TERSE_FLOAT64;
+        return 1;
+    }
+#if defined(MPIX_C_FLOAT16)
+    if (dt == MPIX_C_FLOAT16) {
+        *dtype_p = TERSE_FLOAT16;
+        return 1;
+    }
+#endif
+    return 0;
+}
+
+static void
+shim_comm_free_ctx(shim_comm_t *sc)
+{
+    if (sc->ctx != NULL) {
+        terse_ctx_destroy(sc->ctx);
+        sc->ctx = NULL;
+    }
+}
+
+/* Called by MPI when the user frees a communicator we track (or at finalize for the
+ * predefined ones, if the library does so). */
+static int
+shim_comm_delete_fn(MPI_Comm comm, int keyval, void *attr, void *extra)
+{
+    shim_comm_t *sc = attr, **pp;
+
+    (void)comm;
+    (void)keyval;
+    (void)extra;
+    pthread_mutex_lock(&shim_lock);
+    for (pp = &shim_list; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == sc) {
+            *pp = sc->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&shim_lock);
+    if (!sc->dead) {
+        shim_comm_free_ctx(sc);
+    }
+    pthread_mutex_destroy(&sc->lock);
+    free(sc->hist);
+    free(sc->cycle);
+    free(sc);
+    return MPI_SUCCESS;
+}
+
+/* MPI_Finalize deletes MPI_COMM_SELF's attributes first: free every duplicate while MPI can
+ * still do so. The records stay until their own communicators are deleted. */
+static int
+shim_self_delete_fn(MPI_Comm comm, int keyval, void *attr, void *extra)
+{
+    shim_comm_t *sc;
+
+    (void)comm;
+    (void)keyval;
+    (void)attr;
+    (void)extra;
+    pthread_mutex_lock(&shim_lock);
+    shim_finalizing = 1;
+    for (sc = shim_list; sc != NULL; sc = sc->next) {
+        shim_comm_free_ctx(sc);
+        sc->dead = 1;
+    }
+    pthread_mutex_unlock(&shim_lock);
+    return MPI_SUCCESS;
+}
+
+/* The record of comm, created at first use. NULL when the shim cannot track it. */
+static shim_comm_t *
+shim_comm_get(MPI_Comm comm)
+{
+    shim_comm_t *sc = NULL;
+    void *attr;
+    int found = 0;
+
+    pthread_mutex_lock(&shim_lock);
+    if (shim_finalizing) {
+        goto out;
+    }
+    if (shim_keyval == MPI_KEYVAL_INVALID) {
+        if ((PMPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, shim_comm_delete_fn, &shim_keyval,
+                                     NULL) != MPI_SUCCESS) ||
+            (PMPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, shim_self_delete_fn,
+                                     &shim_self_keyval, NULL) != MPI_SUCCESS) ||
+            (PMPI_Comm_set_attr(MPI_COMM_SELF, shim_self_keyval, NULL) != MPI_SUCCESS)) {
+            shim_keyval = MPI_KEYVAL_INVALID;
+            goto out;
+        }
+        PMPI_Query_thread(&shim_thread_level);
+        terse_init(); /* the log level; a bad value is reported at the agreement */
+        terse_info(TERSE_LOG_SHIM, "mpi shim active, application thread level %d",
+                   shim_thread_level);
+    }
+    if ((PMPI_Comm_get_attr(comm, shim_keyval, &attr, &found) == MPI_SUCCESS) && found) {
+        sc = attr;
+        goto out;
+    }
+    sc = calloc(1, sizeof(*sc));
+    if (sc == NULL) {
+        goto out;
+    }
+    pthread_mutex_init(&sc->lock, NULL);
+    sc->comm = comm;
+    if (PMPI_Comm_set_attr(comm, shim_keyval, sc) != MPI_SUCCESS) {
+        pthread_mutex_destroy(&sc->lock);
+        free(sc);
+        sc = NULL;
+        goto out;
+    }
+    sc->next  = shim_list;
+    shim_list = sc;
+out:
+    pthread_mutex_unlock(&shim_lock);
+    return sc;
+}
+
+/* Rule 1 for the configuration: every rank's TERSE_* values valid and equal. Collective over
+ * the user's communicator (a predefined-op allreduce on it: it cannot match any p2p). */
+static void
+shim_agree_config(shim_comm_t *sc)
+{
+    terse_status_t st        = terse_init();
+    const terse_config_t *cfg = terse__config();
+    uint64_t h = (st == TERSE_OK) ? terse__config_hash(cfg) : 0;
+    uint64_t v[3];
+
+    v[0] = h;
+    v[1] = ~h;
+    v[2] = (st == TERSE_OK) ? 0 : 1;
+    if (PMPI_Allreduce(MPI_IN_PLACE, v, 3, MPI_UINT64_T, MPI_MAX, sc->comm) != MPI_SUCCESS) {
+        terse_warn(TERSE_LOG_SHIM, "the configuration agreement failed: passing through");
+        sc->state = SHIM_OFF;
+        return;
+    }
+    if (v[2] != 0) {
+        terse_error(TERSE_LOG_SHIM, "%s an invalid TERSE_* value (see the error above on that "
+                    "rank): MPI_Allreduce fails with MPI_ERR_ARG",
+                    (st == TERSE_OK) ? "another rank has" : "this rank has");
+        sc->state = SHIM_BADCFG;
+    } else if ((v[0] != h) || (v[1] != ~h)) {
+        terse_warn(TERSE_LOG_SHIM, "ranks have different TERSE_* settings: every rank passes "
+                   "MPI_Allreduce through uncompressed");
+        sc->state = SHIM_OFF;
+    } else if (!cfg->SHIM) {
+        terse_info(TERSE_LOG_SHIM, "TERSE_SHIM is 0: passing every call through");
+        sc->state = SHIM_OFF;
+    } else {
+        sc->state = SHIM_ON;
+    }
+}
+
+/* Appends key to the history and tries to lock a cycle: the shortest period P whose last
+ * (recur + 1) repetitions are equal. Returns 1 when locked at this call. */
+static int
+shim_learn(shim_comm_t *sc, uint64_t key, size_t recur)
+{
+    size_t n, P, i, need;
+
+    if (sc->hist == NULL) {
+        sc->hist = malloc(SHIM_HIST_MAX * sizeof(uint64_t));
+        if (sc->hist == NULL) {
+            return 0;
+        }
+    }
+    if (sc->nhist == SHIM_HIST_MAX) {
+        /* forget the older half: the same on every rank */
+        memmove(sc->hist, sc->hist + SHIM_HIST_MAX / 2, (SHIM_HIST_MAX / 2) * sizeof(uint64_t));
+        sc->nhist = SHIM_HIST_MAX / 2;
+    }
+    sc->hist[sc->nhist++] = key;
+    n = sc->nhist;
+    for (P = 1; (recur + 1) * P <= n; ++P) {
+        if (sc->hist[n - 1 - P] != key) {
+            continue;
+        }
+        need = recur * P;
+        for (i = 0; i < need; ++i) {
+            if (sc->hist[n - 1 - i] != sc->hist[n - 1 - i - P]) {
+                break;
+            }
+        }
+        if (i == need) {
+            free(sc->cycle);
+            sc->cycle = malloc(P * sizeof(uint64_t));
+            if (sc->cycle == NULL) {
+                return 0;
+            }
+            memcpy(sc->cycle, sc->hist + n - P, P * sizeof(uint64_t));
+            sc->period = P;
+            sc->pos    = 0;      /* this call was the last place of the cycle */
+            sc->nhist  = 0;
+            terse_info(TERSE_LOG_SHIM, "call cycle of %zu allreduces locked", P);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+shim_fail(MPI_Comm comm, int code)
+{
+    PMPI_Comm_call_errhandler(comm, code);
+    return code;
+}
+
+/* ---------------------------------------------------------------- the interposed call */
+TERSE_EXPORT int
+MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype datatype, MPI_Op op,
+              MPI_Comm comm)
+{
+    const terse_config_t *cfg;
+    terse_dtype_t dtype;
+    terse_status_t st;
+    shim_comm_t *sc;
+    uint64_t key;
+    size_t place, bytes;
+    int inter = 0, size = 0, rc, finalized = 0;
+
+    /* what never qualifies, whatever the configuration */
+    if ((op != MPI_SUM) || (count <= 0) || !shim_dtype(datatype, &dtype) ||
+        (comm == MPI_COMM_NULL) || (PMPI_Comm_test_inter(comm, &inter) != MPI_SUCCESS) ||
+        inter || (PMPI_Finalized(&finalized) != MPI_SUCCESS) || finalized) {
+        return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+    }
+    if (shim_is_device_ptr(recvbuf) || shim_is_device_ptr(sendbuf)) {
+        terse_warn_once(TERSE_LOG_SHIM, "device buffers pass through uncompressed (the mpi "
+                        "shim handles host memory; use libterse-nccl.so for GPU buffers)");
+        return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+    }
+    sc = shim_comm_get(comm);
+    if (sc == NULL) {
+        terse_warn_once(TERSE_LOG_SHIM, "cannot track a communicator: passing through");
+        return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+    }
+    pthread_mutex_lock(&sc->lock);
+    if (sc->state == SHIM_NEW) {
+        shim_agree_config(sc);
+    }
+    if (sc->state == SHIM_BADCFG) {
+        pthread_mutex_unlock(&sc->lock);
+        return shim_fail(comm, MPI_ERR_ARG);
+    }
+    cfg = terse__config();
+    PMPI_Type_size(datatype, &size);
+    bytes = (size_t)count * (size_t)size;
+    if ((sc->state != SHIM_ON) || sc->ctx_failed ||
+        ((dtype == TERSE_FLOAT64) && !cfg->COMPRESS_DOUBLE) || (bytes < cfg->MIN_BYTES)) {
+        pthread_mutex_unlock(&sc->lock);
+        return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+    }
+
+    /* the call cycle */
+    key = ((uint64_t)(unsigned)count << 8) ^ (uint64_t)dtype;
+    if (sc->period > 0) {
+        if (sc->cycle[sc->pos] != key) {
+            terse_warn(TERSE_LOG_SHIM, "the allreduce call cycle changed (place %zu of %zu): "
+                       "passing through until it recurs again", sc->pos, sc->period);
+            sc->period = 0;
+            if (sc->ctx != NULL) {
+                terse__ctx_set_uniform(sc->ctx, cfg->COMPRESSOR); /* drops the old places */
+            }
+        }
+    }
+    if (sc->period == 0) {
+        if (!shim_learn(sc, key, (size_t)cfg->MPI_CYCLE_RECUR)) {
+            pthread_mutex_unlock(&sc->lock);
+            return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+        }
+        place = sc->period - 1;
+    } else {
+        place   = sc->pos;
+        sc->pos = (sc->pos + 1) % sc->period;
+    }
+
+    if (sc->ctx == NULL) {
+        terse_ctx_params_t params = TERSE_CTX_PARAMS_INIT;
+        params.transport = TERSE_TRANSPORT_MPI;
+        params.comm      = &sc->comm;
+        params.name      = "mpi-shim";
+        st = terse_ctx_create(&params, &sc->ctx);
+        if (st != TERSE_OK) {
+            terse_warn(TERSE_LOG_SHIM, "cannot create a terse context (%s): passing through",
+                       terse_status_str(st));
+            sc->ctx_failed = 1;
+            sc->ctx        = NULL;
+            pthread_mutex_unlock(&sc->lock);
+            return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+        }
+        if (terse__ctx_plan_is_native(sc->ctx)) {
+            /* TERSE_COMPRESSOR none: nothing to do, and plain MPI is bit-identical */
+            sc->ctx_failed = 1;
+            pthread_mutex_unlock(&sc->lock);
+            return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+        }
+    }
+    st = terse__allreduce_keyed(sc->ctx, TERSE_KEY_SHIM | place,
+                                (sendbuf == MPI_IN_PLACE) ? recvbuf : sendbuf, recvbuf,
+                                (size_t)count, dtype, TERSE_OP_SUM);
+    pthread_mutex_unlock(&sc->lock);
+    if (st == TERSE_ERR_MISMATCH) {
+        /* the exact result was delivered; the reason was logged by the agreement */
+        terse_warn_once(TERSE_LOG_SHIM, "ranks did not agree on compressing an allreduce of "
+                        "%d elements: passing it through", count);
+        return MPI_SUCCESS;
+    }
+    if (st != TERSE_OK) {
+        terse_error(TERSE_LOG_SHIM, "compressed allreduce of %d elements failed: %s", count,
+                    terse_status_str(st));
+        rc = (st == TERSE_ERR_NOMEM) ? MPI_ERR_NO_MEM : MPI_ERR_INTERN;
+        return shim_fail(comm, rc);
+    }
+    return MPI_SUCCESS;
+}

@@ -1,0 +1,20 @@
+# Tests of the MPI shim: the example programs run under mpirun with and without
+# LD_PRELOAD=libterse-mpi.so (tests/comm/shim_test.sh says what each mode checks). The shim
+# must come from a build without sanitizers (an ASan library preloaded into an uninstrumented
+# program aborts), so these are skipped in a TERSE_SANITIZE build.
+if(TERSE_HAVE_MPI AND TARGET terse-mpi AND TARGET mpi_train AND NOT TERSE_SANITIZE)
+    set(_shim_env MPIEXEC=${MPIEXEC_EXECUTABLE} SHIM=$<TARGET_FILE:terse-mpi>
+        PASSTHROUGH=$<TARGET_FILE:mpi_passthrough> TRAIN=$<TARGET_FILE:mpi_train>
+        PYSCRIPT=${CMAKE_CURRENT_SOURCE_DIR}/comm/shim_mpi4py.py)
+    foreach(_case passthrough:2 passthrough:3 compress:2 compress:3 compress:4 envdiff:3
+                  badenv:3 squeeze:2 mpi4py:3)
+        string(REPLACE ":" ";" _parts ${_case})
+        list(GET _parts 0 _mode)
+        list(GET _parts 1 _np)
+        add_test(NAME shim_mpi_${_mode}_np${_np}
+                 COMMAND ${CMAKE_COMMAND} -E env ${_shim_env}
+                         bash ${CMAKE_CURRENT_SOURCE_DIR}/comm/shim_test.sh ${_mode} ${_np})
+        set_tests_properties(shim_mpi_${_mode}_np${_np} PROPERTIES TIMEOUT 60 LABELS mpi
+                             RUN_SERIAL ON)
+    endforeach()
+endif()
