@@ -450,29 +450,33 @@ ps_keep(const float *qs, float *q, ps_shape_t s, terse_rng_t rng, ps_dev_t *dev)
     }
 }
 
+/* grid (column tiles, row blocks): out = scale * P^ Q^T row by row. */
 __global__ void __launch_bounds__(256)
 ps_write(const float *pb, const float *qs, float scale, void *out, int dtype, ps_shape_t s,
          const ps_dev_t *dev, terse_cu_stat_t *st)
 {
     const int bad = (int)dev->dec_bad;
+    const uint64_t j = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
 
-    for (uint64_t e = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; e < s.count;
-         e += (uint64_t)gridDim.x * blockDim.x) {
-        float v;
+    for (uint64_t i = blockIdx.y; i < s.rows; i += gridDim.y) {
+        const uint64_t e = i * s.cols + j;
+        float v, row = 0.0f;
+        if ((j >= s.cols) || (e >= s.count)) {
+            continue;
+        }
         if (bad) {
             v = TERSE_CU_NAN;
         } else {
-            uint64_t i = e / s.cols, j = e % s.cols;
-            float row  = 0.0f;
             for (int k = 0; k < s.r; ++k) {
-                row = row + pb[(uint64_t)k * s.rows + i] * qs[(uint64_t)k * s.cols + j];
+                row = row + __ldg(pb + (uint64_t)k * s.rows + i) * __ldg(qs + (uint64_t)k * s.cols + j);
             }
             v = row * scale;
         }
         terse_cu_store(out, (terse_dtype_t)dtype, e, v);
     }
     __syncthreads();
-    if ((threadIdx.x == 0) && terse_cu_last_block(&st->done, gridDim.x)) {
+    if ((threadIdx.x == 0) &&
+        terse_cu_last_block(&st->done, gridDim.x * gridDim.y)) {
         if (bad) {
             st->call |= TERSE_CMP_NONFINITE;
         }
@@ -682,7 +686,8 @@ terse__cmp_psgd_cuda_decompress(void *cuda, const void *in, size_t in_bytes, flo
     }
     c->next = 0;
     ps_keep<<<1, 1024, 0, s>>>((const float *)in, c->q, ps_shape(c), ps_q_rng(c), c->dev);
-    ps_write<<<ps_grid(n, 4096), 256, 0, s>>>(c->basis, (const float *)in, scale, out,
+    ps_write<<<dim3(terse_cu_blocks(c->cols, 256), (unsigned)TERSE_MIN(c->rows, (size_t)4096)),
+               256, 0, s>>>(c->basis, (const float *)in, scale, out,
                                               (int)dtype, ps_shape(c), c->dev, c->stat);
     TERSE_CUDA_LAUNCHED("powersgd decompress");
     return TERSE_OK;

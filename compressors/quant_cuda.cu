@@ -51,12 +51,14 @@ typedef struct q_dev_layer {
     uint32_t         family;
     int              dtype;
     float            scale;
+    uint32_t         vec;   /* the dense buffers are 16-byte aligned: vector accesses */
 } q_dev_layer_t;
 
 typedef struct q_table {
     q_dev_layer_t   *dev;
     size_t           nlayers;
     uint64_t         nslots;
+    uint32_t         maxbucket;
     terse_cu_qmode_t mode;
 } q_table_t;
 
@@ -64,6 +66,12 @@ static size_t
 q_scale_bytes(unsigned family)
 {
     return (family == TERSE_QUANT_FAMILY_SIGN) ? 4 : 8;
+}
+
+static int
+q_aligned(const void *p)
+{
+    return ((uintptr_t)p & 15u) == 0;
 }
 
 static uint64_t
@@ -89,163 +97,251 @@ q_find(const q_dev_layer_t *tab, uint32_t ntab, uint64_t slot)
     return &tab[lo];
 }
 
-__device__ __forceinline__ float
-q_v(const q_dev_layer_t &L, uint64_t i)
-{
-    float x = terse_cu_load(L.in, (terse_dtype_t)L.dtype, i);
-
-    if (L.residual != NULL) {
-        x = x + L.residual[i];
-    }
-    return x;
-}
-
-/* Packs the 32 codes of sh (one per lane, already written) into 4 * bits bytes; byte t goes to
- * dst[t] when t < limit. */
 __device__ __forceinline__ void
-q_pack32(const uint8_t *sh, unsigned bits, int lane, uint8_t *dst, uint64_t limit)
-{
-    if ((unsigned)lane < 4u * bits && (uint64_t)lane < limit) {
-        unsigned b0 = 8u * (unsigned)lane;
-        unsigned e0 = b0 / bits, e1 = (b0 + 7u) / bits, e;
-        uint32_t w  = 0;
-
-        if (e1 > 31u) {
-            e1 = 31u;
-        }
-        for (e = e0; e <= e1; ++e) {
-            w |= (uint32_t)sh[e] << ((e - e0) * bits);
-        }
-        dst[lane] = (uint8_t)(w >> (b0 - e0 * bits));
-    }
-}
-
-__device__ __forceinline__ void
-q_write_header(uint8_t *out, const q_dev_layer_t &L)
+q_write_header(uint8_t *out, uint32_t family, uint32_t bits, uint32_t bucket, uint64_t n)
 {
     terse_cu_st_u32(out, TERSE_QUANT_MAGIC);
     out[4] = (uint8_t)TERSE_QUANT_VERSION;
-    out[5] = (uint8_t)L.family;
-    out[6] = (uint8_t)L.bits;
+    out[5] = (uint8_t)family;
+    out[6] = (uint8_t)bits;
     out[7] = 0;
-    terse_cu_st_u32(out + 8, L.bucket);
+    terse_cu_st_u32(out + 8, bucket);
     terse_cu_st_u32(out + 12, 0);
-    terse_cu_st_u32(out + 16, (uint32_t)L.n);
-    terse_cu_st_u32(out + 20, (uint32_t)(L.n >> 32));
+    terse_cu_st_u32(out + 16, (uint32_t)n);
+    terse_cu_st_u32(out + 20, (uint32_t)(n >> 32));
 }
 
-typedef struct q_group {
-    uint64_t start;
-    uint32_t m;
-    unsigned bits;
-    int      is_sign;
-    float    qlo, unit, inv, Lf, scale;
-    uint8_t *codes;
-    uint64_t stream_bytes;
-} q_group_t;
-
-/* Rounds, writes the residual and packs group j (32 values) of a bucket. */
-__device__ __forceinline__ void
-q_round_group(const q_dev_layer_t &L, const q_group_t &g, uint32_t j, int lane, float x,
-              uint8_t *sh, double *err)
+/* A lane's share of a 256-value step of a bucket: 8 consecutive values, so that 8 codes make
+ * exactly `bits` whole bytes and 8 aligned values share one Philox block. */
+__device__ __forceinline__ int
+q_cnt(uint32_t m, uint32_t e0)
 {
-    uint32_t e = 32u * j + lane, code = 0;
-    uint64_t done = 4ull * g.bits * j;
+    int c = (int)m - (int)e0;
+    return (c < 0) ? 0 : ((c > 8) ? 8 : c);
+}
 
-    if (e < g.m) {
-        float d;
-        if (g.is_sign) {
-            code = (x < 0.0f) ? 1u : 0u;
-            d    = code ? -g.scale : g.scale;
+/* x[0..8) = in + residual at i0 (0 beyond cnt). */
+__device__ __forceinline__ void
+q_load8(const uint8_t *in, int dtype, const float *res, uint64_t i0, int cnt, int vec, float *x)
+{
+    if (vec && (cnt == 8)) {
+        if (dtype == TERSE_FLOAT32) {
+            const float4 *p = (const float4 *)((const float *)in + i0);
+            float4 a = __ldg(p), b = __ldg(p + 1);
+            x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w;
+            x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
         } else {
-            float u = terse_quant_uniform(&L.rng, L.rng.offset + g.start + e);
-            code    = terse_quant_code(x, g.qlo, g.inv, u, g.Lf);
-            d       = terse_quant_decode(code, g.qlo, g.unit);
+            uint4 h = __ldg((const uint4 *)((const uint16_t *)in + i0));
+            uint32_t w[4] = {h.x, h.y, h.z, h.w};
+#pragma unroll
+            for (int t = 0; t < 8; ++t) {
+                uint16_t b16 = (uint16_t)(w[t >> 1] >> ((t & 1) * 16));
+                x[t] = (dtype == TERSE_FLOAT16) ? terse_cu_half_to_float(b16)
+                                                : terse_bf16_to_float(b16);
+            }
         }
-        if (L.residual != NULL) {
-            L.residual[g.start + e] = x - d;
+        if (res != NULL) {
+            const float4 *r = (const float4 *)(res + i0);
+            float4 a = r[0], b = r[1];
+            x[0] = x[0] + a.x; x[1] = x[1] + a.y; x[2] = x[2] + a.z; x[3] = x[3] + a.w;
+            x[4] = x[4] + b.x; x[5] = x[5] + b.y; x[6] = x[6] + b.z; x[7] = x[7] + b.w;
         }
-        {
-            double de = (double)x - (double)d;
-            *err      = *err + de * de;
+        return;
+    }
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+        x[t] = 0.0f;
+        if (t < cnt) {
+            x[t] = terse_cu_load(in, (terse_dtype_t)dtype, i0 + t);
+            if (res != NULL) {
+                x[t] = x[t] + res[i0 + t];
+            }
         }
     }
-    sh[lane] = (uint8_t)code;
-    __syncwarp();
-    q_pack32(sh, g.bits, lane, g.codes + done, (g.stream_bytes > done) ? g.stream_bytes - done : 0);
-    __syncwarp();
 }
 
-/* One bucket of compress; returns the lanes' squared error. */
-template <int NR>
-__device__ __forceinline__ double
-q_compress_bucket(const q_dev_layer_t &L, uint64_t k, int lane, uint8_t *sh)
+__device__ __forceinline__ void
+q_store8_f32(float *dst, uint64_t i0, int cnt, int vec, const float *y)
 {
-    const unsigned bits = L.bits;
-    const int is_sign   = (L.family == TERSE_QUANT_FAMILY_SIGN);
-    const uint64_t n = L.n, start = k * L.bucket;
-    const uint64_t nb = (n + L.bucket - 1) / L.bucket;
-    uint8_t *codes;
-    uint32_t m, ng, j;
-    float v[NR > 0 ? NR : 1];
+    if (vec && (cnt == 8)) {
+        float4 *p = (float4 *)(dst + i0);
+        p[0] = make_float4(y[0], y[1], y[2], y[3]);
+        p[1] = make_float4(y[4], y[5], y[6], y[7]);
+        return;
+    }
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+        if (t < cnt) {
+            dst[i0 + t] = y[t];
+        }
+    }
+}
+
+typedef struct q_bucket {
+    const uint8_t *in;
+    float         *res;
+    uint8_t       *codes;
+    terse_rng_t    rng;
+    uint64_t       start;
+    uint32_t       m, bits;
+    int            dtype, vec, is_sign;
+    float          qlo, unit, inv, Lf, scale;
+} q_bucket_t;
+
+/* Pass 1 of one step: min/max/finiteness (quant), the ordered |v| lane sums (sign). */
+__device__ __forceinline__ void
+q_p1(const q_bucket_t &B, uint32_t st, int lane, float *x, float *lo, float *hi, float *probe,
+     float *s, float *shs)
+{
+    const uint32_t e0 = st * 256u + 8u * lane;
+    const int cnt     = q_cnt(B.m, e0);
+
+    q_load8(B.in, B.dtype, B.res, B.start + e0, cnt, B.vec, x);
+    if (B.is_sign) {
+        /* s[l] sums |v[i]| for i % 32 == l in increasing i: through shared memory, lane l
+         * reads values 32 q + l of the step, q = 0..7 */
+#pragma unroll
+        for (int t = 0; t < 8; ++t) {
+            shs[8 * lane + t] = (t < cnt) ? fabsf(x[t]) : 0.0f;
+        }
+        __syncwarp();
+#pragma unroll
+        for (int q = 0; q < 8; ++q) {
+            *s = *s + shs[32 * q + lane];
+        }
+        __syncwarp();
+    } else {
+#pragma unroll
+        for (int t = 0; t < 8; ++t) {
+            if (t < cnt) {
+                *lo    = (x[t] < *lo) ? x[t] : *lo;
+                *hi    = (x[t] > *hi) ? x[t] : *hi;
+                *probe = *probe + x[t] * 0.0f;
+            }
+        }
+    }
+}
+
+/* Pass 2 of one step: codes, residual, squared error, packed bytes. */
+__device__ __forceinline__ void
+q_p2(const q_bucket_t &B, uint32_t st, int lane, const float *x, double *err)
+{
+    const uint32_t e0 = st * 256u + 8u * lane;
+    const int cnt     = q_cnt(B.m, e0);
+    float d[8];
+    uint64_t w = 0;
+
+    if (cnt == 0) {
+        return;
+    }
+    if (B.is_sign) {
+#pragma unroll
+        for (int t = 0; t < 8; ++t) {
+            uint32_t c = (x[t] < 0.0f) ? 1u : 0u;
+            d[t]       = c ? -B.scale : B.scale;
+            if (t < cnt) {
+                w |= (uint64_t)c << t;
+            }
+        }
+    } else {
+        const uint64_t a0 = B.rng.offset + B.start + e0;
+        terse_rng4_t r0 = terse_rng_block(&B.rng, a0 >> 3), r1 = r0;
+        if ((a0 & 7u) != 0) {
+            r1 = terse_rng_block(&B.rng, (a0 >> 3) + 1);
+        }
+#pragma unroll
+        for (int t = 0; t < 8; ++t) {
+            uint64_t a   = a0 + t;
+            terse_rng4_t rb = ((a >> 3) == (a0 >> 3)) ? r0 : r1;
+            float u      = terse_rng_u16_to_float(terse_rng_u16_of(rb, (unsigned)(a & 7u)));
+            uint32_t c   = terse_quant_code(x[t], B.qlo, B.inv, u, B.Lf);
+            d[t]         = terse_quant_decode(c, B.qlo, B.unit);
+            if (t < cnt) {
+                w |= (uint64_t)c << (t * B.bits);
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+        if (t < cnt) {
+            double de = (double)x[t] - (double)d[t];
+            *err      = *err + de * de;
+            d[t]      = x[t] - d[t]; /* the residual */
+        }
+    }
+    if (B.res != NULL) {
+        q_store8_f32(B.res, B.start + e0, cnt, B.vec, d);
+    }
+    {
+        const uint32_t nbytes = (cnt == 8) ? B.bits : ((uint32_t)cnt * B.bits + 7u) / 8u;
+        uint8_t *dst          = B.codes + (uint64_t)(st * 32u + lane) * B.bits;
+        for (uint32_t j = 0; j < nbytes; ++j) {
+            dst[j] = (uint8_t)(w >> (8 * j));
+        }
+    }
+}
+
+/* One bucket of compress; returns the lane's squared error. NS steps of 256 values stay in
+ * registers (buckets up to 256 NS); larger buckets reload the rest (from L2). */
+template <int NS>
+__device__ __forceinline__ double
+q_compress_bucket(const q_dev_layer_t &L, uint64_t k, int lane, float *shs)
+{
+    q_bucket_t B;
+    const uint64_t n = L.n;
+    const uint32_t bucket = L.bucket;
+    float v[NS][8];
     float lo = __int_as_float(0x7f800000), hi = -lo, probe = 0.0f, s = 0.0f;
-    float qlo = 0.0f, unit = 0.0f, inv = 0.0f, scale = 0.0f;
-    const float Lf = (float)((1u << bits) - 1u);
     double err = 0.0;
+    uint32_t nsteps, st;
+    uint64_t nb;
 
     if ((k == 0) && (lane == 0)) {
-        q_write_header(L.out, L);
+        q_write_header(L.out, L.family, L.bits, bucket, n);
     }
     if (n == 0) {
         return 0.0;
     }
-    m     = (uint32_t)min((uint64_t)L.bucket, n - start);
-    ng    = (m + 31u) >> 5;
-    codes = L.out + TERSE_QUANT_HDR_BYTES + nb * (is_sign ? 4u : 8u) +
-            k * (uint64_t)L.bucket * bits / 8u;
+    B.in      = L.in;
+    B.res     = L.residual;
+    B.rng     = L.rng;
+    B.start   = k * bucket;
+    B.m       = (uint32_t)min((uint64_t)bucket, n - B.start);
+    B.bits    = L.bits;
+    B.dtype   = L.dtype;
+    B.vec     = (int)L.vec;
+    B.is_sign = (L.family == TERSE_QUANT_FAMILY_SIGN);
+    B.Lf      = (float)((1u << B.bits) - 1u);
+    nb        = (n + bucket - 1) / bucket;
+    B.codes   = L.out + TERSE_QUANT_HDR_BYTES + nb * (B.is_sign ? 4u : 8u) +
+                k * (uint64_t)bucket * B.bits / 8u;
+    nsteps    = (B.m + 255u) / 256u;
 
-    /* pass 1 */
 #pragma unroll
-    for (int jj = 0; jj < NR; ++jj) {
-        if ((uint32_t)jj < ng) {
-            uint32_t e = 32u * jj + lane;
-            float x    = 0.0f;
-            if (e < m) {
-                x     = q_v(L, start + e);
-                lo    = (x < lo) ? x : lo;
-                hi    = (x > hi) ? x : hi;
-                probe = probe + x * 0.0f;
-                s     = s + fabsf(x);
-            }
-            v[jj] = x;
+    for (int j = 0; j < NS; ++j) {
+        if ((uint32_t)j < nsteps) {
+            q_p1(B, j, lane, v[j], &lo, &hi, &probe, &s, shs);
         }
     }
-    for (j = NR; j < ng; ++j) {
-        uint32_t e = 32u * j + lane;
-        if (e < m) {
-            float x = q_v(L, start + e);
-            lo      = (x < lo) ? x : lo;
-            hi      = (x > hi) ? x : hi;
-            probe   = probe + x * 0.0f;
-            s       = s + fabsf(x);
-        }
+    for (st = NS; st < nsteps; ++st) {
+        float x[8];
+        q_p1(B, st, lane, x, &lo, &hi, &probe, &s, shs);
     }
-    if (is_sign) {
+    if (B.is_sign) {
 #pragma unroll
         for (int w = 16; w > 0; w >>= 1) {
             s = s + __shfl_down_sync(0xffffffffu, s, w);
         }
-        s     = __shfl_sync(0xffffffffu, s, 0);
-        scale = s / (float)m;
-        if ((scale - scale) != 0.0f) {
+        s       = __shfl_sync(0xffffffffu, s, 0);
+        B.scale = s / (float)B.m;
+        if ((B.scale - B.scale) != 0.0f) {
             if (lane == 0) {
                 atomicOr(&L.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
             }
             return 0.0;
         }
         if (lane == 0) {
-            uint8_t *sc = L.out + TERSE_QUANT_HDR_BYTES + k * 4u;
-            terse_cu_st_u32(sc, __float_as_uint(scale));
+            terse_cu_st_u32(L.out + TERSE_QUANT_HDR_BYTES + k * 4u, __float_as_uint(B.scale));
         }
     } else {
 #pragma unroll
@@ -256,7 +352,8 @@ q_compress_bucket(const q_dev_layer_t &L, uint64_t k, int lane, uint8_t *sh)
             hi      = (b > hi) ? b : hi;
             probe   = probe + __shfl_xor_sync(0xffffffffu, probe, w);
         }
-        if ((probe != 0.0f) || !terse_quant_bucket_params(lo, hi, bits, &qlo, &unit, &inv)) {
+        if ((probe != 0.0f) ||
+            !terse_quant_bucket_params(lo, hi, B.bits, &B.qlo, &B.unit, &B.inv)) {
             if (lane == 0) {
                 atomicOr(&L.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
             }
@@ -264,46 +361,31 @@ q_compress_bucket(const q_dev_layer_t &L, uint64_t k, int lane, uint8_t *sh)
         }
         if (lane == 0) {
             uint8_t *sc = L.out + TERSE_QUANT_HDR_BYTES + k * 8u;
-            terse_cu_st_u32(sc, __float_as_uint(qlo));
-            terse_cu_st_u32(sc + 4, __float_as_uint(unit));
+            terse_cu_st_u32(sc, __float_as_uint(B.qlo));
+            terse_cu_st_u32(sc + 4, __float_as_uint(B.unit));
         }
     }
-
-    /* pass 2 */
-    {
-        const uint64_t stream_bytes = ((uint64_t)m * bits + 7u) / 8u;
-        q_group_t g;
-        g.start = start;
-        g.m = m;
-        g.bits = bits;
-        g.is_sign = is_sign;
-        g.qlo = qlo;
-        g.unit = unit;
-        g.inv = inv;
-        g.Lf = Lf;
-        g.scale = scale;
-        g.codes = codes;
-        g.stream_bytes = stream_bytes;
 #pragma unroll
-        for (int jj = 0; jj < NR; ++jj) {
-            if ((uint32_t)jj < ng) {
-                q_round_group(L, g, jj, lane, v[jj], sh, &err);
-            }
+    for (int j = 0; j < NS; ++j) {
+        if ((uint32_t)j < nsteps) {
+            q_p2(B, j, lane, v[j], &err);
         }
-        for (j = NR; j < ng; ++j) {
-            uint32_t e = 32u * j + lane;
-            q_round_group(L, g, j, lane, (e < m) ? q_v(L, start + e) : 0.0f, sh, &err);
-        }
+    }
+    for (st = NS; st < nsteps; ++st) {
+        const uint32_t e0 = st * 256u + 8u * lane;
+        float x[8];
+        q_load8(B.in, B.dtype, B.res, B.start + e0, q_cnt(B.m, e0), B.vec, x);
+        q_p2(B, st, lane, x, &err);
     }
     return err;
 }
 
-template <int NR>
+template <int NS>
 __global__ void __launch_bounds__(Q_WARPS * 32)
 q_compress_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, uint32_t ntab, uint64_t nslots,
                   uint32_t step, int set_step)
 {
-    __shared__ uint8_t sh_code[Q_WARPS][32];
+    __shared__ float sh_abs[Q_WARPS][256];
     __shared__ double sh_err[Q_WARPS];
     __shared__ terse_cu_stat_t *sh_stat[Q_WARPS];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -317,7 +399,7 @@ q_compress_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, uint32_t ntab, ui
             L.rng.hi[0] = step;
         }
         st  = L.stat;
-        err = q_compress_bucket<NR>(L, slot - L.first, lane, sh_code[warp]);
+        err = q_compress_bucket<NS>(L, slot - L.first, lane, sh_abs[warp]);
     }
     err = terse_cu_warp_sum(err);
     if (lane == 0) {
@@ -347,54 +429,58 @@ q_compress_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, uint32_t ntab, ui
 
 /* Decodes (add = 0: out = scale * D, of dtype; add = 1: acc += D) one bucket. */
 __device__ __forceinline__ void
-q_decode_bucket(const q_dev_layer_t &L, uint64_t k, int lane, int add)
+q_decode_bucket(const q_dev_layer_t &Lr, uint64_t k, int lane, int add)
 {
-    const unsigned bits = L.bits;
-    const int is_sign   = (L.family == TERSE_QUANT_FAMILY_SIGN);
-    const uint64_t n = L.n, start = k * L.bucket;
-    const uint64_t nb = (n + L.bucket - 1) / L.bucket;
-    const size_t sb   = is_sign ? 4u : 8u;
-    const uint8_t *in = L.in;
-    uint32_t m, e, flags;
+    const uint8_t *in  = Lr.in;
+    void *out          = Lr.out;
+    const uint64_t n   = Lr.n;
+    const uint32_t bucket = Lr.bucket, bits = Lr.bits, family = Lr.family;
+    const int is_sign  = (family == TERSE_QUANT_FAMILY_SIGN);
+    const int dtype    = Lr.dtype, vec = (int)Lr.vec;
+    const float oscale = Lr.scale;
+    terse_cu_stat_t *stat = Lr.stat;
+    const uint64_t start = k * bucket;
+    const uint64_t nb    = (n + bucket - 1) / bucket;
+    const uint32_t sb    = is_sign ? 4u : 8u;
+    const uint32_t mask  = (1u << bits) - 1u;
+    uint32_t m, nsteps, st, flags;
     float qlo = 0.0f, unit = 0.0f, scale = 0.0f;
     const uint8_t *codes;
     int bad = 0;
 
-    /* the size (no read before it is known), then every header field */
     {
-        uint64_t full = n / L.bucket, rest = n - full * L.bucket;
-        uint64_t want = TERSE_QUANT_HDR_BYTES + nb * sb + full * ((uint64_t)L.bucket * bits / 8u) +
+        uint64_t full = n / bucket, rest = n - full * bucket;
+        uint64_t want = TERSE_QUANT_HDR_BYTES + nb * sb + full * ((uint64_t)bucket * bits / 8u) +
                         (rest * bits + 7u) / 8u;
-        if (L.bytes != want) {
-            bad = 1;
-        }
+        bad = (Lr.bytes != want);
     }
     if (!bad) {
         bad = (terse_cu_ld_u32(in) != TERSE_QUANT_MAGIC) || (in[4] != TERSE_QUANT_VERSION) ||
-              (in[5] != L.family) || (in[6] != bits) || (terse_cu_ld_u32(in + 8) != L.bucket) ||
+              (in[5] != family) || (in[6] != bits) || (terse_cu_ld_u32(in + 8) != bucket) ||
               (terse_cu_ld_u32(in + 12) != 0) || (terse_cu_ld_u64(in + 16) != n) ||
               ((in[7] & ~(uint32_t)TERSE_CMP_NONFINITE) != 0);
     }
     if (bad) {
         if (lane == 0) {
-            atomicOr(&L.stat->call, (uint32_t)TERSE_CU_ERR_PAYLOAD);
+            atomicOr(&stat->call, (uint32_t)TERSE_CU_ERR_PAYLOAD);
         }
         return;
     }
     if (n == 0) {
         return;
     }
-    flags = in[7];
-    m     = (uint32_t)min((uint64_t)L.bucket, n - start);
+    flags  = in[7];
+    m      = (uint32_t)min((uint64_t)bucket, n - start);
+    nsteps = (m + 255u) / 256u;
     if (flags & TERSE_CMP_NONFINITE) {
         if ((k == 0) && (lane == 0)) {
-            atomicOr(&L.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
+            atomicOr(&stat->call, (uint32_t)TERSE_CMP_NONFINITE);
         }
-        for (e = lane; e < m; e += 32) {
+        for (uint32_t e = lane; e < m; e += 32) {
             if (add) {
-                ((float *)L.out)[start + e] = TERSE_CU_NAN;
+                ((float *)out)[start + e] = TERSE_CU_NAN;
             } else {
-                terse_cu_store(L.out, (terse_dtype_t)L.dtype, start + e, TERSE_CU_NAN);
+                terse_cu_store(out, (terse_dtype_t)dtype, start + e, TERSE_CU_NAN);
             }
         }
         return;
@@ -409,29 +495,74 @@ q_decode_bucket(const q_dev_layer_t &L, uint64_t k, int lane, int add)
     }
     if (bad) {
         if (lane == 0) {
-            atomicOr(&L.stat->call, (uint32_t)TERSE_CU_ERR_PAYLOAD);
+            atomicOr(&stat->call, (uint32_t)TERSE_CU_ERR_PAYLOAD);
         }
         return;
     }
-    codes = in + TERSE_QUANT_HDR_BYTES + nb * sb + k * (uint64_t)L.bucket * bits / 8u;
-    for (e = lane; e < m; e += 32) {
-        uint32_t bit0 = e * bits, code;
-        uint32_t w    = codes[bit0 >> 3];
-        float d;
-        if (((bit0 & 7u) + bits) > 8u) {
-            w |= (uint32_t)codes[(bit0 >> 3) + 1] << 8;
+    codes = in + TERSE_QUANT_HDR_BYTES + nb * sb + k * (uint64_t)bucket * bits / 8u;
+    for (st = 0; st < nsteps; ++st) {
+        const uint32_t e0 = st * 256u + 8u * lane;
+        const int cnt     = q_cnt(m, e0);
+        const uint32_t nbytes = (cnt == 8) ? bits : ((uint32_t)cnt * bits + 7u) / 8u;
+        const uint8_t *src    = codes + (uint64_t)(st * 32u + lane) * bits;
+        const uint64_t i0     = start + e0;
+        uint64_t w = 0;
+        float d[8];
+
+        if (cnt == 0) {
+            continue;
         }
-        code = (w >> (bit0 & 7u)) & ((1u << bits) - 1u);
-        if (is_sign) {
-            d = code ? -scale : scale;
-        } else {
-            d = terse_quant_decode(code, qlo, unit);
+        for (uint32_t j = 0; j < nbytes; ++j) {
+            w |= (uint64_t)src[j] << (8 * j);
+        }
+#pragma unroll
+        for (int t = 0; t < 8; ++t) {
+            uint32_t c = (uint32_t)(w >> (t * bits)) & mask;
+            d[t] = is_sign ? (c ? -scale : scale) : terse_quant_decode(c, qlo, unit);
         }
         if (add) {
-            float *acc     = (float *)L.out;
-            acc[start + e] = acc[start + e] + d;
+            float *acc = (float *)out;
+            float a[8];
+            if (vec && (cnt == 8)) {
+                const float4 *p = (const float4 *)(acc + i0);
+                float4 x0 = p[0], x1 = p[1];
+                a[0] = x0.x; a[1] = x0.y; a[2] = x0.z; a[3] = x0.w;
+                a[4] = x1.x; a[5] = x1.y; a[6] = x1.z; a[7] = x1.w;
+            } else {
+#pragma unroll
+                for (int t = 0; t < 8; ++t) {
+                    a[t] = (t < cnt) ? acc[i0 + t] : 0.0f;
+                }
+            }
+#pragma unroll
+            for (int t = 0; t < 8; ++t) {
+                a[t] = a[t] + d[t];
+            }
+            q_store8_f32(acc, i0, cnt, vec, a);
+        } else if (dtype == TERSE_FLOAT32) {
+#pragma unroll
+            for (int t = 0; t < 8; ++t) {
+                d[t] = d[t] * oscale;
+            }
+            q_store8_f32((float *)out, i0, cnt, vec, d);
         } else {
-            terse_cu_store(L.out, (terse_dtype_t)L.dtype, start + e, d * L.scale);
+            uint16_t h[8];
+#pragma unroll
+            for (int t = 0; t < 8; ++t) {
+                float y = d[t] * oscale;
+                h[t] = (dtype == TERSE_FLOAT16) ? terse_cu_float_to_half(y) : terse_float_to_bf16(y);
+            }
+            if (vec && (cnt == 8)) {
+                *(uint4 *)((uint16_t *)out + i0) =
+                    make_uint4((uint32_t)h[0] | ((uint32_t)h[1] << 16),
+                               (uint32_t)h[2] | ((uint32_t)h[3] << 16),
+                               (uint32_t)h[4] | ((uint32_t)h[5] << 16),
+                               (uint32_t)h[6] | ((uint32_t)h[7] << 16));
+            } else {
+                for (int t = 0; t < cnt; ++t) {
+                    ((uint16_t *)out)[i0 + t] = h[t];
+                }
+            }
         }
     }
 }
@@ -444,7 +575,7 @@ q_decode_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, uint32_t ntab, uint
     const uint64_t slot = (uint64_t)blockIdx.x * Q_WARPS + warp;
 
     if (slot < nslots) {
-        const q_dev_layer_t &L = (tab != NULL) ? *q_find(tab, ntab, slot) : one;
+        const q_dev_layer_t L = (tab != NULL) ? *q_find(tab, ntab, slot) : one;
         q_decode_bucket(L, slot - L.first, lane, add);
     }
 }
@@ -501,11 +632,14 @@ q_launch(const q_dev_layer_t *one, const q_dev_layer_t *tab, uint32_t ntab, uint
     }
     if (mode == TERSE_CU_Q_COMPRESS) {
         if (maxbucket <= 256) {
-            q_compress_kernel<8><<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots, step,
+            q_compress_kernel<1><<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots, step,
+                                                               set_step);
+        } else if (maxbucket <= 512) {
+            q_compress_kernel<2><<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots, step,
                                                                set_step);
         } else {
-            q_compress_kernel<32><<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots, step,
-                                                                set_step);
+            q_compress_kernel<4><<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots, step,
+                                                               set_step);
         }
     } else {
         q_decode_kernel<<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots,
@@ -596,6 +730,7 @@ terse__cmp_quant_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, 
     L.bytes    = out_bytes;
     L.rng      = *rng;
     L.dtype    = (int)dtype;
+    L.vec      = q_aligned(in) && q_aligned(residual);
     if (flags_p != NULL) {
         *flags_p = 0;
     }
@@ -624,6 +759,7 @@ q_decode(const q_cuda_t *q, const void *in, size_t in_bytes, float scale, void *
     L.bytes = in_bytes;
     L.dtype = (int)dtype;
     L.scale = scale;
+    L.vec   = q_aligned(out);
     if (in == NULL) {
         L.bytes = 0; /* rejected in the kernel without a read */
     }
@@ -712,6 +848,9 @@ terse__cmp_quant_cuda_table_create(const terse_cu_qlayer_t *layers, size_t nlaye
         h[i].dtype    = (int)layers[i].dtype;
         h[i].scale    = layers[i].scale;
         h[i].first    = slot;
+        h[i].vec      = (mode == TERSE_CU_Q_COMPRESS)
+                            ? (q_aligned(layers[i].in) && q_aligned(layers[i].residual))
+                            : q_aligned(layers[i].out);
         slot += q_nslots(layers[i].n, q->bucket);
         maxbucket = (q->bucket > maxbucket) ? q->bucket : maxbucket;
     }
@@ -721,8 +860,7 @@ terse__cmp_quant_cuda_table_create(const terse_cu_qlayer_t *layers, size_t nlaye
     t->nlayers = nlayers;
     t->nslots  = slot;
     t->mode    = mode;
-    /* the register variant is chosen from the largest bucket (kept in the high bits) */
-    t->nslots |= (uint64_t)(maxbucket > 256) << 63;
+    t->maxbucket = maxbucket;
     free(h);
     *table_p = t;
     return TERSE_OK;
@@ -750,10 +888,7 @@ extern "C" terse_status_t
 terse__cmp_quant_cuda_table_run(void *table, uint32_t step, terse_stream_t stream)
 {
     q_table_t *t      = (q_table_t *)table;
-    uint64_t nslots   = t->nslots & ~(1ull << 63);
-    uint32_t maxbucket = (t->nslots >> 63) ? 1024u : 256u;
-
-    return q_launch(NULL, t->dev, (uint32_t)t->nlayers, nslots, maxbucket, t->mode, step, 1,
+    return q_launch(NULL, t->dev, (uint32_t)t->nlayers, t->nslots, t->maxbucket, t->mode, step, 1,
                     (cudaStream_t)stream);
 }
 

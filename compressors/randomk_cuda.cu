@@ -116,7 +116,9 @@ rk_scatter(const float *in, float scale, const uint32_t *index, uint64_t k, void
     uint64_t j = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
 
     if (j < k) {
-        terse_cu_store(out, (terse_dtype_t)dtype, index[j], scale * in[j]);
+        float x = in[j];
+        /* a NaN keeps its bits, as the CPU's multiply does (the GPU would canonicalise) */
+        terse_cu_store(out, (terse_dtype_t)dtype, index[j], (x != x) ? x : scale * x);
     }
 }
 

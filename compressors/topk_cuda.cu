@@ -116,7 +116,14 @@ tk_pass_a(tk_args_t a)
             x = tk_v(a, i);
         }
         bad |= !terse_cu_isfinite(x);
-        atomicAdd(&h[terse_topk_key(x) >> 20], 1u);
+        {
+            /* gradients crowd a few bins: one shared atomic per distinct bin of the warp */
+            uint32_t bin   = terse_topk_key(x) >> 20;
+            unsigned peers = __match_any_sync(__activemask(), bin);
+            if ((threadIdx.x & 31) == (unsigned)(__ffs(peers) - 1)) {
+                atomicAdd(&h[bin], (unsigned)__popc(peers));
+            }
+        }
     }
     if (__syncthreads_or(bad) && (threadIdx.x == 0)) {
         atomicOr(&a.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
@@ -334,18 +341,25 @@ tk_scan(tk_args_t a)
     }
 }
 
+/* One block per tile; warp w owns values [w * 512, (w + 1) * 512) of the tile, 16 per lane
+ * kept in registers with ballots of "above t" and "equal to t"; one block exchange of the
+ * per-warp counts, then every selected value gets its slot from popcounts (index order:
+ * warp, round, lane). */
 template <int ALIGNED>
 __global__ void __launch_bounds__(TK_THREADS)
 tk_pass_c(tk_args_t a, uint8_t *pairs)
 {
-    __shared__ unsigned sh[33];
+    __shared__ unsigned sgt[TK_THREADS / 32], seq[TK_THREADS / 32];
     __shared__ double shd[32];
-    const uint64_t tile0 = (uint64_t)blockIdx.x * TK_TILE;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const uint64_t base = (uint64_t)blockIdx.x * TK_TILE + (uint64_t)warp * (32 * TK_PER);
+    const unsigned lt = (1u << lane) - 1u;
+    float x[TK_PER];
+    unsigned gtm[TK_PER], eqm[TK_PER], cg = 0, ce = 0, gt_before = 0, eq_before = 0, gr = 0, er;
     uint32_t thr;
     long long allow;
-    unsigned gt_run = 0, eq_run = 0, out_base;
+    unsigned out_base;
     double err = 0.0;
-    int r;
 
     if (tk_nonfinite(a)) {
         return;
@@ -354,39 +368,51 @@ tk_pass_c(tk_args_t a, uint8_t *pairs)
     out_base = a.tile_out[blockIdx.x];
     allow    = (long long)a.sel->need - (long long)a.tile_eqbase[blockIdx.x];
     allow    = (allow < 0) ? 0 : allow;
-    for (r = 0; r < TK_PER; ++r) {
-        uint64_t i = tile0 + (uint64_t)r * TK_THREADS + threadIdx.x;
-        float x    = 0.0f;
-        unsigned is_gt = 0, is_eq = 0, packed, total;
-        if (i < a.n) {
-            uint32_t key;
-            x     = tk_v(a, i);
-            key   = terse_topk_key(x);
-            is_gt = key > thr;
-            is_eq = key == thr;
-        }
-        packed = terse_cu_block_exscan((is_eq << 16) | is_gt, sh, &total);
-        if (i < a.n) {
-            unsigned gt_ex = packed & 0xffffu, eq_ex = packed >> 16;
-            long long tie  = (long long)(eq_run + eq_ex);
-            if (is_gt || (is_eq && (tie < allow))) {
-                unsigned pos = out_base + gt_run + gt_ex + (unsigned)((tie < allow) ? tie : allow);
-                uint8_t *p   = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
-                if (ALIGNED) {
-                    *(uint2 *)p = make_uint2((uint32_t)i, __float_as_uint(x));
-                } else {
-                    terse_cu_st_u32(p, (uint32_t)i);
-                    terse_cu_st_u32(p + 4, __float_as_uint(x));
-                }
-                if (a.res != NULL) {
-                    a.res[i] = 0.0f;
-                }
+#pragma unroll
+    for (int r = 0; r < TK_PER; ++r) {
+        uint64_t i = base + (uint64_t)r * 32 + lane;
+        uint32_t key;
+        x[r]   = (i < a.n) ? tk_v(a, i) : 0.0f;
+        key    = terse_topk_key(x[r]);
+        gtm[r] = __ballot_sync(0xffffffffu, (i < a.n) && (key > thr));
+        eqm[r] = __ballot_sync(0xffffffffu, (i < a.n) && (key == thr));
+        cg += __popc(gtm[r]);
+        ce += __popc(eqm[r]);
+    }
+    if (lane == 0) {
+        sgt[warp] = cg;
+        seq[warp] = ce;
+    }
+    __syncthreads();
+    for (int w = 0; w < warp; ++w) {
+        gt_before += sgt[w];
+        eq_before += seq[w];
+    }
+    er = eq_before;
+#pragma unroll
+    for (int r = 0; r < TK_PER; ++r) {
+        uint64_t i        = base + (uint64_t)r * 32 + lane;
+        int g             = (gtm[r] >> lane) & 1u;
+        int e             = (eqm[r] >> lane) & 1u;
+        long long ties    = (long long)(er + __popc(eqm[r] & lt));
+        if (g || (e && (ties < allow))) {
+            unsigned pos = out_base + gt_before + gr + __popc(gtm[r] & lt) +
+                           (unsigned)((ties < allow) ? ties : allow);
+            uint8_t *p   = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
+            if (ALIGNED) {
+                *(uint2 *)p = make_uint2((uint32_t)i, __float_as_uint(x[r]));
             } else {
-                err = err + (double)x * (double)x;
+                terse_cu_st_u32(p, (uint32_t)i);
+                terse_cu_st_u32(p + 4, __float_as_uint(x[r]));
             }
+            if (a.res != NULL) {
+                a.res[i] = 0.0f;
+            }
+        } else if (i < a.n) {
+            err = err + (double)x[r] * (double)x[r];
         }
-        gt_run += total & 0xffffu;
-        eq_run += total >> 16;
+        gr += __popc(gtm[r]);
+        er += __popc(eqm[r]);
     }
     err = terse_cu_block_sum(err, shd);
     if ((threadIdx.x == 0) && (err != 0.0)) {

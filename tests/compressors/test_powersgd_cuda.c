@@ -129,7 +129,7 @@ pc_case(size_t count, size_t rows, size_t cols, size_t rank, terse_dtype_t dt, i
     }
     in = malloc(count * 4);
     terse__convert_from_f32(f32, 1.0f, in, dt, count);
-    res_c = pc_input(seed + 1, count, TERSE_FLOAT32, 0.05f, 0);
+    res_c = pc_input(seed + 1, count, TERSE_FLOAT32, (kind == 1) ? 0.0f : 0.05f, 0);
     res_g = malloc(count * sizeof(float));
     pc = malloc(pb);
     pg = malloc(pb);

@@ -1,0 +1,294 @@
+/* compressors/randomk_cuda.cu and cast_cuda.cu (label gpu): the summable families against the
+ * CPU reference, bit for bit (payload, residual, decompress) on fp32/fp16/bf16 inputs, odd and
+ * tiny sizes, non-finite inputs, and payloads of the wrong size (NaN output). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "terse_test.h"
+#include "cast.h"
+#include "cast_cuda.h"
+#include "compressor.h"
+#include "cuda_util.h"
+#include "randomk_cuda.h"
+#include "topk.h"
+
+static void *
+sc_dev(const void *host, size_t bytes)
+{
+    void *d = NULL;
+
+    CU_ASSERT_FATAL(terse__cuda_calloc(&d, bytes) == TERSE_OK);
+    if ((host != NULL) && (bytes > 0)) {
+        CU_ASSERT_FATAL(terse__cuda_memcpy(d, host, bytes) == TERSE_OK);
+    }
+    return d;
+}
+
+static void
+sc_get(void *host, const void *dev, size_t bytes)
+{
+    if (bytes > 0) {
+        CU_ASSERT_FATAL(terse__cuda_memcpy(host, dev, bytes) == TERSE_OK);
+    }
+}
+
+/* n values of dtype from gaussians times sigma (inject: 1 NaN, 2 +Inf at n / 2). */
+static void *
+sc_input(uint64_t seed, size_t n, terse_dtype_t dt, float sigma, int inject)
+{
+    float *x  = malloc((n + 1) * sizeof(float));
+    void *out = malloc((n + 1) * 4);
+    size_t i;
+
+    terse_test_gaussian(seed, x, n);
+    for (i = 0; i < n; ++i) {
+        x[i] *= sigma;
+    }
+    if ((inject != 0) && (n > 0)) {
+        x[n / 2] = (inject == 1) ? NAN : INFINITY;
+    }
+    terse__convert_from_f32(x, 1.0f, out, dt, n);
+    free(x);
+    return out;
+}
+
+static size_t
+sc_esize(terse_dtype_t dt)
+{
+    return (dt == TERSE_FLOAT32) ? 4 : 2;
+}
+
+static int
+sc_all_nan(const void *x, terse_dtype_t dt, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; ++i) {
+        if (!isnan(terse__load_f32(x, dt, i))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static float sc_sigma = 1.0f; /* input scale of sc_case */
+
+/* family "randomk" (param density) or "cast" (param kind, nranks p). */
+static void
+sc_case(const char *family, double param, int nranks, size_t n, terse_dtype_t dt, int with_res,
+        int inject, uint64_t seed)
+{
+    const terse_cmp_ops_t *ops = terse__cmp_find(family);
+    const int is_cast = (strcmp(family, "cast") == 0);
+    terse_cmp_params_t p;
+    void *ctx = NULL, *cuda = NULL, *in, *d_in, *d_out, *d_dec, *dec_c, *dec_g;
+    float *res_c = NULL, *res_g = NULL, *d_res = NULL;
+    uint8_t *pay_c, *pay_g;
+    size_t bytes = 0, k = 0;
+    uint32_t flags_c = 0, flags_g = 0;
+    double err_c = 0.0, err_g = 0.0;
+    terse_buf_t buf, ob;
+    terse_rng_t rng = terse_rng_make(seed, TERSE_RNG_RANDOMK, 4, 6, TERSE_RNG_SHARED);
+    int fail = 0;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ops);
+    memset(&p, 0, sizeof(p));
+    p.size   = sizeof(p);
+    p.param  = param;
+    p.layer  = 4;
+    p.count  = n;
+    p.dtype  = dt;
+    p.mem    = TERSE_MEM_HOST;
+    p.nranks = nranks;
+    p.seed   = seed;
+    TERSE_TEST_OK(ops->create(&p, &ctx));
+    TERSE_TEST_OK(ops->payload_size(ctx, n, 0, &bytes));
+    if (is_cast) {
+        TERSE_TEST_OK(terse__cmp_cast_cuda_create((int)param, nranks, &cuda));
+    } else {
+        k = terse_topk_k(param, n);
+        CU_ASSERT_EQUAL_FATAL(bytes, k * sizeof(float));
+        TERSE_TEST_OK(terse__cmp_randomk_cuda_create(n, k, &cuda));
+    }
+    in = sc_input(seed, n, dt, sc_sigma, inject);
+    if (with_res) {
+        res_c = sc_input(seed + 1, n, TERSE_FLOAT32, 0.3f, 0);
+        res_g = malloc((n + 1) * sizeof(float));
+        d_res = sc_dev(res_c, n * sizeof(float));
+    }
+    pay_c = malloc(bytes + 1);
+    pay_g = malloc(bytes + 1);
+    d_in  = sc_dev(in, n * sc_esize(dt));
+    d_out = sc_dev(NULL, bytes);
+    buf.ptr   = in;
+    buf.count = n;
+    buf.dtype = dt;
+    buf.mem   = TERSE_MEM_HOST;
+    TERSE_TEST_OK(ops->compress(ctx, &buf, res_c, &rng, pay_c, bytes, &flags_c, &err_c, NULL));
+    if (is_cast) {
+        TERSE_TEST_OK(terse__cmp_cast_cuda_compress(cuda, d_in, dt, n, d_res, &rng, d_out, bytes,
+                                                    NULL, NULL, NULL));
+        TERSE_TEST_OK(terse__cmp_cast_cuda_stat(cuda, NULL, &flags_g, &err_g));
+    } else {
+        TERSE_TEST_OK(terse__cmp_randomk_cuda_compress(cuda, d_in, dt, n, d_res, &rng, d_out,
+                                                       bytes, NULL, NULL, NULL));
+        TERSE_TEST_OK(terse__cmp_randomk_cuda_stat(cuda, NULL, &flags_g, &err_g));
+    }
+    sc_get(pay_g, d_out, bytes);
+    /* randomk leaves the payload unspecified on a non-finite input (the sentinel carries it) */
+    if (!(!is_cast && (flags_c & TERSE_CMP_NONFINITE)) && (memcmp(pay_c, pay_g, bytes) != 0)) {
+        fprintf(stderr, "payload differs\n");
+        fail = 1;
+    }
+    if (with_res) {
+        sc_get(res_g, d_res, n * sizeof(float));
+        if (memcmp(res_c, res_g, n * sizeof(float)) != 0) {
+            fprintf(stderr, "residual differs\n");
+            fail = 1;
+        }
+    }
+    CU_ASSERT_EQUAL(flags_c & TERSE_CMP_NONFINITE, flags_g & TERSE_CMP_NONFINITE);
+    if (isfinite(err_c)) {
+        /* randomk: total - sent in double; the GPU sums in another order */
+        TERSE_TEST_NEAR(err_g, err_c, 1e-9 * (err_c + 1e-30) + (is_cast ? 0.0 : 1e-6));
+    } else {
+        CU_ASSERT(isinf(err_g));
+    }
+    if (fail) {
+        fprintf(stderr, "case: %s param %g p %d n %zu dtype %d res %d inject %d\n", family, param,
+                nranks, n, (int)dt, with_res, inject);
+    }
+    CU_ASSERT(!fail);
+
+    /* decompress of the CPU payload (as if summed), scale 0.5, into the input's dtype */
+    dec_c    = malloc(n * sc_esize(dt) + 4);
+    dec_g    = malloc(n * sc_esize(dt) + 4);
+    d_dec    = sc_dev(NULL, n * sc_esize(dt));
+    ob.ptr   = dec_c;
+    ob.count = n;
+    ob.dtype = dt;
+    ob.mem   = TERSE_MEM_HOST;
+    TERSE_TEST_OK(ops->decompress(ctx, pay_c, bytes, 0.5f, &ob, NULL));
+    CU_ASSERT_FATAL(terse__cuda_memcpy(d_out, pay_c, bytes) == TERSE_OK);
+    if (is_cast) {
+        TERSE_TEST_OK(terse__cmp_cast_cuda_decompress(cuda, d_out, bytes, 0.5f, d_dec, dt, n,
+                                                      NULL));
+    } else {
+        TERSE_TEST_OK(terse__cmp_randomk_cuda_decompress(cuda, d_out, bytes, 0.5f, d_dec, dt, n,
+                                                         NULL));
+    }
+    sc_get(dec_g, d_dec, n * sc_esize(dt));
+    CU_ASSERT(memcmp(dec_c, dec_g, n * sc_esize(dt)) == 0);
+    /* a payload of the wrong size: TERSE_ERR_PAYLOAD, device flag, NaN output */
+    if (n > 0) {
+        uint32_t flags = 0;
+        if (is_cast) {
+            TERSE_TEST_STATUS(terse__cmp_cast_cuda_decompress(cuda, d_out, bytes - 2, 1.0f, d_dec,
+                                                              dt, n, NULL),
+                              TERSE_ERR_PAYLOAD);
+            TERSE_TEST_OK(terse__cmp_cast_cuda_stat(cuda, NULL, &flags, NULL));
+        } else {
+            TERSE_TEST_STATUS(terse__cmp_randomk_cuda_decompress(cuda, d_out, bytes + 4, 1.0f,
+                                                                 d_dec, dt, n, NULL),
+                              TERSE_ERR_PAYLOAD);
+            TERSE_TEST_OK(terse__cmp_randomk_cuda_stat(cuda, NULL, &flags, NULL));
+        }
+        CU_ASSERT(flags & TERSE_CU_ERR_PAYLOAD);
+        sc_get(dec_g, d_dec, n * sc_esize(dt));
+        CU_ASSERT(sc_all_nan(dec_g, dt, n));
+    }
+    terse__cuda_free(d_dec);
+    terse__cuda_free(d_in);
+    terse__cuda_free(d_out);
+    terse__cuda_free(d_res);
+    free(dec_c);
+    free(dec_g);
+    free(in);
+    free(res_c);
+    free(res_g);
+    free(pay_c);
+    free(pay_g);
+    if (is_cast) {
+        terse__cmp_cast_cuda_destroy(cuda);
+    } else {
+        terse__cmp_randomk_cuda_destroy(cuda);
+    }
+    ops->destroy(ctx);
+}
+
+static const terse_dtype_t sc_dts[] = {TERSE_FLOAT32, TERSE_FLOAT16, TERSE_BFLOAT16};
+
+static void
+test_cast_parity(void)
+{
+    static const size_t sizes[] = {0, 1, 31, 33, 1000003};
+    size_t s, d;
+
+    for (s = 0; s < 5; ++s) {
+        for (d = 0; d < 3; ++d) {
+            sc_case("cast", TERSE_CAST_BF16, 2, sizes[s], sc_dts[d], (int)((s + d) % 2), 0,
+                    40 + s * 3 + d);
+            sc_case("cast", TERSE_CAST_FP16, 1, sizes[s], sc_dts[d], (int)((s + d + 1) % 2), 0,
+                    60 + s * 3 + d);
+            sc_case("cast", TERSE_CAST_FP16, 3, sizes[s], sc_dts[d], 1, 0, 80 + s * 3 + d);
+        }
+    }
+}
+
+static void
+test_cast_saturation(void)
+{
+    /* fp16 with p = 3 ranks clips |v / 3| at about 21800: inputs of sigma 1e5 saturate often;
+     * what the clip cuts goes to the residual, bit for bit as on the CPU */
+    sc_sigma = 1e5f;
+    sc_case("cast", TERSE_CAST_FP16, 3, 100003, TERSE_FLOAT32, 1, 0, 5);
+    sc_case("cast", TERSE_CAST_FP16, 1, 100003, TERSE_BFLOAT16, 1, 0, 6);
+    sc_sigma = 1.0f;
+}
+
+static void
+test_cast_nonfinite(void)
+{
+    sc_case("cast", TERSE_CAST_BF16, 1, 100003, TERSE_FLOAT32, 1, 1, 90);
+    sc_case("cast", TERSE_CAST_FP16, 2, 1000, TERSE_FLOAT16, 0, 2, 91);
+}
+
+static void
+test_randomk_parity(void)
+{
+    static const size_t sizes[]     = {1, 31, 33, 1000003};
+    static const double densities[] = {0.001, 0.1, 1.0};
+    size_t s, q, d;
+
+    for (s = 0; s < 4; ++s) {
+        for (q = 0; q < 3; ++q) {
+            for (d = 0; d < 3; ++d) {
+                sc_case("randomk", densities[q], 1, sizes[s], sc_dts[d], (int)((s + q + d) % 2),
+                        0, 200 + s * 11 + q * 3 + d);
+            }
+        }
+    }
+}
+
+static void
+test_randomk_nonfinite(void)
+{
+    sc_case("randomk", 0.01, 1, 100003, TERSE_FLOAT32, 1, 1, 95);
+    sc_case("randomk", 0.5, 1, 1000, TERSE_BFLOAT16, 0, 2, 96);
+}
+
+static CU_TestInfo sum_cuda_tests[] = {
+    {"cast parity", test_cast_parity},
+    {"cast fp16 saturation", test_cast_saturation},
+    {"cast non-finite", test_cast_nonfinite},
+    {"randomk parity", test_randomk_parity},
+    {"randomk non-finite", test_randomk_nonfinite},
+    CU_TEST_INFO_NULL,
+};
+
+CU_SuiteInfo test_summable_cuda_suites[] = {
+    {"summable_cuda", NULL, NULL, NULL, NULL, sum_cuda_tests},
+    CU_SUITE_INFO_NULL,
+};
