@@ -36,10 +36,13 @@
  *      plan (rounding up can exclude it), the reference is returned: never worse than it.
  *   3. Knapsack ("at most" form): dp_l[e] = min cost of layers 0..l with total weight <= e,
  *        dp_-1[e] = 0,   dp_l[e] = min_{c in S, w_c <= e} dp_{l-1}[e - w_c] + cost_c,
- *      choice[l][e] = the minimising c, the LOWEST candidate index on ties. The plan is
- *      read back from e = E, last layer first: c = choice[l][e], e -= w_c. Candidates
- *      dominated (same class, weight and cost no lower) by a lower-index candidate are
- *      dropped first: this cannot change the result.
+ *      choice[l][e] = the minimising c. Candidates dominated within S (weight and cost no
+ *      lower than another's, ties by index) are dropped first, which cannot change the
+ *      optimum; ties between totals go to the candidate of lowest weight (least error),
+ *      then lowest cost, then lowest index. The plan is read back from e = E, last layer
+ *      first: c = choice[l][e], e -= w_c. The knapsack runs on int32 lanes (costs scaled by
+ *      a power of two below 2^29); class sets are explored without recording choices, and
+ *      the winning set is solved once more with them.
  *
  *   Worked example, 3 layers, E = 6 error units, costs in time units, latency 0:
  *
@@ -55,8 +58,9 @@
  *
  * Complexity:  time O(#S x sum_l ncand_l x E) in the worst case (#S <= 15 class sets; most
  *              are pruned by the bound), O(sum_l ncand_l) per bound; memory
- *              O(nlayers x E) bytes for two choice tables plus O(E) for dp rows.
- *              500 layers x 20 candidates: a few ms.
+ *              O(nlayers x E) bytes for the choice table plus O(E) for dp rows.
+ *              500 layers x 20 candidates: ~1 ms (bytes), a few ms (time; one knapsack
+ *              per class set that the bounds cannot exclude).
  */
 #include <math.h>
 #include <stdio.h>
@@ -67,6 +71,10 @@
 
 #define DP_INF (INT64_MAX / 4)
 #define DP_TIME_UNITS 1e10 /* cost units per second: 0.1 ns */
+/* Costs are scaled (by a power of two) so that any plan's total stays below DP_CAP: the
+ * knapsack then runs on int32 lanes (4 or 8 per vector instruction). */
+#define DP_CAP (INT64_C(1) << 29)
+#define DP_INF32 (INT32_C(1) << 30)
 
 typedef struct dp_work {
     size_t    nl, ntot;
@@ -75,9 +83,16 @@ typedef struct dp_work {
     int64_t  *c;
     int64_t   lat[16];
     uint32_t  E;
-    uint8_t  *alive;   /* per candidate: not dominated (per class) and feasible */
-    int64_t  *prev, *cur;
-    uint8_t  *ch, *best_ch;
+    uint8_t  *alive;   /* per candidate: feasible (w <= E, finite cost) */
+    uint8_t  *wire;    /* per candidate: its wire class */
+    uint8_t  *ord;     /* per layer: candidates by (weight, cost, index) */
+    int32_t  *prev, *cur;
+    uint8_t  *ch;      /* nl x (E + 1) choices of the last recorded knapsack */
+    /* survivors of one class set, layer-major: weight, cost, candidate index */
+    uint32_t *sw;
+    int32_t  *sc;
+    uint8_t  *si;
+    size_t   *soff;
 } dp_work_t;
 
 static int64_t
@@ -214,6 +229,38 @@ terse__sched_discretise(const terse_sched_problem_t *prob, uint32_t *w, int64_t 
                      ? 0
                      : dp_to_int(terse__sched_cost_set_latency(prob->cost, s) * DP_TIME_UNITS);
     }
+    /* Scale by 2^-shift so that the most expensive plan stays below DP_CAP. */
+    {
+        int64_t maxtot = 0, maxlat = 0;
+        unsigned shift = 0;
+        for (l = 0, k = 0; l < prob->nlayers; ++l) {
+            int64_t m = 0;
+            for (i = 0; i < prob->layer[l].ncand; ++i, ++k) {
+                if ((w[k] <= E) && (c[k] > m)) {
+                    m = c[k];
+                }
+            }
+            maxtot += m;
+        }
+        for (s = 0; s < 16; ++s) {
+            maxlat = (lat[s] < DP_INF) ? TERSE_MAX(maxlat, lat[s]) : maxlat;
+        }
+        maxtot += maxlat;
+        while ((maxtot >> shift) >= DP_CAP) {
+            ++shift;
+        }
+        if (shift > 0) {
+            int64_t half = INT64_C(1) << (shift - 1);
+            for (l = 0, k = 0; l < prob->nlayers; ++l) {
+                for (i = 0; i < prob->layer[l].ncand; ++i, ++k) {
+                    c[k] = (w[k] <= E) ? (c[k] + half) >> shift : DP_INF;
+                }
+            }
+            for (s = 0; s < 16; ++s) {
+                lat[s] = (lat[s] < DP_INF) ? (lat[s] + half) >> shift : DP_INF;
+            }
+        }
+    }
     *E_p = E;
     return TERSE_OK;
 }
@@ -225,38 +272,32 @@ dp_work_free(dp_work_t *wk)
     free(wk->w);
     free(wk->c);
     free(wk->alive);
+    free(wk->wire);
+    free(wk->ord);
     free(wk->prev);
     free(wk->cur);
     free(wk->ch);
-    free(wk->best_ch);
+    free(wk->sw);
+    free(wk->sc);
+    free(wk->si);
+    free(wk->soff);
 }
 
-/* Marks infeasible and dominated candidates dead (a candidate is dominated when a
- * lower-index candidate of the same class has weight and cost no higher). */
+/* Marks infeasible candidates dead. */
 static void
-dp_prune(dp_work_t *wk, const terse_sched_problem_t *prob)
+dp_prune(dp_work_t *wk)
 {
-    size_t l, i, j;
+    size_t k;
 
-    for (l = 0; l < wk->nl; ++l) {
-        const terse_sched_cand_t *cd = prob->layer[l].cand;
-        size_t o = wk->off[l], n = wk->off[l + 1] - o;
-        for (i = 0; i < n; ++i) {
-            wk->alive[o + i] = (wk->w[o + i] <= wk->E) ? 1 : 0;
-            for (j = 0; (j < i) && wk->alive[o + i]; ++j) {
-                if (wk->alive[o + j] && (cd[j].wire == cd[i].wire) &&
-                    (wk->w[o + j] <= wk->w[o + i]) && (wk->c[o + j] <= wk->c[o + i])) {
-                    wk->alive[o + i] = 0;
-                }
-            }
-        }
+    for (k = 0; k < wk->ntot; ++k) {
+        wk->alive[k] = ((wk->w[k] <= wk->E) && (wk->c[k] < DP_INF)) ? 1 : 0;
     }
 }
 
 static inline int
-dp_in_set(const terse_sched_problem_t *prob, size_t l, size_t i, unsigned set)
+dp_in_set(const dp_work_t *wk, size_t l, size_t i, unsigned set)
 {
-    return (set >> (unsigned)prob->layer[l].cand[i].wire) & 1u;
+    return (set >> wk->wire[wk->off[l] + i]) & 1u;
 }
 
 /* Greedy pick in set S: per layer the cheapest alive candidate (lowest index on ties).
@@ -272,7 +313,7 @@ dp_greedy(const dp_work_t *wk, const terse_sched_problem_t *prob, unsigned set, 
     for (l = 0; l < wk->nl; ++l) {
         size_t o = wk->off[l], n = wk->off[l + 1] - o, bi = n;
         for (i = 0; i < n; ++i) {
-            if (wk->alive[o + i] && dp_in_set(prob, l, i, set) &&
+            if (wk->alive[o + i] && dp_in_set(wk, l, i, set) &&
                 ((bi == n) || (wk->c[o + i] < wk->c[o + bi]))) {
                 bi = i;
             }
@@ -297,14 +338,14 @@ dp_bound(const dp_work_t *wk, const terse_sched_problem_t *prob, unsigned set, d
     int k;
     size_t l, i;
 
-    for (k = -12; k <= 12; ++k) {
+    for (k = -10; k <= 10; k += 2) {
         double b = 0.0;
         lam = ldexp(lam0, k);
         for (l = 0; l < wk->nl; ++l) {
             size_t o = wk->off[l], n = wk->off[l + 1] - o;
             double m = INFINITY;
             for (i = 0; i < n; ++i) {
-                if (wk->alive[o + i] && dp_in_set(prob, l, i, set)) {
+                if (wk->alive[o + i] && dp_in_set(wk, l, i, set)) {
                     double v = (double)wk->c[o + i] + lam * (double)wk->w[o + i];
                     m = (v < m) ? v : m;
                 }
@@ -317,43 +358,127 @@ dp_bound(const dp_work_t *wk, const terse_sched_problem_t *prob, unsigned set, d
     return best;
 }
 
-/* The knapsack over layers with candidates of set S; choices into wk->ch. Returns dp[E]. */
+/* Per layer, candidate indices sorted by (weight, cost, index): insertion sort. */
+static void
+dp_order(dp_work_t *wk)
+{
+    size_t l, i, j;
+
+    for (l = 0; l < wk->nl; ++l) {
+        size_t o = wk->off[l], n = wk->off[l + 1] - o;
+        uint8_t *ord = wk->ord + o;
+        for (i = 0; i < n; ++i) {
+            uint8_t x = (uint8_t)i;
+            for (j = i; j > 0; --j) {
+                uint8_t y = ord[j - 1];
+                if ((wk->w[o + y] < wk->w[o + x]) ||
+                    ((wk->w[o + y] == wk->w[o + x]) && (wk->c[o + y] <= wk->c[o + x]))) {
+                    break;
+                }
+                ord[j] = y;
+            }
+            ord[j] = x;
+        }
+    }
+}
+
+/* The survivors of set S: alive candidates of a class in S that no other such candidate
+ * dominates (weight and cost no higher, one of them lower, or both equal and a lower index).
+ * Dropping them cannot change the optimum. In (weight, cost, index) order a candidate
+ * survives exactly when its cost is below that of every earlier one; survivors are kept in
+ * that order, so that the knapsack's strict comparison resolves equal totals towards the
+ * lowest weight (least error), then the lowest cost, then the lowest index. */
+static void
+dp_survivors(dp_work_t *wk, unsigned set)
+{
+    size_t l, i, n = 0;
+
+    for (l = 0; l < wk->nl; ++l) {
+        size_t o = wk->off[l], nc = wk->off[l + 1] - o;
+        int64_t best = DP_INF;
+        wk->soff[l] = n;
+        for (i = 0; i < nc; ++i) {
+            size_t k = o + wk->ord[o + i];
+            if (!wk->alive[k] || !((set >> wk->wire[k]) & 1u) || (wk->c[k] >= best)) {
+                continue;
+            }
+            best      = wk->c[k];
+            wk->sw[n] = wk->w[k];
+            wk->sc[n] = (int32_t)wk->c[k];
+            wk->si[n] = wk->ord[o + i];
+            ++n;
+        }
+    }
+    wk->soff[wk->nl] = n;
+}
+
+/* The hot loops: int32 lanes, compiled for AVX2 too where the compiler can dispatch.
+ * cur[e] = min(cur[e], prev[e - wi] + ci) for e in [wi, E1), recording idx where it wins.
+ * No saturation is needed: finite values stay below DP_CAP <= DP_INF32 / 2, a sum of
+ * DP_INF32 and a cost fits in int32, and cur only takes values below DP_INF32. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define DP_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define DP_CLONES
+#endif
+
+DP_CLONES static void
+dp_relax(int32_t *restrict cur, uint8_t *restrict ch, const int32_t *restrict prev, size_t wi,
+         size_t E1, int32_t ci, uint8_t idx)
+{
+    size_t e;
+
+    for (e = wi; e < E1; ++e) {
+        int32_t v  = prev[e - wi] + ci;
+        int32_t cu = cur[e];
+        int b      = v < cu;
+        cur[e]     = b ? v : cu;
+        ch[e]      = b ? idx : ch[e];
+    }
+}
+
+/* The same without recording choices (exploring class sets). */
+DP_CLONES static void
+dp_relax_min(int32_t *restrict cur, const int32_t *restrict prev, size_t wi, size_t E1,
+             int32_t ci)
+{
+    size_t e;
+
+    for (e = wi; e < E1; ++e) {
+        int32_t v  = prev[e - wi] + ci;
+        int32_t cu = cur[e];
+        cur[e]     = (v < cu) ? v : cu;
+    }
+}
+
+/* The knapsack over layers with the survivors of set S; with record, choices go into
+ * wk->ch. Returns dp[E] (DP_INF when infeasible). */
 static int64_t
-dp_knapsack(dp_work_t *wk, const terse_sched_problem_t *prob, unsigned set)
+dp_knapsack(dp_work_t *wk, const terse_sched_problem_t *prob, unsigned set, int record)
 {
     size_t E1 = (size_t)wk->E + 1, l, i, e;
-    int64_t *prev = wk->prev, *cur = wk->cur, *tmp;
+    int32_t *prev = wk->prev, *cur = wk->cur, *tmp;
 
+    dp_survivors(wk, set);
     for (e = 0; e < E1; ++e) {
         prev[e] = 0;
     }
     for (l = 0; l < wk->nl; ++l) {
-        size_t o = wk->off[l], n = wk->off[l + 1] - o;
         uint8_t *ch = wk->ch + l * E1;
 
         for (e = 0; e < E1; ++e) {
-            cur[e] = DP_INF;
-            ch[e]  = 0xff;
+            cur[e] = DP_INF32;
         }
-        for (i = 0; i < n; ++i) {
-            uint32_t wi;
-            int64_t ci;
-            uint8_t ii = (uint8_t)i;
-            if (!wk->alive[o + i] || !dp_in_set(prob, l, i, set)) {
-                continue;
+        /* Survivors in (weight, cost, index) order: strict < keeps the first on ties. */
+        if (record) {
+            memset(ch, 0xff, E1);
+            for (i = wk->soff[l]; i < wk->soff[l + 1]; ++i) {
+                dp_relax(cur, ch, prev, wk->sw[i], E1, wk->sc[i], wk->si[i]);
             }
-            wi = wk->w[o + i];
-            ci = wk->c[o + i];
-            for (e = wi; e < E1; ++e) {
-                int64_t v = prev[e - wi] + ci;
-                int better = v < cur[e];
-                cur[e] = better ? v : cur[e];
-                ch[e]  = better ? ii : ch[e];
+        } else {
+            for (i = wk->soff[l]; i < wk->soff[l + 1]; ++i) {
+                dp_relax_min(cur, prev, wk->sw[i], E1, wk->sc[i]);
             }
-        }
-        /* Clamp so that sums of DP_INF never overflow. */
-        for (e = 0; e < E1; ++e) {
-            cur[e] = (cur[e] > DP_INF) ? DP_INF : cur[e];
         }
         tmp  = prev;
         prev = cur;
@@ -361,7 +486,7 @@ dp_knapsack(dp_work_t *wk, const terse_sched_problem_t *prob, unsigned set)
     }
     wk->prev = prev;
     wk->cur  = cur;
-    return prev[wk->E];
+    return (prev[wk->E] >= DP_INF32) ? DP_INF : (int64_t)prev[wk->E];
 }
 
 static void
@@ -386,6 +511,7 @@ terse__sched_solve(const terse_sched_problem_t *prob, terse_plan_t *plan_p)
     uint8_t *pick = NULL, *best_pick = NULL;
     unsigned present = 0, set, nsets, best_set = 0, used = 0;
     int have_best = 0, best_from_dp = 0;
+    unsigned nknap = 0;
     int64_t best_cost = DP_INF;
     double lam0 = 0.0;
     size_t l, i, E1;
@@ -408,21 +534,33 @@ terse__sched_solve(const terse_sched_problem_t *prob, terse_plan_t *plan_p)
     wk.w       = malloc(wk.ntot * sizeof(*wk.w));
     wk.c       = malloc(wk.ntot * sizeof(*wk.c));
     wk.alive   = malloc(wk.ntot);
+    wk.wire    = malloc(wk.ntot);
+    wk.ord     = malloc(wk.ntot);
     wk.prev    = malloc(E1 * sizeof(*wk.prev));
     wk.cur     = malloc(E1 * sizeof(*wk.cur));
+    wk.sw      = malloc(wk.ntot * sizeof(*wk.sw));
+    wk.sc      = malloc(wk.ntot * sizeof(*wk.sc));
+    wk.si      = malloc(wk.ntot);
+    wk.soff    = malloc((wk.nl + 1) * sizeof(*wk.soff));
     wk.ch      = malloc(wk.nl * E1);
-    wk.best_ch = malloc(wk.nl * E1);
     pick       = malloc(wk.nl);
     best_pick  = malloc(wk.nl);
     if ((wk.w == NULL) || (wk.c == NULL) || (wk.alive == NULL) || (wk.prev == NULL) ||
-        (wk.cur == NULL) || (wk.ch == NULL) || (wk.best_ch == NULL) || (pick == NULL) ||
-        (best_pick == NULL)) {
+        (wk.cur == NULL) || (wk.ch == NULL) || (pick == NULL) ||
+        (best_pick == NULL) || (wk.sw == NULL) || (wk.sc == NULL) ||
+        (wk.si == NULL) || (wk.soff == NULL) || (wk.wire == NULL) || (wk.ord == NULL)) {
         status = TERSE_ERR_NOMEM;
         goto err_nomem;
     }
     TERSE_CHECK_GOTO(terse__sched_discretise(prob, wk.w, wk.c, wk.lat, &wk.E), status,
                      err_free_work);
-    dp_prune(&wk, prob);
+    dp_prune(&wk);
+    for (l = 0; l < wk.nl; ++l) {
+        for (i = 0; i < prob->layer[l].ncand; ++i) {
+            wk.wire[wk.off[l] + i] = (uint8_t)prob->layer[l].cand[i].wire;
+        }
+    }
+    dp_order(&wk);
 
     for (l = 0; l < wk.nl; ++l) {
         int64_t lo = DP_INF, hi = 0;
@@ -463,6 +601,9 @@ terse__sched_solve(const terse_sched_problem_t *prob, terse_plan_t *plan_p)
             }
             continue;
         }
+        if (have_best && (g_cost + wk.lat[s] > best_cost)) {
+            continue; /* even the budget-free cheapest plan of S loses */
+        }
         if (have_best) {
             double b = dp_bound(&wk, prob, s, lam0) + (double)wk.lat[s];
             /* Margin for the double arithmetic of the bound. */
@@ -470,19 +611,17 @@ terse__sched_solve(const terse_sched_problem_t *prob, terse_plan_t *plan_p)
                 continue;
             }
         }
-        total = dp_knapsack(&wk, prob, s);
+        total = dp_knapsack(&wk, prob, s, nsets == 1);
+        ++nknap;
         if (total >= DP_INF) {
             continue;
         }
         total += wk.lat[s];
         if (!have_best || (total < best_cost) || ((total == best_cost) && (s < best_set))) {
-            uint8_t *tmp = wk.best_ch;
             have_best    = 1;
             best_cost    = total;
             best_set     = s;
             best_from_dp = 1;
-            wk.best_ch   = wk.ch;
-            wk.ch        = tmp;
         }
     }
     if (prob->reference != NULL) {
@@ -519,7 +658,10 @@ terse__sched_solve(const terse_sched_problem_t *prob, terse_plan_t *plan_p)
         goto err_free_work;
     }
     if (best_from_dp) {
-        dp_readback(&wk, wk.best_ch, best_pick);
+        if (nsets > 1) {
+            dp_knapsack(&wk, prob, best_set, 1); /* again, recording choices */
+        }
+        dp_readback(&wk, wk.ch, best_pick);
     }
 
     TERSE_CHECK_GOTO(terse__sched_plan_alloc(wk.nl, &plan), status, err_free_work);
@@ -547,9 +689,9 @@ terse__sched_solve(const terse_sched_problem_t *prob, terse_plan_t *plan_p)
     plan.wire_set = used;
     terse_debug(TERSE_LOG_SCHED,
                 "plan for %zu layers: classes 0x%x time %.3e s bytes %.0f error %.3e budget "
-                "%.3e units %u",
+                "%.3e units %u knapsacks %u",
                 wk.nl, used, plan.predicted_time, plan.wire_bytes, plan.sq_err, prob->budget,
-                wk.E);
+                wk.E, nknap);
     free(pick);
     free(best_pick);
     dp_work_free(&wk);
