@@ -29,8 +29,8 @@ static const char plan_header[] =
     "#   name             layer name, '-' when unnamed (informational: rows bind by layer, count)\n"
     "#   count            elements of the layer; -1 = any count\n"
     "#   compressor       none|cast|quant|sign|topk|randomk|powersgd\n"
-    "#   param            cast 16 (bf16); quant bits 2..8; topk, randomk density in (0, 1];\n"
-    "#                    powersgd rank >= 1; none, sign 0\n"
+    "#   param            cast 0 (bf16) or 1 (fp16); quant bits 2..8; topk, randomk density\n"
+    "#                    in (0, 1]; powersgd rank >= 1; none, sign 0\n"
     "#   bytes            payload bytes per rank and step the planner expects; -1 = unknown\n"
     "#   expected_sq_err  predicted absolute squared error ||g - C(g)||^2; -1 = unknown\n"
     "# A layer takes the first row whose layer and count match it or are -1.\n";
@@ -256,7 +256,7 @@ plan_param_check(int fam, double p)
     case TERSE_SCHED_FAM_SIGN:
         return (p == 0.0) ? NULL : "takes no parameter (write 0)";
     case TERSE_SCHED_FAM_CAST:
-        return (p == 16.0) ? NULL : "cast parameter must be 16 (bf16)";
+        return ((p == 0.0) || (p == 1.0)) ? NULL : "cast parameter must be 0 (bf16) or 1 (fp16)";
     case TERSE_SCHED_FAM_QUANT:
         return ((p >= 2.0) && (p <= 8.0) && (p == floor(p))) ? NULL
                                                              : "quant bits must be 2..8";

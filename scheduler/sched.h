@@ -38,7 +38,7 @@ extern "C" {
  * layout and of the plan checksum: append only. */
 typedef enum terse_sched_fam {
     TERSE_SCHED_FAM_NONE     = 0,
-    TERSE_SCHED_FAM_CAST     = 1, /* param 16: bf16 */
+    TERSE_SCHED_FAM_CAST     = 1, /* param 0: bf16, 1: fp16 (the registry's cast params) */
     TERSE_SCHED_FAM_QUANT    = 2, /* param: bits */
     TERSE_SCHED_FAM_SIGN     = 3, /* param 0 */
     TERSE_SCHED_FAM_TOPK     = 4, /* param: density in (0, 1] */
@@ -69,7 +69,7 @@ terse_sched_wire_t terse__sched_fam_wire(int fam);
 
 typedef struct terse_sched_option {
     int    fam;    /* TERSE_SCHED_FAM_* */
-    double param;  /* bits, density, rank; 16 for cast (bf16); 0 where unused */
+    double param;  /* bits, density, rank; cast 0 (bf16) or 1 (fp16); 0 where unused */
 } terse_sched_option_t;
 
 typedef struct terse_sched_grid {
@@ -81,8 +81,9 @@ typedef struct terse_sched_grid {
 } terse_sched_grid_t;
 
 /* The default grid (DESIGN.md section 4), in this order:
- *   none, cast:16, quant:2 3 4 6 8, sign, topk:0.001 0.003 0.01 0.03 0.1,
- *   randomk:0.001 0.01 0.1, powersgd:1 2 4 8 16 32              (22 options)
+ *   none, cast:0 (bf16), quant:2 3 4 6 8, sign, topk:0.001 0.003 0.01 0.03 0.1,
+ *   randomk:0.001 0.01 0.03 0.1, powersgd:1 2 4 8 16 32        (23 options)
+ * The same grids as the compressor registry's families (their ops->grid).
  *   [out] grid  filled; quant_bucket = bucket (0: 512) */
 void terse__sched_grid_default(terse_sched_grid_t *grid, uint32_t bucket);
 
@@ -115,7 +116,7 @@ size_t terse__sched_stats_stride(const terse_sched_grid_t *grid);
  *   [out] out     stride doubles (layout above)
  * Estimators (DESIGN.md section 5):
  *   none      0
- *   cast:16   exact: sum (v - bf16_rne(v))^2
+ *   cast      exact: sum (v - bf16_rne(v))^2 (param 0), or fp16 (param 1)
  *   quant:b   exact expectation of unbiased stochastic rounding on the max-min grid of each
  *             bucket (levels lo + j * unit, unit = (max - min) / (2^b - 1)):
  *             sum over elements of (x - l)(l + unit - x), l the grid level below x

@@ -25,7 +25,7 @@
 #define SCHED_HIST_BINS (1u << (31 - SCHED_HIST_SHIFT))
 
 static const double sched_default_topk[]    = {0.001, 0.003, 0.01, 0.03, 0.1};
-static const double sched_default_randomk[] = {0.001, 0.01, 0.1};
+static const double sched_default_randomk[] = {0.001, 0.01, 0.03, 0.1};
 static const unsigned sched_default_ranks[] = {1, 2, 4, 8, 16, 32};
 
 void
@@ -38,7 +38,7 @@ terse__sched_grid_default(terse_sched_grid_t *grid, uint32_t bucket)
     grid->opt[n].fam   = TERSE_SCHED_FAM_NONE;
     grid->opt[n++].param = 0.0;
     grid->opt[n].fam   = TERSE_SCHED_FAM_CAST;
-    grid->opt[n++].param = 16.0;
+    grid->opt[n++].param = 0.0; /* bf16 */
     for (i = 0; i < sizeof(bits) / sizeof(bits[0]); ++i) {
         grid->opt[n].fam     = TERSE_SCHED_FAM_QUANT;
         grid->opt[n++].param = bits[i];
@@ -203,13 +203,15 @@ terse__sched_sign_err(const float *v, size_t n, uint32_t bucket)
 }
 
 static double
-sched_bf16_err(const float *v, size_t n)
+sched_cast_err(const float *v, size_t n, double param)
 {
     double err = 0.0, d;
     size_t i;
 
     for (i = 0; i < n; ++i) {
-        d = (double)v[i] - (double)terse_bf16_to_float(terse_float_to_bf16(v[i]));
+        float r = (param == 0.0) ? terse_bf16_to_float(terse_float_to_bf16(v[i]))
+                                 : terse__half_to_float(terse__float_to_half(v[i]));
+        d = (double)v[i] - (double)r;
         err += d * d;
     }
     return err;
@@ -530,7 +532,7 @@ terse__sched_stats_layer(const terse_sched_grid_t *grid, const float *v, size_t 
         }
         switch (o->fam) {
         case TERSE_SCHED_FAM_CAST:
-            *e = sched_bf16_err(v, count);
+            *e = sched_cast_err(v, count, o->param);
             break;
         case TERSE_SCHED_FAM_QUANT:
             *e = terse__sched_quant_err(v, count, grid->quant_bucket, (unsigned)o->param);

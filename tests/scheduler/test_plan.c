@@ -24,7 +24,7 @@ plan_sample(terse_plan_t *plan)
         {"emb.weight", 262144, TERSE_SCHED_FAM_TOPK, 0.003, 6308, 0.1},
         {"head.bias", 256, TERSE_SCHED_FAM_NONE, 0, 1024, 0.0},
         {"norm", 1024, TERSE_SCHED_FAM_QUANT, 3, 416, 7.0e-12},
-        {"x", 1000, TERSE_SCHED_FAM_CAST, 16, 2004, 1.0 / 3.0},
+        {"x", 1000, TERSE_SCHED_FAM_CAST, 1, 2004, 1.0 / 3.0},
         {"y", 1000, TERSE_SCHED_FAM_SIGN, 0, 141, 2.5},
         {"z", 1000, TERSE_SCHED_FAM_RANDOMK, 0.1, 404, 9e300},
     };
@@ -141,7 +141,7 @@ test_plan_malformed(void)
         {"0,a,10,topk,1.5,1,1\n", "density"},
         {"0,a,10,topk,nan,1,1\n", "param 'nan'"},
         {"0,a,10,powersgd,0,1,1\n", "rank"},
-        {"0,a,10,cast,8,1,1\n", "cast parameter"},
+        {"0,a,10,cast,16,1,1\n", "cast parameter"},
         {"0,a,10,none,1,1,1\n", "no parameter"},
         {"0,a,10,none,0,-2,1\n", "bytes '-2'"},
         {"0,a,10,none,0,12x,1\n", "bytes '12x'"},
