@@ -22,9 +22,9 @@ typedef struct cmp_topk {
                             allocated on first such call, owned */
     size_t    nsample;   /* topkt: draws per step; 0: the layer is too small, select exactly */
     float    *sample;    /* topkt: nsample floats, owned */
-    size_t    cand_cap;  /* topkt: at most this many candidates, else the exact select */
-    uint32_t *cand;      /* topkt: candidate indices, owned */
-    float    *cand_v;    /* topkt: candidate values, owned */
+    size_t    cand_cap;  /* at most this many candidates (0: none kept), else the full select */
+    uint32_t *cand;      /* candidate indices, owned */
+    float    *cand_v;    /* candidate values, owned */
 } cmp_topk_t;
 
 static terse_status_t
@@ -88,17 +88,21 @@ cmp_topk_create_family(const terse_cmp_params_t *params, uint16_t family, void *
     if (t->hist == NULL) {
         goto err_free_topk;
     }
-    if (family == TERSE_TOPK_FAMILY_SAMPLED) {
-        /* Sampling pays only where the sample is small against the layer. */
+    if (t->k <= t->count / 4) {
+        /* candidate buffers: twice the payload */
+        t->cand_cap = 2 * t->k + 1024;
+        t->cand     = malloc(t->cand_cap * sizeof(uint32_t));
+        t->cand_v   = malloc(t->cand_cap * sizeof(float));
+        if ((t->cand == NULL) || (t->cand_v == NULL)) {
+            goto err_free_topk;
+        }
+        /* sampling pays only where the sample is small against the layer */
         m = ceil(TOPK_SAMPLE_FACTOR / params->param);
         m = (m < TOPK_MIN_SAMPLE) ? TOPK_MIN_SAMPLE : m;
-        if ((m <= (double)(t->count / 16)) && (t->k <= t->count / 4)) {
-            t->nsample  = (size_t)m;
-            t->cand_cap = 2 * t->k + 1024;
-            t->sample   = malloc(t->nsample * sizeof(float));
-            t->cand     = malloc(t->cand_cap * sizeof(uint32_t));
-            t->cand_v   = malloc(t->cand_cap * sizeof(float));
-            if ((t->sample == NULL) || (t->cand == NULL) || (t->cand_v == NULL)) {
+        if ((family == TERSE_TOPK_FAMILY_SAMPLED) && (m <= (double)(t->count / 16))) {
+            t->nsample = (size_t)m;
+            t->sample  = malloc(t->nsample * sizeof(float));
+            if (t->sample == NULL) {
                 goto err_free_topk;
             }
         }
@@ -257,27 +261,14 @@ topk_select_exact(cmp_topk_t *t, const float *v, float *residual, uint8_t *pairs
     return j;
 }
 
-/* Threshold-sampled select (topkt). Returns 0 when the sample missed (fewer than k or more
- * than cand_cap candidates): the caller then runs the exact select. Else the number of pairs
- * written, and the kept energy in *kept_p. */
+/* Collects the indices of the keys >= thr (at most cand_cap of them); returns how many
+ * there are in all. */
 static size_t
-topk_select_sampled(cmp_topk_t *t, const float *v, float *residual, const terse_rng_t *rng,
-                    uint8_t *pairs, double *kept_p)
+topk_collect(cmp_topk_t *t, const float *v, uint32_t thr)
 {
-    size_t n = t->count, m = t->nsample, ks, c = 0, need, eq = 0, j = 0, i;
-    double kept = 0.0, want;
-    uint32_t thr, key, idx;
+    size_t c = 0, i;
 
-    for (i = 0; i < m; ++i) {
-        idx          = (uint32_t)(((uint64_t)terse_rng_u32(rng, rng->offset + i) * n) >> 32);
-        t->sample[i] = v[idx];
-    }
-    want = ceil(TOPK_OVERSAMPLE * (double)t->k * (double)m / (double)n);
-    ks   = (want < 1.0) ? 1 : ((want > (double)m) ? m : (size_t)want);
-    topk_hist_high(t->sample, m, t->hist);
-    topk_select(t->sample, m, ks, t->hist, &thr, &need);
-
-    for (i = 0; i < n; ++i) {
+    for (i = 0; i < t->count; ++i) {
         if (terse_topk_key(v[i]) >= thr) {
             if (c < t->cand_cap) {
                 t->cand[c] = (uint32_t)i;
@@ -285,14 +276,24 @@ topk_select_sampled(cmp_topk_t *t, const float *v, float *residual, const terse_
             ++c;
         }
     }
-    if ((c < t->k) || (c > t->cand_cap)) {
-        return 0;
-    }
+    return c;
+}
+
+/* Selects from the c candidates (k <= c <= cand_cap), which hold every key >= some key that
+ * is <= the k-th largest candidate: every non-candidate lies below the k-th largest key of
+ * the layer, so truncating the candidates by the exact rule gives the exact top-k of the
+ * layer. Returns the number of pairs written and their energy in *kept_p. */
+static size_t
+topk_select_candidates(cmp_topk_t *t, size_t c, const float *v, float *residual,
+                       uint8_t *pairs, double *kept_p)
+{
+    size_t need, eq = 0, j = 0, i;
+    double kept = 0.0;
+    uint32_t thr, key;
+
     for (i = 0; i < c; ++i) {
         t->cand_v[i] = v[t->cand[i]];
     }
-    /* Every non-candidate lies below thr <= the k-th largest candidate: truncating the
-     * candidates by the exact rule gives the exact top-k of the layer. */
     topk_hist_high(t->cand_v, c, t->hist);
     topk_select(t->cand_v, c, t->k, t->hist, &thr, &need);
     for (i = 0; i < c; ++i) {
@@ -311,6 +312,54 @@ topk_select_sampled(cmp_topk_t *t, const float *v, float *residual, const terse_
     }
     *kept_p = kept;
     return j;
+}
+
+/* Exact family, first step: with hist holding topk_hist_high(v), the top buckets down to the
+ * one holding the k-th largest key are the candidates when they are few (no heavy ties):
+ * one collecting pass then replaces the second histogram pass and the emitting pass over the
+ * layer. Returns 0 when they are too many (the caller runs topk_select_exact; hist is kept). */
+static size_t
+topk_select_buckets(cmp_topk_t *t, const float *v, float *residual, uint8_t *pairs,
+                    double *kept_p)
+{
+    size_t above = 0, c;
+    uint32_t hi;
+
+    if (t->cand == NULL) {
+        return 0;
+    }
+    hi = topk_hist_walk(t->hist, t->k, &above);
+    if (above + t->hist[hi] > t->cand_cap) {
+        return 0;
+    }
+    c = topk_collect(t, v, hi << 16);
+    return topk_select_candidates(t, c, v, residual, pairs, kept_p);
+}
+
+/* Threshold-sampled select (topkt). Returns 0 when the sample missed (fewer than k or more
+ * than cand_cap candidates): the caller then runs the exact select. Else the number of pairs
+ * written, and the kept energy in *kept_p. */
+static size_t
+topk_select_sampled(cmp_topk_t *t, const float *v, float *residual, const terse_rng_t *rng,
+                    uint8_t *pairs, double *kept_p)
+{
+    size_t n = t->count, m = t->nsample, ks, c, need, i;
+    double want;
+    uint32_t thr, idx;
+
+    for (i = 0; i < m; ++i) {
+        idx          = (uint32_t)(((uint64_t)terse_rng_u32(rng, rng->offset + i) * n) >> 32);
+        t->sample[i] = v[idx];
+    }
+    want = ceil(TOPK_OVERSAMPLE * (double)t->k * (double)m / (double)n);
+    ks   = (want < 1.0) ? 1 : ((want > (double)m) ? m : (size_t)want);
+    topk_hist_high(t->sample, m, t->hist);
+    topk_select(t->sample, m, ks, t->hist, &thr, &need);
+    c = topk_collect(t, v, thr);
+    if ((c < t->k) || (c > t->cand_cap)) {
+        return 0;
+    }
+    return topk_select_candidates(t, c, v, residual, pairs, kept_p);
 }
 
 /* Energy of v[0..n) in double, 8 lanes (vectorisable, fixed order). A non-finite v gives a
@@ -445,6 +494,9 @@ cmp_topk_compress(void *ctx, const terse_buf_t *in, float *residual, const terse
         if (got == 0) {
             topk_hist_high(v, t->count, t->hist); /* the sample missed: exact select */
         }
+    }
+    if (got == 0) {
+        got = topk_select_buckets(t, v, residual, pairs, &kept);
     }
     if (got == 0) {
         got = topk_select_exact(t, v, residual, pairs, &kept);

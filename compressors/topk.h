@@ -3,9 +3,12 @@
  *
  * Families
  *   topk   exact: the k = max(1, ceil(density * count)) largest |v| of v = in + residual,
- *          ties broken by the lowest index. CPU: a two-pass radix select on the bit pattern
- *          of |v| (high 16 bits, then low 16 bits inside the chosen bucket), then one pass
- *          that emits the selection in index order.
+ *          ties broken by the lowest index. CPU: a radix select on the bit pattern of |v|.
+ *          One pass histograms the high 16 bits. When the buckets from the top down to the
+ *          one holding the k-th largest key hold few values (<= 2 k + 1024, no heavy ties),
+ *          one more pass collects them and the select finishes among them; otherwise a pass
+ *          histograms the low 16 bits inside that bucket and a last pass emits the
+ *          selection in index order.
  *   topkt  threshold-sampled (DGC style): a threshold is estimated from a sample of |v| drawn
  *          from the rng stream; the values at or above it are candidates; the selection is
  *          then truncated (keep the largest, lowest index on ties) or padded (by the
