@@ -164,7 +164,8 @@ psgd_dot4(const float *a, const float *b0, const float *b1, const float *b2, con
         t2 += a[j] * b2[j];
         t3 += a[j] * b3[j];
     }
-#define PSGD_SUM8(_s) ((((_s)[0] + (_s)[1]) + ((_s)[2] + (_s)[3])) + (((_s)[4] + (_s)[5]) + ((_s)[6] + (_s)[7])))
+#define PSGD_SUM8(_s)                                                                          \
+    ((((_s)[0] + (_s)[1]) + ((_s)[2] + (_s)[3])) + (((_s)[4] + (_s)[5]) + ((_s)[6] + (_s)[7])))
     out[0] = PSGD_SUM8(s0) + t0;
     out[1] = PSGD_SUM8(s1) + t1;
     out[2] = PSGD_SUM8(s2) + t2;

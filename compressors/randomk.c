@@ -191,7 +191,8 @@ cmp_randomk_compress(void *ctx, const terse_buf_t *in, float *residual, const te
     perm = terse_randomk_perm_make(rng, n);
     for (i = 0; i < r->k; ++i) {
         uint32_t idx = (uint32_t)terse_randomk_index(&perm, i);
-        float x      = (residual != NULL) ? residual[idx] : terse__load_f32(in->ptr, in->dtype, idx);
+        float x = (residual != NULL) ? residual[idx]
+                                     : terse__load_f32(in->ptr, in->dtype, idx);
 
         r->index[i] = idx;
         o[i]        = x;
