@@ -171,7 +171,8 @@ cmp_cast_compress(void *ctx, const terse_buf_t *in, float *residual, const terse
     size_t n       = in->count, c, l;
     float v[TERSE_QUANT_CHUNK], probe[8];
     double acc[8];
-    uint16_t *o = out;
+    uint16_t h[TERSE_QUANT_CHUNK];
+    uint8_t *o = out;
 
     (void)rng;
     (void)stream;
@@ -189,7 +190,8 @@ cmp_cast_compress(void *ctx, const terse_buf_t *in, float *residual, const terse
     for (c = 0; c < n; c += TERSE_QUANT_CHUNK) {
         size_t mc = TERSE_MIN((size_t)TERSE_QUANT_CHUNK, n - c);
         terse__quant_load(in, c, mc, (residual != NULL) ? residual + c : NULL, v);
-        cast_chunk(cs, v, mc, o + c, (residual != NULL) ? residual + c : NULL, acc, probe);
+        cast_chunk(cs, v, mc, h, (residual != NULL) ? residual + c : NULL, acc, probe);
+        memcpy(o + c * 2, h, mc * 2); /* the payload need not be aligned */
     }
     for (l = 1; l < 8; ++l) {
         probe[0] = probe[0] + probe[l];
@@ -197,7 +199,7 @@ cmp_cast_compress(void *ctx, const terse_buf_t *in, float *residual, const terse
     if (probe[0] != 0.0f) {
         uint16_t nan16 = (cs->kind == TERSE_CAST_BF16) ? TERSE_CAST_NAN_BF16 : TERSE_CAST_NAN_FP16;
         for (c = 0; c < n; ++c) {
-            o[c] = nan16;
+            memcpy(o + c * 2, &nan16, 2);
         }
         if (residual != NULL) {
             memset(residual, 0, n * sizeof(float));
