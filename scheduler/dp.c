@@ -40,9 +40,10 @@
  *      lower than another's, ties by index) are dropped first, which cannot change the
  *      optimum; ties between totals go to the candidate of lowest weight (least error),
  *      then lowest cost, then lowest index. The plan is read back from e = E, last layer
- *      first: c = choice[l][e], e -= w_c. The knapsack runs on int32 lanes (costs scaled by
- *      a power of two below 2^29); class sets are explored without recording choices, and
- *      the winning set is solved once more with them.
+ *      first: c = choice[l][e], e -= w_c, where choice is the first survivor (in that
+ *      order) attaining dp_l[e] from the kept rows. The knapsack runs on int32 lanes (costs
+ *      scaled by a power of two below 2^29); class sets are explored with two rolling rows,
+ *      and the winning set is solved once more keeping every row.
  *
  *   Worked example, 3 layers, E = 6 error units, costs in time units, latency 0:
  *
@@ -58,7 +59,7 @@
  *
  * Complexity:  time O(#S x sum_l ncand_l x E) in the worst case (#S <= 15 class sets; most
  *              are pruned by the bound), O(sum_l ncand_l) per bound; memory
- *              O(nlayers x E) bytes for the choice table plus O(E) for dp rows.
+ *              O(nlayers x E) int32 for the kept rows.
  *              500 layers x 20 candidates: ~1 ms (bytes), a few ms (time; one knapsack
  *              per class set that the bounds cannot exclude).
  */
@@ -87,7 +88,7 @@ typedef struct dp_work {
     uint8_t  *wire;    /* per candidate: its wire class */
     uint8_t  *ord;     /* per layer: candidates by (weight, cost, index) */
     int32_t  *prev, *cur;
-    uint8_t  *ch;      /* nl x (E + 1) choices of the last recorded knapsack */
+    int32_t  *table;   /* nl x (E + 1): the dp rows of the winning set, for the read-back */
     /* survivors of one class set, layer-major: weight, cost, candidate index */
     uint32_t *sw;
     int32_t  *sc;
@@ -276,7 +277,7 @@ dp_work_free(dp_work_t *wk)
     free(wk->ord);
     free(wk->prev);
     free(wk->cur);
-    free(wk->ch);
+    free(wk->table);
     free(wk->sw);
     free(wk->sc);
     free(wk->si);
@@ -330,30 +331,36 @@ dp_greedy(const dp_work_t *wk, const terse_sched_problem_t *prob, unsigned set, 
     return 1;
 }
 
-/* A Lagrangian lower bound of the knapsack in set S (double; only used to skip sets). */
+/* A Lagrangian lower bound of the knapsack over the current survivors (double; only used
+ * to skip class sets): max over lambda of sum_l min_c (cost + lambda w) - lambda E, over a
+ * few lambdas, starting at the one that served last (*kbest). Stops above thresh. */
 static double
-dp_bound(const dp_work_t *wk, const terse_sched_problem_t *prob, unsigned set, double lam0)
+dp_bound(const dp_work_t *wk, double lam0, double thresh, int *kbest)
 {
-    double best = 0.0, lam;
-    int k;
+    double best = 0.0;
+    int step, k;
     size_t l, i;
 
-    for (k = -10; k <= 10; k += 2) {
-        double b = 0.0;
+    for (step = 0; step < 11; ++step) {
+        double b = 0.0, lam;
+        k   = *kbest + ((step & 1) ? -(step + 1) : step); /* kbest, -2, +2, -4, +4 ... */
         lam = ldexp(lam0, k);
         for (l = 0; l < wk->nl; ++l) {
-            size_t o = wk->off[l], n = wk->off[l + 1] - o;
             double m = INFINITY;
-            for (i = 0; i < n; ++i) {
-                if (wk->alive[o + i] && dp_in_set(wk, l, i, set)) {
-                    double v = (double)wk->c[o + i] + lam * (double)wk->w[o + i];
-                    m = (v < m) ? v : m;
-                }
+            for (i = wk->soff[l]; i < wk->soff[l + 1]; ++i) {
+                double v = (double)wk->sc[i] + lam * (double)wk->sw[i];
+                m        = (v < m) ? v : m;
             }
             b += m;
         }
         b -= lam * (double)wk->E;
-        best = (b > best) ? b : best;
+        if (b > best) {
+            best   = b;
+            *kbest = k;
+        }
+        if (best > thresh) {
+            break;
+        }
     }
     return best;
 }
@@ -413,7 +420,7 @@ dp_survivors(dp_work_t *wk, unsigned set)
 }
 
 /* The hot loops: int32 lanes, compiled for AVX2 too where the compiler can dispatch.
- * cur[e] = min(cur[e], prev[e - wi] + ci) for e in [wi, E1), recording idx where it wins.
+ * cur[e] = min(cur[e], prev[e - wi] + ci) for e in [wi, E1).
  * No saturation is needed: finite values stay below DP_CAP <= DP_INF32 / 2, a sum of
  * DP_INF32 and a cost fits in int32, and cur only takes values below DP_INF32. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
@@ -422,22 +429,21 @@ dp_survivors(dp_work_t *wk, unsigned set)
 #define DP_CLONES
 #endif
 
+/* The first survivor of a layer writes the whole row. */
 DP_CLONES static void
-dp_relax(int32_t *restrict cur, uint8_t *restrict ch, const int32_t *restrict prev, size_t wi,
-         size_t E1, int32_t ci, uint8_t idx)
+dp_first(int32_t *restrict cur, const int32_t *restrict prev, size_t wi, size_t E1, int32_t ci)
 {
     size_t e;
 
+    for (e = 0; (e < wi) && (e < E1); ++e) {
+        cur[e] = DP_INF32;
+    }
     for (e = wi; e < E1; ++e) {
-        int32_t v  = prev[e - wi] + ci;
-        int32_t cu = cur[e];
-        int b      = v < cu;
-        cur[e]     = b ? v : cu;
-        ch[e]      = b ? idx : ch[e];
+        cur[e] = prev[e - wi] + ci;
     }
 }
 
-/* The same without recording choices (exploring class sets). */
+/* The other survivors relax it. */
 DP_CLONES static void
 dp_relax_min(int32_t *restrict cur, const int32_t *restrict prev, size_t wi, size_t E1,
              int32_t ci)
@@ -451,54 +457,65 @@ dp_relax_min(int32_t *restrict cur, const int32_t *restrict prev, size_t wi, siz
     }
 }
 
-/* The knapsack over layers with the survivors of set S; with record, choices go into
- * wk->ch. Returns dp[E] (DP_INF when infeasible). */
+/* The knapsack over the current survivors. With table (nl x (E + 1) int32), row l of dp
+ * is kept there for the read-back; else two rows roll. Returns dp[E] (DP_INF when
+ * infeasible). */
 static int64_t
-dp_knapsack(dp_work_t *wk, const terse_sched_problem_t *prob, unsigned set, int record)
+dp_knapsack(dp_work_t *wk, int32_t *table)
 {
     size_t E1 = (size_t)wk->E + 1, l, i, e;
     int32_t *prev = wk->prev, *cur = wk->cur, *tmp;
 
-    dp_survivors(wk, set);
     for (e = 0; e < E1; ++e) {
         prev[e] = 0;
     }
     for (l = 0; l < wk->nl; ++l) {
-        uint8_t *ch = wk->ch + l * E1;
-
-        for (e = 0; e < E1; ++e) {
-            cur[e] = DP_INF32;
+        if (table != NULL) {
+            cur = table + l * E1;
         }
-        /* Survivors in (weight, cost, index) order: strict < keeps the first on ties. */
-        if (record) {
-            memset(ch, 0xff, E1);
-            for (i = wk->soff[l]; i < wk->soff[l + 1]; ++i) {
-                dp_relax(cur, ch, prev, wk->sw[i], E1, wk->sc[i], wk->si[i]);
-            }
+        i = wk->soff[l];
+        if (i == wk->soff[l + 1]) {
+            return DP_INF; /* no candidate in this set */
+        }
+        dp_first(cur, prev, wk->sw[i], E1, wk->sc[i]);
+        for (++i; i < wk->soff[l + 1]; ++i) {
+            dp_relax_min(cur, prev, wk->sw[i], E1, wk->sc[i]);
+        }
+        if (table != NULL) {
+            prev = cur;
         } else {
-            for (i = wk->soff[l]; i < wk->soff[l + 1]; ++i) {
-                dp_relax_min(cur, prev, wk->sw[i], E1, wk->sc[i]);
-            }
+            tmp  = prev;
+            prev = cur;
+            cur  = tmp;
         }
-        tmp  = prev;
-        prev = cur;
-        cur  = tmp;
     }
-    wk->prev = prev;
-    wk->cur  = cur;
+    if (table == NULL) {
+        wk->prev = prev;
+        wk->cur  = cur;
+    }
     return (prev[wk->E] >= DP_INF32) ? DP_INF : (int64_t)prev[wk->E];
 }
 
+/* Reads the plan back from the dp rows: at layer l and weight e, the first survivor (in
+ * (weight, cost, index) order) that attains row l [e]: the one a recording knapsack with a
+ * strict comparison would have kept. */
 static void
-dp_readback(const dp_work_t *wk, const uint8_t *ch, uint8_t *pick)
+dp_readback(const dp_work_t *wk, const int32_t *table, uint8_t *pick)
 {
-    size_t E1 = (size_t)wk->E + 1, l;
+    size_t E1 = (size_t)wk->E + 1, l, i;
     uint32_t e = wk->E;
 
     for (l = wk->nl; l-- > 0;) {
-        uint8_t c = ch[l * E1 + e];
-        pick[l] = c;
-        e -= wk->w[wk->off[l] + c];
+        int32_t want = table[l * E1 + e];
+        for (i = wk->soff[l]; i < wk->soff[l + 1]; ++i) {
+            uint32_t w = wk->sw[i];
+            int32_t before = (l > 0) ? table[(l - 1) * E1 + (e - w)] : 0;
+            if ((w <= e) && (before + wk->sc[i] == want)) {
+                break;
+            }
+        }
+        pick[l] = wk->si[i];
+        e -= wk->sw[i];
     }
 }
 
@@ -512,6 +529,7 @@ terse__sched_solve(const terse_sched_problem_t *prob, terse_plan_t *plan_p)
     unsigned present = 0, set, nsets, best_set = 0, used = 0;
     int have_best = 0, best_from_dp = 0;
     unsigned nknap = 0;
+    int kbest = 0;
     int64_t best_cost = DP_INF;
     double lam0 = 0.0;
     size_t l, i, E1;
@@ -542,11 +560,11 @@ terse__sched_solve(const terse_sched_problem_t *prob, terse_plan_t *plan_p)
     wk.sc      = malloc(wk.ntot * sizeof(*wk.sc));
     wk.si      = malloc(wk.ntot);
     wk.soff    = malloc((wk.nl + 1) * sizeof(*wk.soff));
-    wk.ch      = malloc(wk.nl * E1);
+    wk.table   = malloc(wk.nl * E1 * sizeof(*wk.table));
     pick       = malloc(wk.nl);
     best_pick  = malloc(wk.nl);
     if ((wk.w == NULL) || (wk.c == NULL) || (wk.alive == NULL) || (wk.prev == NULL) ||
-        (wk.cur == NULL) || (wk.ch == NULL) || (pick == NULL) ||
+        (wk.cur == NULL) || (wk.table == NULL) || (pick == NULL) ||
         (best_pick == NULL) || (wk.sw == NULL) || (wk.sc == NULL) ||
         (wk.si == NULL) || (wk.soff == NULL) || (wk.wire == NULL) || (wk.ord == NULL)) {
         status = TERSE_ERR_NOMEM;
@@ -604,14 +622,15 @@ terse__sched_solve(const terse_sched_problem_t *prob, terse_plan_t *plan_p)
         if (have_best && (g_cost + wk.lat[s] > best_cost)) {
             continue; /* even the budget-free cheapest plan of S loses */
         }
+        dp_survivors(&wk, s);
         if (have_best) {
-            double b = dp_bound(&wk, prob, s, lam0) + (double)wk.lat[s];
-            /* Margin for the double arithmetic of the bound. */
-            if (b - 1e-9 * fabs(b) - 2.0 > (double)best_cost) {
+            /* A margin for the double arithmetic of the bound. */
+            double thresh = (double)(best_cost - wk.lat[s]) + 2.0 + 1e-9 * (double)best_cost;
+            if (dp_bound(&wk, lam0, thresh, &kbest) > thresh) {
                 continue;
             }
         }
-        total = dp_knapsack(&wk, prob, s, nsets == 1);
+        total = dp_knapsack(&wk, (nsets == 1) ? wk.table : NULL);
         ++nknap;
         if (total >= DP_INF) {
             continue;
@@ -659,9 +678,10 @@ terse__sched_solve(const terse_sched_problem_t *prob, terse_plan_t *plan_p)
     }
     if (best_from_dp) {
         if (nsets > 1) {
-            dp_knapsack(&wk, prob, best_set, 1); /* again, recording choices */
+            dp_survivors(&wk, best_set);
+            dp_knapsack(&wk, wk.table); /* again, keeping every row */
         }
-        dp_readback(&wk, wk.ch, best_pick);
+        dp_readback(&wk, wk.table, best_pick);
     }
 
     TERSE_CHECK_GOTO(terse__sched_plan_alloc(wk.nl, &plan), status, err_free_work);

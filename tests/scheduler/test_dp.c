@@ -128,6 +128,18 @@ rnd_make(uint64_t seed, rnd_inst_t *in, terse_sched_objective_t obj)
     in->prob.objective     = obj;
     in->prob.cost          = &in->cost;
     in->prob.error_buckets = 16 + (unsigned)(u01(seed, &k) * 200);
+    /* Every fifth instance has costs that need scaling below 2^29 (huge bytes, slow links). */
+    if (seed % 5 == 0) {
+        for (l = 0; l < nl; ++l) {
+            for (i = 0; i < in->layer[l].ncand; ++i) {
+                in->cand[l][i].bytes *= 1000000;
+                in->cand[l][i].time *= 1000;
+            }
+        }
+        for (w = 0; w < TERSE_SCHED_WIRE_COUNT; ++w) {
+            in->cost.level[0].alpha[w] *= 1000;
+        }
+    }
 }
 
 /* Brute force over every combination of the same integers. Returns the minimum cost (with
@@ -183,7 +195,7 @@ dp_vs_brute(terse_sched_objective_t obj)
     static rnd_inst_t in;
     uint32_t w[64], E;
     int64_t c[64], lat[16];
-    int trial, nbudget = 0, nok = 0, saved = terse__log_level;
+    int trial, nbudget = 0, nok = 0, nscaled = 0, saved = terse__log_level;
 
     terse__log_level = -1; /* infeasible instances log an error each */
 
@@ -197,6 +209,15 @@ dp_vs_brute(terse_sched_objective_t obj)
 
         rnd_make(1000 + (uint64_t)trial * 7 + (uint64_t)obj, &in, obj);
         TERSE_TEST_OK(terse__sched_discretise(&in.prob, w, c, lat, &E));
+        for (l = 0; l < in.prob.nlayers; ++l) {
+            size_t i;
+            for (i = 0; i < in.layer[l].ncand; ++i, ++f) {
+                /* Costs fit the knapsack's int32 lanes: every plan's total below 2^29. */
+                CU_ASSERT((w[f] > E) || (c[f] < (INT64_C(1) << 29)));
+                nscaled += (c[f] > (INT64_C(1) << 27));
+            }
+        }
+        f      = 0;
         expect = brute(&in, w, c, lat, E);
         st     = terse__sched_solve(&in.prob, &plan);
         if (expect < 0) {
@@ -230,6 +251,7 @@ dp_vs_brute(terse_sched_objective_t obj)
     /* Both outcomes were exercised. */
     CU_ASSERT(nbudget > 5);
     CU_ASSERT(nok > 300);
+    CU_ASSERT(nscaled > 0);
 }
 
 static void
