@@ -514,6 +514,46 @@ test_dp_link_speed(void)
     real_free(&fast);
 }
 
+/* Budgets: a fraction of sum ||g||^2 (non-finite norms skipped), and statistics of two
+ * ranks summed element-wise (what the runtime's allreduce does) give the total error. */
+static void
+test_dp_budgets(void)
+{
+    terse_sched_grid_t grid;
+    size_t stride, i;
+    double st[3][TERSE_SCHED_STATS_HEAD + TERSE_SCHED_GRID_MAX], sum;
+    float a[256], b[256], both[512];
+    int q4;
+
+    terse__sched_grid_default(&grid, 64);
+    stride = terse__sched_stats_stride(&grid);
+    terse_test_gaussian(61, a, 256);
+    terse_test_gaussian(62, b, 256);
+    memcpy(both, a, sizeof(a));
+    memcpy(both + 256, b, sizeof(b));
+    TERSE_TEST_OK(terse__sched_stats_layer(&grid, a, 256, 0, 0, 1, st[0]));
+    TERSE_TEST_OK(terse__sched_stats_layer(&grid, b, 256, 0, 0, 1, st[1]));
+    TERSE_TEST_OK(terse__sched_stats_layer(&grid, both, 512, 0, 0, 1, st[2]));
+    /* Per-bucket quant and sign errors of two ranks add up to those of their concatenation
+     * (buckets of 64 divide 256). */
+    q4 = terse__sched_grid_find(&grid, TERSE_SCHED_FAM_QUANT, 4);
+    TERSE_TEST_NEAR(st[0][TERSE_SCHED_STATS_HEAD + q4] + st[1][TERSE_SCHED_STATS_HEAD + q4],
+                    st[2][TERSE_SCHED_STATS_HEAD + q4], 1e-9 * st[2][TERSE_SCHED_STATS_HEAD + q4]);
+    TERSE_TEST_NEAR(st[0][0] + st[1][0], st[2][0], 1e-9 * st[2][0]);
+    sum = st[0][0] + st[1][0];
+    /* Lay the two layers out at the statistics stride (st[0]'s spare tail holds layer 1). */
+    memcpy((double *)st + stride, st[1], stride * sizeof(double));
+    TERSE_TEST_NEAR(terse__sched_budget_fraction((const double *)st, 2, stride, 0.25), 0.25 * sum,
+                    1e-12 * sum);
+    /* A non-finite layer norm does not poison the fraction budget. */
+    ((double *)st)[stride] = NAN;
+    TERSE_TEST_NEAR(terse__sched_budget_fraction((const double *)st, 2, stride, 1.0), st[0][0],
+                    1e-12 * sum);
+    for (i = 0; i < stride; ++i) {
+        CU_ASSERT(!isnan(st[0][i]));
+    }
+}
+
 /* Errors, invalid input. */
 static void
 test_dp_invalid(void)
@@ -595,6 +635,7 @@ static CU_TestInfo dp_tests[] = {
     {"one layer", test_dp_one_layer},
     {"only tiny layers", test_dp_tiny_layers},
     {"slow link compresses, fast link stops", test_dp_link_speed},
+    {"budgets and summed statistics", test_dp_budgets},
     {"invalid input and infeasible budgets", test_dp_invalid},
     {"cost model formulas", test_dp_costmodel},
     CU_TEST_INFO_NULL,
