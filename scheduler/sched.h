@@ -19,7 +19,8 @@
  *
  * Every rank feeding the same reduced doubles gets bitwise the same plan: the solver uses no
  * libm function on its decision path (only IEEE +, -, *, /, comparisons, in a fixed order),
- * converts errors to integers before the knapsack, and breaks ties by the lowest index.
+ * converts errors to integers before the knapsack, and breaks ties by fixed rules (dp.c:
+ * least error, then lowest cost, then lowest candidate index; among class sets the lowest).
  */
 #ifndef TERSE_SCHED_H
 #define TERSE_SCHED_H
