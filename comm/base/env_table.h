@@ -19,7 +19,7 @@ TERSE_ENV(LOG_SUBSYS,     STRING, "all",     "all or a comma list of base,cmp,co
           "which subsystems log (like NCCL_DEBUG_SUBSYS)")
 TERSE_ENV(LOG_FILE,       PATH,   "",        "a path; %h host, %p pid, %r rank",
           "write log lines to this file instead of stderr")
-TERSE_ENV(COMPRESSOR,     SPEC,   "none",    "none|cast:bf16|cast:fp16|quant:B (B 2..8)|sign|topk:D|randomk:D|powersgd:R",
+TERSE_ENV(COMPRESSOR,     SPEC,   "quant:4", "none|cast:bf16|cast:fp16|quant:B (B 2..8)|sign|topk:D|randomk:D|powersgd:R",
           "the compressor every layer uses (a uniform plan)")
 TERSE_ENV(SEED,           INT,    "1",       "0..2147483647",
           "base of every random stream (stochastic rounding, random-k, PowerSGD Q)")
