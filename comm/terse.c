@@ -17,10 +17,6 @@
 
 #include "terse_internal.h"
 
-#if TERSE_HAVE_MPI
-#include <mpi.h>
-#endif
-
 /* ---------------------------------------------------------------- configuration hash */
 uint64_t
 terse__config_hash(const terse_config_t *cfg)
