@@ -40,8 +40,12 @@ log "configure"
 cmake -S "$ROOT" -B "$BUILD" "${CMAKE_ARGS[@]}" > "$OUT/configure.log" 2>&1 \
     || { log "configure FAILED"; tail -30 "$OUT/configure.log"; exit 1; }
 log "build"
-cmake --build "$BUILD" -j "$JOBS" > "$OUT/build.log" 2>&1 \
-    || { log "build FAILED"; grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; }
+# keep going past targets of other components that cannot build on this machine (e.g. without
+# MPI headers); what the gpu tests and the benchmark need must build
+cmake --build "$BUILD" -j "$JOBS" -- -k > "$OUT/build.log" 2>&1 \
+    || { log "build had errors (kept going)"; grep -E "error|Error" "$OUT/build.log" | head -20 | tee -a "$OUT/summary.txt"; }
+cmake --build "$BUILD" -j "$JOBS" --target test_compressors_cuda terse_static >> "$OUT/build.log" 2>&1 \
+    || { log "build of the gpu tests FAILED"; grep -E "error|Error" "$OUT/build.log" | tail -40; exit 1; }
 
 log "gpu tests"
 (cd "$BUILD" && ctest -L gpu --output-on-failure --timeout 300) > "$OUT/ctest_gpu.log" 2>&1

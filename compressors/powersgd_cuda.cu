@@ -2,8 +2,8 @@
  * powersgd on the GPU (powersgd_cuda.h). Matrices are row-major, factors k-major (powersgd.h);
  * a flat layer's padded tail (row i holds min(cols, count - i cols) real entries) is skipped.
  *
- *   ps_mq      one warp per row, Q staged in shared memory by column tiles: M = in + residual
- *              written back, P[k][i] = warp butterfly of the lanes' partial dots
+ *   ps_mq      one warp per row, Q read through L1: M = in + residual written back,
+ *              P[k][i] = warp butterfly of the lanes' partial dots
  *   ps_orth    one block: modified Gram-Schmidt twice per column, double dots reduced in a
  *              fixed order, the degenerate-column rule of powersgd.h
  *   ps_mtp     Q partials per (column tile, row chunk), then ps_mtp_sum adds the chunks in
@@ -23,7 +23,6 @@
 
 #define PS_R      TERSE_PSGD_CUDA_MAX_RANK
 #define PS_WARPS  8
-#define PS_TJ     256 /* columns of Q per shared-memory tile (r <= 32: 32 KiB) */
 #define PS_TI     32  /* rows of P^ per shared-memory tile in ps_mtp */
 #define PS_CHUNKS 64  /* row chunks of ps_mtp, at most */
 
@@ -61,61 +60,44 @@ ps_row_len(const ps_shape_t &s, uint64_t i)
     return (uint32_t)((left < s.cols) ? left : s.cols);
 }
 
-/* Stages columns [j0, j0 + PS_TJ) of a k-major factor (r x cols) into sh. */
-__device__ __forceinline__ void
-ps_stage_tile(float *sh, const float *f, const ps_shape_t &s, uint64_t j0)
-{
-    for (int t = threadIdx.x; t < s.r * PS_TJ; t += blockDim.x) {
-        int k = t / PS_TJ, jj = t % PS_TJ;
-        uint64_t j = j0 + jj;
-        sh[t] = (j < s.cols) ? f[(uint64_t)k * s.cols + j] : 0.0f;
-    }
-}
-
+template <int RM>
 __global__ void __launch_bounds__(PS_WARPS * 32)
 ps_mq(const void *in, int dtype, int add_res, float *m, const float *q, float *p, ps_shape_t s,
       terse_cu_stat_t *st)
 {
-    __shared__ float sq[PS_R * PS_TJ];
     __shared__ double shd[32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const uint64_t i = (uint64_t)blockIdx.x * PS_WARPS + warp;
     const uint32_t len = (i < s.rows) ? ps_row_len(s, i) : 0;
-    float acc[PS_R];
+    float acc[RM];
     double tot = 0.0;
     float probe = 0.0f;
-    uint64_t j0;
 
 #pragma unroll
-    for (int k = 0; k < PS_R; ++k) {
+    for (int k = 0; k < RM; ++k) {
         acc[k] = 0.0f;
     }
-    for (j0 = 0; j0 < s.cols; j0 += PS_TJ) {
-        __syncthreads();
-        ps_stage_tile(sq, q, s, j0);
-        __syncthreads();
-        for (int jj = lane; jj < PS_TJ; jj += 32) {
-            uint64_t j = j0 + jj;
-            if (j < len) {
-                uint64_t e = i * s.cols + j;
-                float x    = terse_cu_load(in, (terse_dtype_t)dtype, e);
-                if (add_res) {
-                    x = m[e] + x;
-                }
-                m[e]  = x;
-                tot   = tot + (double)x * (double)x;
-                probe = probe + x * 0.0f;
+    /* Q (cols x r, small) is read through the L1 cache: no staging, no block barrier, so
+     * every warp streams its row at its own pace */
+#pragma unroll 4
+    for (uint32_t j = lane; j < len; j += 32) {
+        uint64_t e = i * s.cols + j;
+        float x    = terse_cu_load(in, (terse_dtype_t)dtype, e);
+        if (add_res) {
+            x = m[e] + x;
+        }
+        m[e]  = x;
+        tot   = tot + (double)x * (double)x;
+        probe = probe + x * 0.0f;
 #pragma unroll
-                for (int k = 0; k < PS_R; ++k) {
-                    if (k < s.r) {
-                        acc[k] = acc[k] + x * sq[k * PS_TJ + jj];
-                    }
-                }
+        for (int k = 0; k < RM; ++k) {
+            if (k < s.r) {
+                acc[k] = acc[k] + x * __ldg(q + (uint64_t)k * s.cols + j);
             }
         }
     }
 #pragma unroll
-    for (int k = 0; k < PS_R; ++k) {
+    for (int k = 0; k < RM; ++k) {
         if (k < s.r) {
             float v = terse_cu_warp_sum(acc[k]);
             if ((lane == 0) && (i < s.rows)) {
@@ -279,21 +261,22 @@ ps_orth(const float *summed, float *a, uint64_t len, int r, ps_dev_t *dev)
 }
 
 /* ---------------------------------------------------------------- Q = M^T P^ */
+template <int RM>
 __global__ void __launch_bounds__(256)
 ps_mtp(const float *m, const float *pb, float *partial, ps_shape_t s, uint64_t chunk_rows,
        const ps_dev_t *dev)
 {
-    __shared__ float sp[PS_R * PS_TI];
+    __shared__ float sp[RM * PS_TI];
     const uint64_t j  = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     const uint64_t i0 = (uint64_t)blockIdx.y * chunk_rows;
     const uint64_t i1 = (i0 + chunk_rows < s.rows) ? i0 + chunk_rows : s.rows;
-    float acc[PS_R];
+    float acc[RM];
 
     if (dev->bad) {
         return;
     }
 #pragma unroll
-    for (int k = 0; k < PS_R; ++k) {
+    for (int k = 0; k < RM; ++k) {
         acc[k] = 0.0f;
     }
     for (uint64_t ib = i0; ib < i1; ib += PS_TI) {
@@ -308,7 +291,7 @@ ps_mtp(const float *m, const float *pb, float *partial, ps_shape_t s, uint64_t c
             uint64_t e = (ib + ii) * s.cols + j;
             float x    = ((j < s.cols) && (e < s.count)) ? m[e] : 0.0f;
 #pragma unroll
-            for (int k = 0; k < PS_R; ++k) {
+            for (int k = 0; k < RM; ++k) {
                 if (k < s.r) {
                     acc[k] = acc[k] + x * sp[k * PS_TI + ii];
                 }
@@ -317,7 +300,7 @@ ps_mtp(const float *m, const float *pb, float *partial, ps_shape_t s, uint64_t c
     }
     if (j < s.cols) {
 #pragma unroll
-        for (int k = 0; k < PS_R; ++k) {
+        for (int k = 0; k < RM; ++k) {
             if (k < s.r) {
                 partial[((uint64_t)blockIdx.y * s.r + k) * s.cols + j] = acc[k];
             }
@@ -346,17 +329,17 @@ ps_mtp_sum(const float *partial, float *q, ps_shape_t s, uint64_t nchunk, const 
 }
 
 /* residual = M - P^ Q^T over the real entries (zero when the step is non-finite). */
+template <int RM>
 __global__ void __launch_bounds__(PS_WARPS * 32)
 ps_sub(float *m, int m_is_res, const float *pb, const float *q, ps_shape_t s,
        const ps_dev_t *dev, terse_cu_stat_t *st)
 {
-    __shared__ float sq[PS_R * PS_TJ];
     __shared__ double shd[32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const uint64_t i = (uint64_t)blockIdx.x * PS_WARPS + warp;
     const uint32_t len = (i < s.rows) ? ps_row_len(s, i) : 0;
     const int bad = (int)dev->bad;
-    float pk[PS_R];
+    float pk[RM];
     double err = 0.0;
 
     if (bad) {
@@ -366,28 +349,21 @@ ps_sub(float *m, int m_is_res, const float *pb, const float *q, ps_shape_t s,
         return;
     }
 #pragma unroll
-    for (int k = 0; k < PS_R; ++k) {
+    for (int k = 0; k < RM; ++k) {
         pk[k] = ((k < s.r) && (i < s.rows)) ? -pb[(uint64_t)k * s.rows + i] : 0.0f;
     }
-    for (uint64_t j0 = 0; j0 < s.cols; j0 += PS_TJ) {
-        __syncthreads();
-        ps_stage_tile(sq, q, s, j0);
-        __syncthreads();
-        for (int jj = lane; jj < PS_TJ; jj += 32) {
-            uint64_t j = j0 + jj;
-            if (j < len) {
-                uint64_t e = i * s.cols + j;
-                float x    = m[e];
+#pragma unroll 4
+    for (uint32_t j = lane; j < len; j += 32) {
+        uint64_t e = i * s.cols + j;
+        float x    = m[e];
 #pragma unroll
-                for (int k = 0; k < PS_R; ++k) {
-                    if (k < s.r) {
-                        x = x + pk[k] * sq[k * PS_TJ + jj];
-                    }
-                }
-                m[e] = x;
-                err  = err + (double)x * (double)x;
+        for (int k = 0; k < RM; ++k) {
+            if (k < s.r) {
+                x = x + pk[k] * __ldg(q + (uint64_t)k * s.cols + j);
             }
         }
+        m[e] = x;
+        err  = err + (double)x * (double)x;
     }
     err = terse_cu_block_sum(err, shd);
     if ((threadIdx.x == 0) && (err != 0.0)) {
@@ -616,8 +592,19 @@ terse__cmp_psgd_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
     }
     c->m        = m;
     c->m_is_res = (residual != NULL);
-    ps_mq<<<terse_cu_blocks(c->rows, PS_WARPS), PS_WARPS * 32, 0, s>>>(
-        in, (int)dtype, residual != NULL, m, c->q, (float *)out, ps_shape(c), c->stat);
+#define PS_MQ(_rm)                                                                             \
+    ps_mq<_rm><<<terse_cu_blocks(c->rows, PS_WARPS), PS_WARPS * 32, 0, s>>>(                   \
+        in, (int)dtype, residual != NULL, m, c->q, (float *)out, ps_shape(c), c->stat)
+    if (c->rank <= 4) {
+        PS_MQ(4);
+    } else if (c->rank <= 8) {
+        PS_MQ(8);
+    } else if (c->rank <= 16) {
+        PS_MQ(16);
+    } else {
+        PS_MQ(32);
+    }
+#undef PS_MQ
     TERSE_CUDA_LAUNCHED("powersgd mq");
     ps_fix_compress<<<64, 256, 0, s>>>(c->dev, (float *)out, c->rank * c->rows, residual, n,
                                        c->stat);
@@ -653,12 +640,34 @@ terse__cmp_psgd_cuda_stage(void *cuda, unsigned stage, const void *summed, size_
     c->next = 2;
     sh      = ps_shape(c);
     ps_orth<<<1, 1024, 0, s>>>((const float *)summed, c->basis, c->rows, (int)c->rank, c->dev);
-    ps_mtp<<<dim3(terse_cu_blocks(c->cols, 256), (unsigned)c->nchunk), 256, 0, s>>>(
-        c->m, c->basis, c->partial, sh, c->chunk_rows, c->dev);
+#define PS_MTP(_rm)                                                                            \
+    ps_mtp<_rm><<<dim3(terse_cu_blocks(c->cols, 256), (unsigned)c->nchunk), 256, 0, s>>>(      \
+        c->m, c->basis, c->partial, sh, c->chunk_rows, c->dev)
+    if (c->rank <= 4) {
+        PS_MTP(4);
+    } else if (c->rank <= 8) {
+        PS_MTP(8);
+    } else if (c->rank <= 16) {
+        PS_MTP(16);
+    } else {
+        PS_MTP(32);
+    }
+#undef PS_MTP
     ps_mtp_sum<<<terse_cu_blocks(c->rank * c->cols, 256), 256, 0, s>>>(
         c->partial, (float *)out, sh, c->nchunk, c->dev);
-    ps_sub<<<terse_cu_blocks(c->rows, PS_WARPS), PS_WARPS * 32, 0, s>>>(
-        c->m, c->m_is_res, c->basis, (const float *)out, sh, c->dev, c->stat);
+#define PS_SUB(_rm)                                                                            \
+    ps_sub<_rm><<<terse_cu_blocks(c->rows, PS_WARPS), PS_WARPS * 32, 0, s>>>(                  \
+        c->m, c->m_is_res, c->basis, (const float *)out, sh, c->dev, c->stat)
+    if (c->rank <= 4) {
+        PS_SUB(4);
+    } else if (c->rank <= 8) {
+        PS_SUB(8);
+    } else if (c->rank <= 16) {
+        PS_SUB(16);
+    } else {
+        PS_SUB(32);
+    }
+#undef PS_SUB
     ps_fix_stage<<<1, 1, 0, s>>>(c->dev, c->stat);
     TERSE_CUDA_LAUNCHED("powersgd stage 1");
     if (sq_err_p != NULL) {

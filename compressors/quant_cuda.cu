@@ -275,8 +275,11 @@ q_p2(const q_bucket_t &B, uint32_t st, int lane, const float *x, double *err)
     {
         const uint32_t nbytes = (cnt == 8) ? B.bits : ((uint32_t)cnt * B.bits + 7u) / 8u;
         uint8_t *dst          = B.codes + (uint64_t)(st * 32u + lane) * B.bits;
-        for (uint32_t j = 0; j < nbytes; ++j) {
-            dst[j] = (uint8_t)(w >> (8 * j));
+#pragma unroll
+        for (uint32_t j = 0; j < 8; ++j) {
+            if (j < nbytes) {
+                dst[j] = (uint8_t)(w >> (8 * j));
+            }
         }
     }
 }
@@ -380,8 +383,8 @@ q_compress_bucket(const q_dev_layer_t &L, uint64_t k, int lane, float *shs)
     return err;
 }
 
-template <int NS>
-__global__ void __launch_bounds__(Q_WARPS * 32)
+template <int NS, int MINB>
+__global__ void __launch_bounds__(Q_WARPS * 32, MINB)
 q_compress_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, uint32_t ntab, uint64_t nslots,
                   uint32_t step, int set_step)
 {
@@ -512,8 +515,11 @@ q_decode_bucket(const q_dev_layer_t &Lr, uint64_t k, int lane, int add)
         if (cnt == 0) {
             continue;
         }
-        for (uint32_t j = 0; j < nbytes; ++j) {
-            w |= (uint64_t)src[j] << (8 * j);
+#pragma unroll
+        for (uint32_t j = 0; j < 8; ++j) {
+            if (j < nbytes) {
+                w |= (uint64_t)src[j] << (8 * j); /* predicated: the 8 loads issue together */
+            }
         }
 #pragma unroll
         for (int t = 0; t < 8; ++t) {
@@ -619,6 +625,15 @@ q_fixup_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, int mode)
 }
 
 /* ---------------------------------------------------------------- launch */
+/* Resident blocks per SM the compress kernel is compiled for (its launch bounds): 2 keeps
+ * every value in registers, 3 trades a few spills for more warps in flight. */
+static int q_min_blocks = 2;
+
+extern "C" void
+terse__cmp_quant_cuda_tune(int min_blocks)
+{
+    q_min_blocks = (min_blocks >= 3) ? 3 : 2;
+}
 static terse_status_t
 q_launch(const q_dev_layer_t *one, const q_dev_layer_t *tab, uint32_t ntab, uint64_t nslots,
          uint32_t maxbucket, terse_cu_qmode_t mode, uint32_t step, int set_step, cudaStream_t s)
@@ -631,16 +646,18 @@ q_launch(const q_dev_layer_t *one, const q_dev_layer_t *tab, uint32_t ntab, uint
         one = &dummy;
     }
     if (mode == TERSE_CU_Q_COMPRESS) {
+#define Q_LAUNCH(_ns, _mb)                                                                     \
+    q_compress_kernel<_ns, _mb><<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots, step,   \
+                                                              set_step)
+        const int mb = q_min_blocks;
         if (maxbucket <= 256) {
-            q_compress_kernel<1><<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots, step,
-                                                               set_step);
+            if (mb >= 3) { Q_LAUNCH(1, 3); } else { Q_LAUNCH(1, 2); }
         } else if (maxbucket <= 512) {
-            q_compress_kernel<2><<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots, step,
-                                                               set_step);
+            if (mb >= 3) { Q_LAUNCH(2, 3); } else { Q_LAUNCH(2, 2); }
         } else {
-            q_compress_kernel<4><<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots, step,
-                                                               set_step);
+            if (mb >= 3) { Q_LAUNCH(4, 3); } else { Q_LAUNCH(4, 2); }
         }
+#undef Q_LAUNCH
     } else {
         q_decode_kernel<<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots,
                                                       mode == TERSE_CU_Q_DECOMPRESS_ADD);

@@ -66,6 +66,10 @@ terse_status_t terse__cmp_quant_cuda_decompress_add(void *cuda, const void *in, 
 terse_status_t terse__cmp_quant_cuda_stat(void *cuda, terse_stream_t stream, uint32_t *flags_p,
                                           double *sq_err_p);
 
+/* Benchmark knob (no policy: terse-bench-gpu compares both): the compress kernel variant
+ * compiled for 2 (default) or 3 resident blocks per SM. Not thread-safe; call before use. */
+void terse__cmp_quant_cuda_tune(int min_blocks);
+
 /* ---------------------------------------------------------------- multi-tensor */
 /* One layer of a multi-tensor launch (DESIGN.md section 8 rule 10: launches per bucket grow
  * with the number of families, not layers). All pointers are device pointers that stay valid

@@ -79,13 +79,20 @@ rk_pass2(const void *in, int dtype, float *residual, terse_randomk_perm_t perm, 
 
 /* mode 0: compress (zero the residual when non-finite); 1: decompress (NaN when rejected). */
 __global__ void
-rk_fixup(float *residual, void *out, int dtype, uint64_t n, terse_cu_stat_t *st, int mode)
+rk_fixup(float *residual, void *out, int dtype, uint64_t n, uint64_t k, terse_cu_stat_t *st,
+         int mode)
 {
     const uint32_t call = *(volatile uint32_t *)&st->call;
     uint64_t i;
 
-    if ((mode == 0) && (call & TERSE_CMP_NONFINITE) && (residual != NULL)) {
-        for (i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+    if ((mode == 0) && (call & TERSE_CMP_NONFINITE)) {
+        /* the payload turns NaN: on the device no host-side sentinel knows the flag in time,
+         * so the sum itself carries it (rule 3), as cast and powersgd payloads do */
+        for (i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < k;
+             i += (uint64_t)gridDim.x * blockDim.x) {
+            ((float *)out)[i] = TERSE_CU_NAN;
+        }
+        for (i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; (residual != NULL) && (i < n);
              i += (uint64_t)gridDim.x * blockDim.x) {
             residual[i] = 0.0f;
         }
@@ -194,7 +201,7 @@ terse__cmp_randomk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype
     rk_pass2<<<terse_cu_blocks(r->k, RK_THREADS), RK_THREADS, 0, s>>>(
         in, (int)dtype, residual, perm, r->k, (float *)out, r->index, r->stat);
     TERSE_CUDA_LAUNCHED("randomk pass 2");
-    rk_fixup<<<64, RK_THREADS, 0, s>>>(residual, NULL, 0, n, r->stat, 0);
+    rk_fixup<<<64, RK_THREADS, 0, s>>>(residual, out, 0, n, r->k, r->stat, 0);
     TERSE_CUDA_LAUNCHED("randomk fixup");
     if (flags_p != NULL) {
         *flags_p = 0;
@@ -227,7 +234,7 @@ terse__cmp_randomk_cuda_decompress(void *cuda, const void *in, size_t in_bytes, 
             (const float *)in, scale, r->index, r->k, out, (int)dtype);
     }
     TERSE_CUDA_LAUNCHED("randomk scatter");
-    rk_fixup<<<64, RK_THREADS, 0, s>>>(NULL, out, (int)dtype, n, r->stat, 1);
+    rk_fixup<<<64, RK_THREADS, 0, s>>>(NULL, out, (int)dtype, n, r->k, r->stat, 1);
     TERSE_CUDA_LAUNCHED("randomk fixup");
     return bad ? TERSE_ERR_PAYLOAD : TERSE_OK;
 }

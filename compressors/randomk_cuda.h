@@ -24,9 +24,10 @@ extern "C" {
 terse_status_t terse__cmp_randomk_cuda_create(size_t count, size_t k, void **cuda_p);
 void           terse__cmp_randomk_cuda_destroy(void *cuda);
 /* out (k fp32, device) = v[idx(0..k-1)], v = in + residual; residual = v with the sent
- * entries zeroed (all zero on a non-finite input). *flags_p, *sq_err_p (may be NULL) are set
- * to 0: the real values reach the status block. Returns TERSE_OK, TERSE_ERR_INVALID or
- * TERSE_ERR_CUDA. */
+ * entries zeroed (all zero on a non-finite input, where the payload is all NaN, so that the
+ * summed payload carries the flag without a host-side sentinel). *flags_p, *sq_err_p (may be
+ * NULL) are set to 0: the real values reach the status block. Returns TERSE_OK,
+ * TERSE_ERR_INVALID or TERSE_ERR_CUDA. */
 terse_status_t terse__cmp_randomk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype,
                                                 size_t n, float *residual,
                                                 const terse_rng_t *rng, void *out,

@@ -19,6 +19,7 @@
  * tile counts take a full pass instead; both variants are launched, each checks on the device
  * which one applies (no host synchronisation).
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,10 @@
 #define TK_TILE    (TK_THREADS * TK_PER)
 #define TK_BINS    2048
 #define TK_GRID    2048 /* grid-stride kernels */
+/* topkt's sampled path (1); 0 makes topkt run the exact kernels only (same payload). */
+#ifndef TERSE_TOPK_CUDA_SAMPLED
+#define TERSE_TOPK_CUDA_SAMPLED 1
+#endif
 
 typedef struct tk_sel {
     uint32_t hist[3][TK_BINS];
@@ -41,7 +46,8 @@ typedef struct tk_sel {
     uint64_t above; /* values strictly above the current prefix */
     uint64_t need;
     uint32_t ncand;
-    uint32_t pad;
+    uint32_t sthr; /* sampled threshold (topkt) */
+    uint32_t mode; /* 0 exact path; 1 sampled path succeeded; 2 sampled path fell back */
 } tk_sel_t;
 
 typedef struct tk_cuda {
@@ -59,6 +65,12 @@ typedef struct tk_cuda {
     uint32_t        *tile_eqbase;
     uint32_t        *tile_out;
     uint32_t        *cand;
+    uint32_t        *tile_cbase;  /* sampled path: the tile's first candidate pair */
+    uint32_t        *tile_ccnt;   /* ... and its number of candidates */
+    uint2           *cpairs;      /* sampled path: (index, value) of the candidates */
+    size_t           caps;        /* capacity of cpairs */
+    uint32_t        *skeys;       /* sampled path: the sample's keys */
+    size_t           nsample, ks; /* draws, and the rank of the threshold among them */
     terse_cu_stat_t *stat;
 } tk_cuda_t;
 
@@ -72,6 +84,9 @@ typedef struct tk_args {
     uint64_t         ntiles;
     tk_sel_t        *sel;
     uint32_t        *tile_above, *tile_gtin, *tile_eq, *tile_eqbase, *tile_out, *cand;
+    uint32_t        *tile_cbase, *tile_ccnt;
+    uint2           *cpairs;
+    uint64_t         caps;
     terse_cu_stat_t *stat;
 } tk_args_t;
 
@@ -79,6 +94,13 @@ __device__ __forceinline__ int
 tk_nonfinite(const tk_args_t &a)
 {
     return (*(volatile uint32_t *)&a.stat->call & TERSE_CMP_NONFINITE) != 0;
+}
+
+/* The exact kernels run unless the sampled path succeeded (mode 1). */
+__device__ __forceinline__ int
+tk_mode(const tk_args_t &a)
+{
+    return (int)*(volatile uint32_t *)&a.sel->mode;
 }
 
 /* v after pass A: the residual holds it; else the input (0 + x for 16-bit inputs, as the CPU
@@ -102,6 +124,11 @@ tk_pass_a(tk_args_t a)
     uint64_t i;
     int bad = 0, b;
 
+    const int mode = tk_mode(a);
+
+    if ((mode == 1) || tk_nonfinite(a)) {
+        return;
+    }
     for (b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
         h[b] = 0;
     }
@@ -109,21 +136,14 @@ tk_pass_a(tk_args_t a)
     for (i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.n;
          i += (uint64_t)gridDim.x * blockDim.x) {
         float x;
-        if (a.res != NULL) {
+        if ((a.res != NULL) && (mode == 0)) { /* mode 2: the sampled pass prepared v */
             x        = a.res[i] + terse_cu_load(a.in, (terse_dtype_t)a.dtype, i);
             a.res[i] = x;
         } else {
             x = tk_v(a, i);
         }
         bad |= !terse_cu_isfinite(x);
-        {
-            /* gradients crowd a few bins: one shared atomic per distinct bin of the warp */
-            uint32_t bin   = terse_topk_key(x) >> 20;
-            unsigned peers = __match_any_sync(__activemask(), bin);
-            if ((threadIdx.x & 31) == (unsigned)(__ffs(peers) - 1)) {
-                atomicAdd(&h[bin], (unsigned)__popc(peers));
-            }
-        }
+        atomicAdd(&h[terse_topk_key(x) >> 20], 1u);
     }
     if (__syncthreads_or(bad) && (threadIdx.x == 0)) {
         atomicOr(&a.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
@@ -137,7 +157,7 @@ tk_pass_a(tk_args_t a)
 
 /* 1 block of 1024 threads: finds the bin of level `level` holding the k-th largest key. */
 __global__ void __launch_bounds__(1024)
-tk_walk(tk_args_t a, int level)
+tk_walk(tk_args_t a, int level, int sampled)
 {
     __shared__ unsigned sh[33];
     const int nb = (level == 2) ? 512 : TK_BINS;
@@ -146,7 +166,7 @@ tk_walk(tk_args_t a, int level)
     int r0 = 2 * threadIdx.x, b0 = nb - 1 - r0, b1 = b0 - 1;
     unsigned h0 = 0, h1 = 0, base, total;
 
-    if (tk_nonfinite(a)) {
+    if (tk_nonfinite(a) || (sampled ? (tk_mode(a) != 1) : (tk_mode(a) == 1))) {
         return;
     }
     if (r0 < nb) {
@@ -182,24 +202,29 @@ __global__ void __launch_bounds__(TK_THREADS)
 tk_pass_b(tk_args_t a)
 {
     __shared__ uint32_t h[TK_BINS];
+    __shared__ uint32_t cl[TK_TILE]; /* the tile's candidates (any order) */
     __shared__ unsigned cnt[32];
+    __shared__ unsigned cn, cbase;
     const uint64_t tile0 = (uint64_t)blockIdx.x * TK_TILE;
     const int lane = threadIdx.x & 31;
     uint32_t b0;
     unsigned above = 0;
     int r, b;
 
-    if (tk_nonfinite(a)) {
+    if (tk_nonfinite(a) || (tk_mode(a) == 1)) {
         return;
     }
     b0 = a.sel->bin[0];
     for (b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
         h[b] = 0;
     }
+    if (threadIdx.x == 0) {
+        cn = 0;
+    }
     __syncthreads();
     for (r = 0; r < TK_PER; ++r) {
-        uint64_t i   = tile0 + (uint64_t)r * TK_THREADS + threadIdx.x;
-        int is_cand  = 0;
+        uint64_t i  = tile0 + (uint64_t)r * TK_THREADS + threadIdx.x;
+        int is_cand = 0;
         if (i < a.n) {
             uint32_t key = terse_topk_key(tk_v(a, i));
             uint32_t top = key >> 20;
@@ -216,14 +241,11 @@ tk_pass_b(tk_args_t a)
                 unsigned base = 0;
                 int leader    = __ffs(mask) - 1;
                 if (lane == leader) {
-                    base = atomicAdd(&a.sel->ncand, (unsigned)__popc(mask));
+                    base = atomicAdd(&cn, (unsigned)__popc(mask));
                 }
                 base = __shfl_sync(0xffffffffu, base, leader);
                 if (is_cand) {
-                    unsigned pos = base + __popc(mask & ((1u << lane) - 1u));
-                    if (pos < a.cap) {
-                        a.cand[pos] = (uint32_t)i;
-                    }
+                    cl[base + __popc(mask & ((1u << lane) - 1u))] = (uint32_t)i;
                 }
             }
         }
@@ -231,8 +253,14 @@ tk_pass_b(tk_args_t a)
     above = terse_cu_block_sum(above, cnt);
     if (threadIdx.x == 0) {
         a.tile_above[blockIdx.x] = above;
+        cbase = (cn > 0) ? atomicAdd(&a.sel->ncand, cn) : 0u; /* one global atomic per tile */
     }
     __syncthreads();
+    for (unsigned c = threadIdx.x; c < cn; c += blockDim.x) {
+        if ((uint64_t)cbase + c < a.cap) {
+            a.cand[cbase + c] = cl[c];
+        }
+    }
     for (b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
         if (h[b] != 0) {
             atomicAdd(&a.sel->hist[1][b], h[b]);
@@ -252,7 +280,7 @@ tk_hist2(tk_args_t a, int full)
     uint64_t c;
     int b;
 
-    if (tk_nonfinite(a) || ((ncand > a.cap) != (full != 0))) {
+    if (tk_nonfinite(a) || (tk_mode(a) == 1) || ((ncand > a.cap) != (full != 0))) {
         return;
     }
     for (b = threadIdx.x; b < 512; b += blockDim.x) {
@@ -283,27 +311,38 @@ tk_counts(tk_args_t a, int full)
     const uint64_t lim = full ? a.n : ncand;
     uint64_t c;
 
-    if (tk_nonfinite(a) || ((ncand > a.cap) != (full != 0))) {
+    if (tk_nonfinite(a) || (tk_mode(a) == 1) || ((ncand > a.cap) != (full != 0))) {
         return;
     }
-    for (c = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; c < lim;
+    /* a uniform trip count per warp: the whole warp meets every __match_any_sync */
+    for (c = (uint64_t)blockIdx.x * blockDim.x + (threadIdx.x & ~31u); c < lim;
          c += (uint64_t)gridDim.x * blockDim.x) {
-        uint64_t i   = full ? c : a.cand[c];
-        uint32_t key = terse_topk_key(tk_v(a, i));
-        if ((key >> 20) != b0) {
-            continue;
+        const uint64_t cc = c + (threadIdx.x & 31u);
+        uint64_t i        = 0;
+        int kind          = 0;
+        if (cc < lim) {
+            uint32_t key;
+            i   = full ? cc : a.cand[cc];
+            key = terse_topk_key(tk_v(a, i));
+            if ((key >> 20) == b0) {
+                kind = (key > thr) ? 1 : ((key == thr) ? 2 : 0);
+            }
         }
-        if (key > thr) {
-            atomicAdd(&a.tile_gtin[i / TK_TILE], 1u);
-        } else if (key == thr) {
-            atomicAdd(&a.tile_eq[i / TK_TILE], 1u);
+        {
+            /* candidates of one tile sit together: one atomic per (tile, kind) per warp */
+            const uint32_t tile = (uint32_t)(i / TK_TILE);
+            unsigned peers = __match_any_sync(0xffffffffu, (tile << 2) | (uint32_t)kind);
+            if ((kind != 0) && ((threadIdx.x & 31) == (unsigned)(__ffs(peers) - 1))) {
+                atomicAdd((kind == 1) ? &a.tile_gtin[tile] : &a.tile_eq[tile],
+                          (unsigned)__popc(peers));
+            }
         }
     }
 }
 
 /* 1 block of 1024: tie offsets, then output offsets, per tile (in tile order). */
 __global__ void __launch_bounds__(1024)
-tk_scan(tk_args_t a)
+tk_scan(tk_args_t a, int sampled)
 {
     __shared__ unsigned sh[33];
     const uint64_t nt = a.ntiles;
@@ -313,7 +352,7 @@ tk_scan(tk_args_t a)
     unsigned s = 0, base, total;
     uint64_t t;
 
-    if (tk_nonfinite(a)) {
+    if (tk_nonfinite(a) || (sampled ? (tk_mode(a) != 1) : (tk_mode(a) == 1))) {
         return;
     }
     for (t = t0; t < t1; ++t) {
@@ -361,7 +400,7 @@ tk_pass_c(tk_args_t a, uint8_t *pairs)
     unsigned out_base;
     double err = 0.0;
 
-    if (tk_nonfinite(a)) {
+    if (tk_nonfinite(a) || (tk_mode(a) == 1)) {
         return;
     }
     thr      = a.sel->thr;
@@ -420,6 +459,290 @@ tk_pass_c(tk_args_t a, uint8_t *pairs)
     }
 }
 
+/* ---------------------------------------------------------------- sampled path (topkt) */
+/* 1 block of 1024: draws the sample (as topk.c: index = u32 * n >> 32 of the stream), then the
+ * key of its ks-th largest value by a three-level radix select in shared memory. */
+__global__ void __launch_bounds__(1024)
+tk_sample(tk_args_t a, terse_rng_t rng, uint32_t m, uint32_t ks, uint32_t *skeys)
+{
+    __shared__ unsigned h[TK_BINS];
+    __shared__ unsigned sh[33];
+    __shared__ uint32_t s_prefix, s_bin;
+    __shared__ unsigned long long s_above, s_newabove;
+    uint32_t i;
+
+    for (i = threadIdx.x; i < m; i += blockDim.x) {
+        uint64_t idx = ((uint64_t)terse_rng_u32(&rng, rng.offset + i) * a.n) >> 32;
+        float x      = (a.res != NULL)
+                           ? a.res[idx] + terse_cu_load(a.in, (terse_dtype_t)a.dtype, idx)
+                           : tk_v(a, idx);
+        skeys[i] = terse_topk_key(x);
+    }
+    if (threadIdx.x == 0) {
+        s_prefix = 0;
+        s_above  = 0;
+    }
+    __syncthreads();
+    for (int level = 0; level < 3; ++level) {
+        const int nb = (level == 2) ? 512 : TK_BINS;
+        const int shift = (level == 0) ? 20 : ((level == 1) ? 9 : 0);
+        const int hi_shift = (level == 1) ? 20 : 9;
+        const unsigned long long kr = (unsigned long long)ks - s_above;
+        int r0 = 2 * threadIdx.x, b0 = nb - 1 - r0, b1 = b0 - 1;
+        unsigned h0 = 0, h1 = 0, base, total;
+
+        for (int b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
+            h[b] = 0;
+        }
+        __syncthreads();
+        for (i = threadIdx.x; i < m; i += blockDim.x) {
+            uint32_t key = skeys[i];
+            if ((level == 0) || ((key >> hi_shift) == s_prefix)) {
+                atomicAdd(&h[(key >> shift) & (uint32_t)(nb - 1)], 1u);
+            }
+        }
+        __syncthreads();
+        if (r0 < nb) {
+            h0 = h[b0];
+        }
+        if (r0 + 1 < nb) {
+            h1 = h[b1];
+        }
+        base = terse_cu_block_exscan(h0 + h1, sh, &total);
+        if ((r0 < nb) && ((unsigned long long)base < kr) && (kr <= (unsigned long long)base + h0)) {
+            s_bin      = (uint32_t)b0;
+            s_newabove = s_above + base;
+        } else if ((r0 + 1 < nb) && ((unsigned long long)base + h0 < kr) &&
+                   (kr <= (unsigned long long)base + h0 + h1)) {
+            s_bin      = (uint32_t)b1;
+            s_newabove = s_above + base + h0;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            s_prefix = (level == 0) ? s_bin : ((s_prefix << ((level == 1) ? 11 : 9)) | s_bin);
+            s_above  = s_newabove;
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        a.sel->sthr = s_prefix;
+    }
+}
+
+/* One block per tile: v = in + residual (into the residual), finiteness, energy, and the
+ * values at or above the sampled threshold, compacted in index order into the tile's run of
+ * candidate pairs (one global atomic per tile). */
+__global__ void __launch_bounds__(TK_THREADS)
+tk_pass_t(tk_args_t a)
+{
+    __shared__ unsigned swc[TK_THREADS / 32];
+    __shared__ unsigned s_base;
+    __shared__ double shd[32];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const uint64_t base = (uint64_t)blockIdx.x * TK_TILE + (uint64_t)warp * (32 * TK_PER);
+    const unsigned lt = (1u << lane) - 1u;
+    const uint32_t sthr = a.sel->sthr;
+    float x[TK_PER];
+    unsigned cm[TK_PER], cnt = 0, woff = 0, total = 0, run;
+    double tot = 0.0;
+    int bad = 0;
+
+#pragma unroll
+    for (int r = 0; r < TK_PER; ++r) {
+        uint64_t i = base + (uint64_t)r * 32 + lane;
+        x[r] = 0.0f;
+        if (i < a.n) {
+            if (a.res != NULL) {
+                x[r]     = a.res[i] + terse_cu_load(a.in, (terse_dtype_t)a.dtype, i);
+                a.res[i] = x[r];
+            } else {
+                x[r] = tk_v(a, i);
+            }
+            bad |= !terse_cu_isfinite(x[r]);
+            tot = tot + (double)x[r] * (double)x[r];
+        }
+        cm[r] = __ballot_sync(0xffffffffu, (i < a.n) && (terse_topk_key(x[r]) >= sthr));
+        cnt += __popc(cm[r]);
+    }
+    if (lane == 0) {
+        swc[warp] = cnt;
+    }
+    __syncthreads();
+    for (int w = 0; w < TK_THREADS / 32; ++w) {
+        woff += (w < warp) ? swc[w] : 0u;
+        total += swc[w];
+    }
+    if (threadIdx.x == 0) {
+        s_base = (total > 0) ? atomicAdd(&a.sel->ncand, total) : 0u;
+        a.tile_cbase[blockIdx.x] = s_base;
+        a.tile_ccnt[blockIdx.x]  = total;
+    }
+    __syncthreads();
+    run = s_base + woff;
+#pragma unroll
+    for (int r = 0; r < TK_PER; ++r) {
+        if ((cm[r] >> lane) & 1u) {
+            uint64_t pos = (uint64_t)run + __popc(cm[r] & lt);
+            if (pos < a.caps) {
+                a.cpairs[pos] = make_uint2((uint32_t)(base + (uint64_t)r * 32 + lane),
+                                           __float_as_uint(x[r]));
+            }
+        }
+        run += __popc(cm[r]);
+    }
+    if (__syncthreads_or(bad) && (threadIdx.x == 0)) {
+        atomicOr(&a.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
+    }
+    tot = terse_cu_block_sum(tot, shd);
+    if ((threadIdx.x == 0) && (tot != 0.0)) {
+        atomicAdd(&a.stat->sq_acc, tot);
+    }
+}
+
+/* The sample hit when k <= candidates <= capacity; otherwise the exact kernels take over on
+ * the prepared v (the energy is then summed by them). */
+__global__ void
+tk_sdecide(tk_args_t a)
+{
+    uint32_t nc = a.sel->ncand;
+
+    if (tk_nonfinite(a)) {
+        return;
+    }
+    if (((uint64_t)nc >= a.k) && ((uint64_t)nc <= a.caps)) {
+        a.sel->mode = 1;
+    } else {
+        a.sel->mode   = 2;
+        a.sel->ncand  = 0;
+        a.stat->sq_acc = 0.0;
+    }
+}
+
+/* Radix histograms over the candidate pairs (level 0, 1, 2 as the exact path). */
+__global__ void __launch_bounds__(TK_THREADS)
+tk_chist(tk_args_t a, int level)
+{
+    __shared__ uint32_t h[TK_BINS];
+    const uint32_t nc = a.sel->ncand;
+    const uint32_t b0 = a.sel->bin[0], b1 = a.sel->bin[1];
+    const int nb = (level == 2) ? 512 : TK_BINS;
+    uint64_t c;
+    int b;
+
+    if (tk_nonfinite(a) || (tk_mode(a) != 1)) {
+        return;
+    }
+    for (b = threadIdx.x; b < nb; b += blockDim.x) {
+        h[b] = 0;
+    }
+    __syncthreads();
+    for (c = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; c < nc;
+         c += (uint64_t)gridDim.x * blockDim.x) {
+        uint32_t key = terse_topk_key(__uint_as_float(a.cpairs[c].y));
+        if (level == 0) {
+            atomicAdd(&h[key >> 20], 1u);
+        } else if ((key >> 20) == b0) {
+            if (level == 1) {
+                atomicAdd(&h[(key >> 9) & 0x7ffu], 1u);
+            } else if (((key >> 9) & 0x7ffu) == b1) {
+                atomicAdd(&h[key & 0x1ffu], 1u);
+            }
+        }
+    }
+    __syncthreads();
+    for (b = threadIdx.x; b < nb; b += blockDim.x) {
+        if (h[b] != 0) {
+            atomicAdd(&a.sel->hist[level][b], h[b]);
+        }
+    }
+}
+
+/* One block per tile: counts of its candidates above and equal to t. */
+__global__ void __launch_bounds__(TK_THREADS)
+tk_ctile_counts(tk_args_t a)
+{
+    __shared__ unsigned sh[32];
+    const uint32_t cb = a.tile_cbase[blockIdx.x], cc = a.tile_ccnt[blockIdx.x];
+    const uint32_t thr = a.sel->thr;
+    unsigned gt = 0, eq = 0;
+
+    if (tk_nonfinite(a) || (tk_mode(a) != 1)) {
+        return;
+    }
+    for (uint32_t c = threadIdx.x; c < cc; c += blockDim.x) {
+        uint32_t key = terse_topk_key(__uint_as_float(a.cpairs[cb + c].y));
+        gt += (key > thr);
+        eq += (key == thr);
+    }
+    gt = terse_cu_block_sum(gt, sh);
+    eq = terse_cu_block_sum(eq, sh);
+    if (threadIdx.x == 0) {
+        a.tile_above[blockIdx.x] = 0;
+        a.tile_gtin[blockIdx.x]  = gt;
+        a.tile_eq[blockIdx.x]    = eq;
+    }
+}
+
+/* One block per tile: the selected candidates, in index order, into their pair slots. */
+template <int ALIGNED>
+__global__ void __launch_bounds__(TK_THREADS)
+tk_ctile_out(tk_args_t a, uint8_t *pairs)
+{
+    __shared__ unsigned sh[33];
+    __shared__ double shd[32];
+    const uint32_t cb = a.tile_cbase[blockIdx.x], cc = a.tile_ccnt[blockIdx.x];
+    uint32_t thr;
+    long long allow;
+    unsigned gt_run = 0, eq_run = 0, out_base;
+    double kept = 0.0;
+
+    if (tk_nonfinite(a) || (tk_mode(a) != 1)) {
+        return;
+    }
+    thr      = a.sel->thr;
+    out_base = a.tile_out[blockIdx.x];
+    allow    = (long long)a.sel->need - (long long)a.tile_eqbase[blockIdx.x];
+    allow    = (allow < 0) ? 0 : allow;
+    for (uint32_t c0 = 0; c0 < cc; c0 += blockDim.x) {
+        uint32_t c = c0 + threadIdx.x;
+        uint2 cp   = make_uint2(0, 0);
+        unsigned is_gt = 0, is_eq = 0, packed, total;
+        if (c < cc) {
+            uint32_t key;
+            cp    = a.cpairs[cb + c];
+            key   = terse_topk_key(__uint_as_float(cp.y));
+            is_gt = key > thr;
+            is_eq = key == thr;
+        }
+        packed = terse_cu_block_exscan((is_eq << 16) | is_gt, sh, &total);
+        if (c < cc) {
+            unsigned gt_ex = packed & 0xffffu, eq_ex = packed >> 16;
+            long long tie  = (long long)(eq_run + eq_ex);
+            if (is_gt || (is_eq && (tie < allow))) {
+                unsigned pos = out_base + gt_run + gt_ex + (unsigned)((tie < allow) ? tie : allow);
+                uint8_t *p   = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
+                float v      = __uint_as_float(cp.y);
+                if (ALIGNED) {
+                    *(uint2 *)p = cp;
+                } else {
+                    terse_cu_st_u32(p, cp.x);
+                    terse_cu_st_u32(p + 4, cp.y);
+                }
+                if (a.res != NULL) {
+                    a.res[cp.x] = 0.0f;
+                }
+                kept = kept + (double)v * (double)v;
+            }
+        }
+        gt_run += total & 0xffffu;
+        eq_run += total >> 16;
+    }
+    kept = terse_cu_block_sum(kept, shd);
+    if ((threadIdx.x == 0) && (kept != 0.0)) {
+        atomicAdd(&a.stat->sq_acc, -kept);
+    }
+}
+
 __device__ __forceinline__ void
 tk_st_u16(uint8_t *p, uint32_t v)
 {
@@ -460,6 +783,9 @@ tk_fixup(tk_args_t a, uint8_t *out, unsigned family)
     }
     __syncthreads();
     if ((threadIdx.x == 0) && terse_cu_last_block(&a.stat->done, gridDim.x)) {
+        if (a.stat->sq_acc < 0.0) {
+            a.stat->sq_acc = 0.0; /* total - kept, summed in another order */
+        }
         terse_cu_stat_commit(a.stat, 1);
     }
 }
@@ -581,11 +907,34 @@ terse__cmp_topk_cuda_create(size_t count, size_t k, unsigned family, void **cuda
     t->tile_eqbase = (uint32_t *)((uint8_t *)t->tile_eq + tiles_bytes);
     t->tile_out    = (uint32_t *)((uint8_t *)t->tile_eqbase + tiles_bytes);
     t->cand        = (uint32_t *)((uint8_t *)t->tile_out + tiles_bytes);
+    if (TERSE_TOPK_CUDA_SAMPLED && (family == TERSE_TOPK_FAMILY_SAMPLED)) {
+        /* as topk.c: at least 4096 draws and ~64 above the threshold; aim at 1.5 k candidates */
+        double m = 64.0 * (double)count / (double)k;
+        m = (m < 4096.0) ? 4096.0 : m;
+        if (m < 0.5 * (double)count) {
+            double ks    = ceil(1.5 * (double)k * m / (double)count);
+            t->nsample   = (size_t)m;
+            t->ks        = (ks < 1.0) ? 1 : ((ks > m) ? (size_t)m : (size_t)ks);
+            t->caps      = TERSE_MIN(count, 4 * k + 65536);
+            TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->tile_cbase,
+                                                2 * t->ntiles * sizeof(uint32_t)),
+                             status, err_free_scratch);
+            t->tile_ccnt = t->tile_cbase + t->ntiles;
+            TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->cpairs, t->caps * sizeof(uint2)),
+                             status, err_free_scratch);
+            TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->skeys,
+                                                t->nsample * sizeof(uint32_t)),
+                             status, err_free_scratch);
+        }
+    }
     TERSE_CHECK_GOTO(terse__cuda_stat_create(&t->stat), status, err_free_scratch);
     *cuda_p = t;
     return TERSE_OK;
 
 err_free_scratch:
+    terse__cuda_free(t->tile_cbase);
+    terse__cuda_free(t->cpairs);
+    terse__cuda_free(t->skeys);
     terse__cuda_free(t->scratch);
 err_free_t:
     free(t);
@@ -600,6 +949,9 @@ terse__cmp_topk_cuda_destroy(void *cuda)
     if (t != NULL) {
         terse__cuda_free(t->stat);
         terse__cuda_free(t->scratch);
+        terse__cuda_free(t->tile_cbase);
+        terse__cuda_free(t->cpairs);
+        terse__cuda_free(t->skeys);
         free(t);
     }
 }
@@ -623,6 +975,10 @@ tk_make_args(const tk_cuda_t *t, const void *in, terse_dtype_t dtype, float *res
     a.tile_eqbase = t->tile_eqbase;
     a.tile_out    = t->tile_out;
     a.cand        = t->cand;
+    a.tile_cbase  = t->tile_cbase;
+    a.tile_ccnt   = t->tile_ccnt;
+    a.cpairs      = t->cpairs;
+    a.caps        = t->caps;
     a.stat        = t->stat;
     return a;
 }
@@ -639,7 +995,6 @@ terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
     uint8_t *pairs;
     tk_args_t a;
 
-    (void)rng;
     if ((t == NULL) || (in == NULL) || (n != t->count) || (out == NULL) ||
         (dtype >= TERSE_FLOAT64) ||
         (out_bytes != TERSE_TOPK_HEADER_BYTES + t->k * TERSE_TOPK_PAIR_BYTES)) {
@@ -655,16 +1010,39 @@ terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
     grid_c = (grid_c > 1024) ? 1024 : grid_c;
 
     TERSE_CUDA_CHECK_ST(cudaMemsetAsync(t->scratch, 0, t->zero_bytes, s), "cudaMemsetAsync");
+    if (t->nsample > 0) {
+        /* topkt: sampled threshold, one pass, select among ~1.5 k candidates; a miss leaves
+         * mode 2 and the exact kernels below do the work */
+        terse_rng_t r = (rng != NULL) ? *rng : terse_rng_make(0, TERSE_RNG_TEST, 0, 0, 0);
+        unsigned grid_s = terse_cu_blocks(t->caps, TK_THREADS);
+        grid_s = (grid_s > 1024) ? 1024 : grid_s;
+        tk_sample<<<1, 1024, 0, s>>>(a, r, (uint32_t)t->nsample, (uint32_t)t->ks, t->skeys);
+        tk_pass_t<<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a);
+        tk_sdecide<<<1, 1, 0, s>>>(a);
+        tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 0);
+        tk_walk<<<1, 1024, 0, s>>>(a, 0, 1);
+        tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 1);
+        tk_walk<<<1, 1024, 0, s>>>(a, 1, 1);
+        tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 2);
+        tk_walk<<<1, 1024, 0, s>>>(a, 2, 1);
+        tk_ctile_counts<<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a);
+        tk_scan<<<1, 1024, 0, s>>>(a, 1);
+        if (((uintptr_t)pairs & 7u) == 0) {
+            tk_ctile_out<1><<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a, pairs);
+        } else {
+            tk_ctile_out<0><<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a, pairs);
+        }
+    }
     tk_pass_a<<<grid_n, TK_THREADS, 0, s>>>(a);
-    tk_walk<<<1, 1024, 0, s>>>(a, 0);
+    tk_walk<<<1, 1024, 0, s>>>(a, 0, 0);
     tk_pass_b<<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a);
-    tk_walk<<<1, 1024, 0, s>>>(a, 1);
+    tk_walk<<<1, 1024, 0, s>>>(a, 1, 0);
     tk_hist2<<<grid_c, TK_THREADS, 0, s>>>(a, 0);
     tk_hist2<<<grid_n, TK_THREADS, 0, s>>>(a, 1);
-    tk_walk<<<1, 1024, 0, s>>>(a, 2);
+    tk_walk<<<1, 1024, 0, s>>>(a, 2, 0);
     tk_counts<<<grid_c, TK_THREADS, 0, s>>>(a, 0);
     tk_counts<<<grid_n, TK_THREADS, 0, s>>>(a, 1);
-    tk_scan<<<1, 1024, 0, s>>>(a);
+    tk_scan<<<1, 1024, 0, s>>>(a, 0);
     if (((uintptr_t)pairs & 7u) == 0) {
         tk_pass_c<1><<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a, pairs);
     } else {

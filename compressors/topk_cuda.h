@@ -10,7 +10,11 @@
  * counts then run over the candidates only (a full pass only when they overflow their buffer),
  * and pass C writes the pairs in index order from per-tile prefix sums. Three reads of v in the
  * common case; integer atomics only (counts do not depend on order), so the payload is
- * deterministic. Launchers never wait; flags and the squared error go to the status block.
+ * deterministic. topkt first tries its sampled threshold: one pass compacts the values at or
+ * above it (in index order per tile) and the select runs over those ~1.5 k candidates only;
+ * when the sample misses (fewer than k, or too many) the exact kernels run on the same
+ * launch (each kernel checks on the device which path is live). Launchers never wait; flags
+ * and the squared error go to the status block.
  */
 #ifndef TERSE_TOPK_CUDA_H
 #define TERSE_TOPK_CUDA_H
