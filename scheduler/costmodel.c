@@ -11,13 +11,13 @@
 #include "sched.h"
 
 static const char *const sched_fam_names[TERSE_SCHED_FAM_COUNT] = {
-    "none", "cast", "quant", "sign", "topk", "randomk", "powersgd",
+    "none", "cast", "quant", "sign", "topk", "randomk", "powersgd", "powersgd1", "topkt",
 };
 
 static const terse_sched_wire_t sched_fam_wire[TERSE_SCHED_FAM_COUNT] = {
     TERSE_SCHED_WIRE_NATIVE,   TERSE_SCHED_WIRE_SUMMABLE, TERSE_SCHED_WIRE_REQUANT,
     TERSE_SCHED_WIRE_REQUANT,  TERSE_SCHED_WIRE_SPARSE,   TERSE_SCHED_WIRE_SUMMABLE,
-    TERSE_SCHED_WIRE_SUMMABLE,
+    TERSE_SCHED_WIRE_SUMMABLE, TERSE_SCHED_WIRE_SUMMABLE, TERSE_SCHED_WIRE_SPARSE,
 };
 
 const char *
@@ -89,20 +89,26 @@ terse__sched_payload_bytes(int fam, double param, size_t count, size_t rows, siz
     case TERSE_SCHED_FAM_NONE:
         return 4 * n;
     case TERSE_SCHED_FAM_CAST:
-        return 2 * n + 4;
+        return 2 * n;
     case TERSE_SCHED_FAM_QUANT:
-        return TERSE_DIV_UP(n * (uint64_t)param, 8) + 8 * nb + 16;
+        return 24 + 8 * nb + TERSE_DIV_UP(n * (uint64_t)param, 8);
     case TERSE_SCHED_FAM_SIGN:
-        return TERSE_DIV_UP(n, 8) + 4 * nb + 16;
+        return 24 + 4 * nb + TERSE_DIV_UP(n, 8);
     case TERSE_SCHED_FAM_TOPK:
-        return 8 * (uint64_t)terse__sched_density_k(param, count) + 16;
+    case TERSE_SCHED_FAM_TOPKT:
+        return 32 + 8 * (uint64_t)terse__sched_density_k(param, count);
     case TERSE_SCHED_FAM_RANDOMK:
-        return 4 * (uint64_t)terse__sched_density_k(param, count) + 4;
+        return 4 * (uint64_t)terse__sched_density_k(param, count);
     case TERSE_SCHED_FAM_POWERSGD:
         if ((rows == 0) || (cols == 0)) {
             return 0;
         }
-        return 4 * (uint64_t)param * (uint64_t)(rows + cols) + 4;
+        return 4 * (uint64_t)param * (uint64_t)(rows + cols);
+    case TERSE_SCHED_FAM_POWERSGD1:
+        if ((rows == 0) || (cols == 0)) {
+            return 0;
+        }
+        return 4 * (uint64_t)param * (uint64_t)TERSE_MAX(rows, cols);
     default:
         return 0;
     }
@@ -128,6 +134,8 @@ terse__sched_cost_default(terse_sched_cost_t *cost, int nranks, double bw)
     cost->cmp_tput[TERSE_SCHED_FAM_TOPK]      = 10e9;
     cost->cmp_tput[TERSE_SCHED_FAM_RANDOMK]   = 50e9;
     cost->cmp_tput[TERSE_SCHED_FAM_POWERSGD]  = 20e9;
+    cost->cmp_tput[TERSE_SCHED_FAM_POWERSGD1] = 40e9;
+    cost->cmp_tput[TERSE_SCHED_FAM_TOPKT]     = 30e9;
     cost->cmp_overhead                        = 5e-6;
 }
 

@@ -28,9 +28,9 @@ static const char plan_header[] =
     "#   layer            layer index, 0-based; -1 = any layer\n"
     "#   name             layer name, '-' when unnamed (informational: rows bind by layer, count)\n"
     "#   count            elements of the layer; -1 = any count\n"
-    "#   compressor       none|cast|quant|sign|topk|randomk|powersgd\n"
+    "#   compressor       none|cast|quant|sign|topk|randomk|powersgd|powersgd1|topkt\n"
     "#   param            cast 0 (bf16) or 1 (fp16); quant bits 2..8; topk, randomk density\n"
-    "#                    in (0, 1]; powersgd rank >= 1; none, sign 0\n"
+    "#                    in (0, 1]; powersgd, powersgd1 rank >= 1; topkt density; none, sign 0\n"
     "#   bytes            payload bytes per rank and step the planner expects; -1 = unknown\n"
     "#   expected_sq_err  predicted absolute squared error ||g - C(g)||^2; -1 = unknown\n"
     "# A layer takes the first row whose layer and count match it or are -1.\n";
@@ -261,9 +261,11 @@ plan_param_check(int fam, double p)
         return ((p >= 2.0) && (p <= 8.0) && (p == floor(p))) ? NULL
                                                              : "quant bits must be 2..8";
     case TERSE_SCHED_FAM_TOPK:
+    case TERSE_SCHED_FAM_TOPKT:
     case TERSE_SCHED_FAM_RANDOMK:
         return ((p > 0.0) && (p <= 1.0)) ? NULL : "density must be in (0, 1]";
     case TERSE_SCHED_FAM_POWERSGD:
+    case TERSE_SCHED_FAM_POWERSGD1:
         return ((p >= 1.0) && (p <= 65536.0) && (p == floor(p))) ? NULL
                                                                  : "rank must be an integer >= 1";
     default:
@@ -325,7 +327,7 @@ plan_parse_line(char *line, const char *origin, size_t lineno, terse_plan_layer_
     pl->fam   = terse__sched_fam_find(field[3]);
     if (pl->fam < 0) {
         plan_why(why, why_len, origin, lineno,
-                 "unknown compressor '%s' (none|cast|quant|sign|topk|randomk|powersgd)",
+                 "unknown compressor '%s' (none|cast|quant|sign|topk|randomk|powersgd|powersgd1|topkt)",
                  field[3]);
         return TERSE_ERR_INVALID;
     }

@@ -45,7 +45,9 @@ typedef enum terse_sched_fam {
     TERSE_SCHED_FAM_TOPK     = 4, /* param: density in (0, 1] */
     TERSE_SCHED_FAM_RANDOMK  = 5, /* param: density in (0, 1] */
     TERSE_SCHED_FAM_POWERSGD = 6, /* param: rank */
-    TERSE_SCHED_FAM_COUNT    = 7
+    TERSE_SCHED_FAM_POWERSGD1 = 7, /* alternating PowerSGD (one factor per step): rank */
+    TERSE_SCHED_FAM_TOPKT    = 8, /* threshold-sampled top-k (DGC): density */
+    TERSE_SCHED_FAM_COUNT    = 9
 } terse_sched_fam_t;
 
 /* "none", "cast", ... as in compressor specs; NULL when out of range. */
@@ -84,7 +86,10 @@ typedef struct terse_sched_grid {
 /* The default grid (DESIGN.md section 4), in this order:
  *   none, cast:0 (bf16), quant:2 3 4 6 8, sign, topk:0.001 0.003 0.01 0.03 0.1,
  *   randomk:0.001 0.01 0.03 0.1, powersgd:1 2 4 8 16 32        (23 options)
- * The same grids as the compressor registry's families (their ops->grid).
+ * The same grids as the compressor registry's families (their ops->grid). powersgd1 and
+ * topkt are estimated like powersgd and topk (same rank tail, same top-k energy; optimistic
+ * for the alternating variant's warm-up) but are not in the default grid: add them to
+ * opt[] to let the planner choose them.
  *   [out] grid  filled; quant_bucket = bucket (0: 512) */
 void terse__sched_grid_default(terse_sched_grid_t *grid, uint32_t bucket);
 
@@ -153,11 +158,13 @@ terse_status_t terse__sched_powersgd_err(const float *m, size_t rows, size_t col
 terse_status_t terse__sched_svd_values(const double *a, size_t rows, size_t cols,
                                        double *sigma_p);
 
-/* Payload bytes of an option by terse's documented formulas, for benchmarks and callers
- * without a compressor instance (the compressor ops' payload_size is authoritative):
- *   none 4n; cast 2n + 4 (fp32 non-finite sentinel); quant ceil(n b / 8) + 8 per bucket
- *   (min, max fp32) + 16 (header); sign ceil(n / 8) + 4 per bucket + 16; topk 8k + 16
- *   (index + value, header); randomk 4k + 4; powersgd 4 r (rows + cols) + 4 (0 if flat).
+/* Payload bytes of an option by formulas matching the compressor registry's payload_size
+ * (checked against it for every family; payload_size stays authoritative), for benchmarks
+ * and callers without a compressor instance:
+ *   none 4n; cast 2n; quant 24 (header) + 8 per bucket (min, max) + ceil(n b / 8) (for
+ *   buckets whose size times b is a multiple of 8); sign 24 + 4 per bucket + ceil(n / 8);
+ *   topk, topkt 32 + 8k (index + value); randomk 4k; powersgd 4 r (rows + cols);
+ *   powersgd1 4 r max(rows, cols); 0 for PowerSGD on a flat layer.
  *   k = ceil(d n) clamped to [1, n]. */
 uint64_t terse__sched_payload_bytes(int fam, double param, size_t count, size_t rows,
                                     size_t cols, uint32_t bucket);

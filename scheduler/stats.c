@@ -467,13 +467,26 @@ terse__sched_powersgd_err(const float *m, size_t rows, size_t cols, const unsign
 }
 
 /* ---------------------------------------------------------------- one layer */
+static int
+sched_is_topk(int fam)
+{
+    return (fam == TERSE_SCHED_FAM_TOPK) || (fam == TERSE_SCHED_FAM_TOPKT);
+}
+
+static int
+sched_is_psgd(int fam)
+{
+    return (fam == TERSE_SCHED_FAM_POWERSGD) || (fam == TERSE_SCHED_FAM_POWERSGD1);
+}
+
 terse_status_t
 terse__sched_stats_layer(const terse_sched_grid_t *grid, const float *v, size_t count,
                          size_t rows, size_t cols, uint64_t seed, double *out)
 {
     double dens[TERSE_SCHED_GRID_MAX], terr[TERSE_SCHED_GRID_MAX], perr[TERSE_SCHED_GRID_MAX];
     unsigned ranks[TERSE_SCHED_GRID_MAX];
-    size_t nd = 0, nr = 0, i, id = 0, ir = 0;
+    size_t slot[TERSE_SCHED_GRID_MAX]; /* option -> its entry in terr or perr */
+    size_t nd = 0, nr = 0, i;
     double norm = 0.0;
     int finite = 1;
 
@@ -494,9 +507,12 @@ terse__sched_stats_layer(const terse_sched_grid_t *grid, const float *v, size_t 
     out[TERSE_SCHED_STATS_NONFINITE] = finite ? 0.0 : 1.0;
     for (i = 0; i < grid->n; ++i) {
         const terse_sched_option_t *o = &grid->opt[i];
-        if (o->fam == TERSE_SCHED_FAM_TOPK) {
+        slot[i] = 0;
+        if (sched_is_topk(o->fam)) {
+            slot[i]    = nd;
             dens[nd++] = o->param;
-        } else if ((o->fam == TERSE_SCHED_FAM_POWERSGD) && (rows > 0)) {
+        } else if (sched_is_psgd(o->fam) && (rows > 0)) {
+            slot[i]     = nr;
             ranks[nr++] = (unsigned)o->param;
         }
     }
@@ -515,47 +531,24 @@ terse__sched_stats_layer(const terse_sched_grid_t *grid, const float *v, size_t 
 
         if (o->fam == TERSE_SCHED_FAM_NONE) {
             *e = 0.0;
-            continue;
-        }
-        if ((o->fam == TERSE_SCHED_FAM_POWERSGD) && (rows == 0)) {
+        } else if (!finite || (sched_is_psgd(o->fam) && (rows == 0))) {
             *e = INFINITY;
-            continue;
-        }
-        if (!finite) {
-            *e = INFINITY;
-            if (o->fam == TERSE_SCHED_FAM_TOPK) {
-                ++id;
-            } else if (o->fam == TERSE_SCHED_FAM_POWERSGD) {
-                ++ir;
-            }
-            continue;
-        }
-        switch (o->fam) {
-        case TERSE_SCHED_FAM_CAST:
+        } else if (count == 0) {
+            *e = 0.0;
+        } else if (o->fam == TERSE_SCHED_FAM_CAST) {
             *e = sched_cast_err(v, count, o->param);
-            break;
-        case TERSE_SCHED_FAM_QUANT:
+        } else if (o->fam == TERSE_SCHED_FAM_QUANT) {
             *e = terse__sched_quant_err(v, count, grid->quant_bucket, (unsigned)o->param);
-            break;
-        case TERSE_SCHED_FAM_SIGN:
+        } else if (o->fam == TERSE_SCHED_FAM_SIGN) {
             *e = terse__sched_sign_err(v, count, grid->quant_bucket);
-            break;
-        case TERSE_SCHED_FAM_TOPK:
-            *e = (count > 0) ? terr[id] : 0.0;
-            ++id;
-            break;
-        case TERSE_SCHED_FAM_RANDOMK:
-            *e = (count > 0) ? (1.0 - (double)terse__sched_density_k(o->param, count) /
-                                          (double)count) * norm
-                             : 0.0;
-            break;
-        case TERSE_SCHED_FAM_POWERSGD:
-            *e = (count > 0) ? perr[ir] : 0.0;
-            ++ir;
-            break;
-        default:
+        } else if (sched_is_topk(o->fam)) {
+            *e = terr[slot[i]];
+        } else if (o->fam == TERSE_SCHED_FAM_RANDOMK) {
+            *e = (1.0 - (double)terse__sched_density_k(o->param, count) / (double)count) * norm;
+        } else if (sched_is_psgd(o->fam)) {
+            *e = perr[slot[i]];
+        } else {
             *e = INFINITY;
-            break;
         }
     }
     return TERSE_OK;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "terse_test.h"
+#include "compressor.h"
 #include "sched.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -625,6 +626,72 @@ test_dp_costmodel(void)
                     4000.0 / 1e11 + 150.0 / 1e9, 1e-15);
 }
 
+/* The scheduler's payload formulas equal the registry's payload_size (summed over stages)
+ * for every family it knows, on matrices and flat layers (PowerSGD: matrices only). */
+static void
+test_dp_payload_formulas(void)
+{
+    static const double params[TERSE_SCHED_FAM_COUNT][3] = {
+        {0, 0, 0},  {0, 1, 1},         {2, 3, 8},       {0, 0, 0},      {0.001, 0.01, 0.3},
+        {0.001, 0.03, 1}, {1, 4, 32}, {1, 4, 32}, {0.001, 0.01, 0.3},
+    };
+    static const size_t shapes[][2] = {{1000, 0}, {64, 100}, {768, 2304}, {3, 5}, {1, 1}};
+    int fam, p, checked = 0;
+    size_t sh;
+
+    for (fam = 0; fam < TERSE_SCHED_FAM_COUNT; ++fam) {
+        const terse_cmp_ops_t *ops = terse__cmp_find(terse__sched_fam_name(fam));
+        if (ops == NULL) {
+            continue; /* not registered in this build */
+        }
+        for (p = 0; p < 3; ++p) {
+            for (sh = 0; sh < sizeof(shapes) / sizeof(shapes[0]); ++sh) {
+                terse_cmp_params_t pr;
+                void *ctx = NULL;
+                size_t total = 0, b, rows = shapes[sh][0], cols = shapes[sh][1];
+                unsigned st, ns;
+
+                if ((fam == TERSE_SCHED_FAM_POWERSGD || fam == TERSE_SCHED_FAM_POWERSGD1) &&
+                    (cols == 0)) {
+                    continue;
+                }
+                memset(&pr, 0, sizeof(pr));
+                pr.size   = sizeof(pr);
+                pr.param  = params[fam][p];
+                pr.count  = (cols > 0) ? rows * cols : rows;
+                pr.rows   = (cols > 0) ? rows : 0;
+                pr.cols   = cols;
+                pr.dtype  = TERSE_FLOAT32;
+                pr.mem    = TERSE_MEM_HOST;
+                pr.bucket = 512;
+                pr.nranks = 4;
+                pr.seed   = 1;
+                if (ops->create(&pr, &ctx) != TERSE_OK) {
+                    continue;
+                }
+                ns = (ops->nstages != NULL) ? ops->nstages(ctx) : 1;
+                for (st = 0; st < ns; ++st) {
+                    TERSE_TEST_OK(ops->payload_size(ctx, pr.count, st, &b));
+                    total += b;
+                }
+                ops->destroy(ctx);
+                if (terse__sched_payload_bytes(fam, pr.param, pr.count, pr.rows, pr.cols, 512) !=
+                    total) {
+                    fprintf(stderr, "%s:%g %zu x %zu: registry %zu formula %llu\n",
+                            terse__sched_fam_name(fam), pr.param, rows, cols, total,
+                            (unsigned long long)terse__sched_payload_bytes(
+                                fam, pr.param, pr.count, pr.rows, pr.cols, 512));
+                }
+                CU_ASSERT_EQUAL(terse__sched_payload_bytes(fam, pr.param, pr.count, pr.rows,
+                                                           pr.cols, 512),
+                                total);
+                ++checked;
+            }
+        }
+    }
+    CU_ASSERT(checked > 20);
+}
+
 static CU_TestInfo dp_tests[] = {
     {"worked example of the header", test_dp_worked_example},
     {"dp equals brute force (time, latency per class set)", test_dp_brute_time},
@@ -638,6 +705,7 @@ static CU_TestInfo dp_tests[] = {
     {"budgets and summed statistics", test_dp_budgets},
     {"invalid input and infeasible budgets", test_dp_invalid},
     {"cost model formulas", test_dp_costmodel},
+    {"payload formulas match the compressor registry", test_dp_payload_formulas},
     CU_TEST_INFO_NULL,
 };
 

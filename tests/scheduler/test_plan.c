@@ -27,6 +27,8 @@ plan_sample(terse_plan_t *plan)
         {"x", 1000, TERSE_SCHED_FAM_CAST, 1, 2004, 1.0 / 3.0},
         {"y", 1000, TERSE_SCHED_FAM_SIGN, 0, 141, 2.5},
         {"z", 1000, TERSE_SCHED_FAM_RANDOMK, 0.1, 404, 9e300},
+        {"w", 1024, TERSE_SCHED_FAM_POWERSGD1, 2, 256, 0.5},
+        {"t", 1000, TERSE_SCHED_FAM_TOPKT, 0.01, 112, 0.25},
     };
     size_t i, n = sizeof(rows) / sizeof(rows[0]);
 

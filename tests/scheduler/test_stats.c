@@ -366,6 +366,23 @@ test_stats_layer(void)
     CU_ASSERT(st[TERSE_SCHED_STATS_HEAD + k] < 0.05 * norm);
     CU_ASSERT(st[TERSE_SCHED_STATS_HEAD + k - 1] > 0.2 * norm);
 
+    /* powersgd1 and topkt, appended to the grid, are estimated like powersgd and topk. */
+    {
+        terse_sched_grid_t g2 = grid;
+        double *st2 = malloc((stride + 2) * sizeof(double));
+        int kp = terse__sched_grid_find(&grid, TERSE_SCHED_FAM_POWERSGD, 4);
+        int kt = terse__sched_grid_find(&grid, TERSE_SCHED_FAM_TOPK, 0.03);
+        g2.opt[g2.n].fam     = TERSE_SCHED_FAM_POWERSGD1;
+        g2.opt[g2.n++].param = 4;
+        g2.opt[g2.n].fam     = TERSE_SCHED_FAM_TOPKT;
+        g2.opt[g2.n++].param = 0.03;
+        TERSE_TEST_OK(terse__sched_stats_layer(&g2, v, n, rows, cols, 3, st2));
+        CU_ASSERT_EQUAL(st2[TERSE_SCHED_STATS_HEAD + grid.n], st[TERSE_SCHED_STATS_HEAD + kp]);
+        CU_ASSERT_EQUAL(st2[TERSE_SCHED_STATS_HEAD + grid.n + 1],
+                        st[TERSE_SCHED_STATS_HEAD + kt]);
+        CU_ASSERT_EQUAL(terse__sched_fam_wire(TERSE_SCHED_FAM_TOPKT), TERSE_SCHED_WIRE_SPARSE);
+        free(st2);
+    }
     /* Flat: PowerSGD does not apply. */
     TERSE_TEST_OK(terse__sched_stats_layer(&grid, v, n, 0, 0, 3, st));
     CU_ASSERT(isinf(st[TERSE_SCHED_STATS_HEAD + k]));
