@@ -9,6 +9,10 @@
 #include "cast.h"
 #include "quant.h" /* terse__quant_load, TERSE_QUANT_CHUNK, TERSE_QUANT_INLINE */
 
+#if TERSE_QUANT_MULTIVERSION
+#include <immintrin.h>
+#endif
+
 typedef struct cmp_cast {
     int    kind;   /* TERSE_CAST_BF16 or TERSE_CAST_FP16 */
     int    nranks;
@@ -41,10 +45,86 @@ terse__cast_fp16_clip(int nranks)
     return terse__half_to_float(h);
 }
 
+#if TERSE_QUANT_MULTIVERSION
+/* fp16 <-> fp32 with F16C: IEEE round to nearest even, the same bits as terse__float_to_half
+ * for every non-NaN input (NaN only reaches a payload that the non-finite path overwrites). */
+__attribute__((target("avx2,f16c"))) static void
+cast_to_half_f16c(const float *w, size_t m, uint16_t *out)
+{
+    size_t i;
+
+    for (i = 0; i + 8 <= m; i += 8) {
+        __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(w + i), _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128((__m128i *)(void *)(out + i), h);
+    }
+    for (; i < m; ++i) {
+        out[i] = terse__float_to_half(w[i]);
+    }
+}
+
+__attribute__((target("avx2,f16c"))) static void
+cast_from_half_f16c(const uint16_t *h, size_t m, float *out)
+{
+    size_t i;
+
+    for (i = 0; i + 8 <= m; i += 8) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(h + i));
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(x));
+    }
+    for (; i < m; ++i) {
+        out[i] = terse__half_to_float(h[i]);
+    }
+}
+#endif
+
+static int
+cast_use_f16c(void)
+{
+#if TERSE_QUANT_MULTIVERSION
+    return (terse__quant_isa() >= TERSE_QUANT_ISA_AVX2) && __builtin_cpu_supports("f16c");
+#else
+    return 0;
+#endif
+}
+
+static void
+cast_to_half(const float *w, size_t m, uint16_t *out, int f16c)
+{
+    size_t i;
+
+#if TERSE_QUANT_MULTIVERSION
+    if (f16c) {
+        cast_to_half_f16c(w, m, out);
+        return;
+    }
+#endif
+    (void)f16c;
+    for (i = 0; i < m; ++i) {
+        out[i] = terse__float_to_half(w[i]);
+    }
+}
+
+static void
+cast_from_half(const uint16_t *h, size_t m, float *out, int f16c)
+{
+    size_t i;
+
+#if TERSE_QUANT_MULTIVERSION
+    if (f16c) {
+        cast_from_half_f16c(h, m, out);
+        return;
+    }
+#endif
+    (void)f16c;
+    for (i = 0; i < m; ++i) {
+        out[i] = terse__half_to_float(h[i]);
+    }
+}
+
 /* One chunk: payload, residual, squared-error lanes, finiteness probe. */
 TERSE_QUANT_INLINE void
 cast_chunk(const cmp_cast_t *cs, const float *v, size_t m, uint16_t *out, float *residual,
-           double *acc, float *probe)
+           double *acc, float *probe, int f16c)
 {
     float own[TERSE_QUANT_CHUNK];
     double a[8];
@@ -61,8 +141,12 @@ cast_chunk(const cmp_cast_t *cs, const float *v, size_t m, uint16_t *out, float 
             float w = v[i] * inv_p;
             w       = (w < clip) ? w : clip;
             w       = (w > -clip) ? w : -clip;
-            out[i]  = terse__float_to_half(w);
-            own[i]  = terse__half_to_float(out[i]) * fp;
+            own[i]  = w;
+        }
+        cast_to_half(own, m, out, f16c);
+        cast_from_half(out, m, own, f16c);
+        for (i = 0; i < m; ++i) {
+            own[i] = own[i] * fp;
         }
     }
     for (i = 0; i < m; ++i) {
@@ -89,6 +173,68 @@ cast_chunk(const cmp_cast_t *cs, const float *v, size_t m, uint16_t *out, float 
     for (l = 0; l < 8; ++l) {
         acc[l] = a[l];
     }
+}
+
+/* The whole payload; returns 1 when every value was finite. */
+TERSE_QUANT_INLINE int
+cast_compress_body(const cmp_cast_t *cs, const terse_buf_t *in, float *residual, uint8_t *o,
+                   double *sq_err_p, int f16c)
+{
+    float v[TERSE_QUANT_CHUNK], probe[8];
+    uint16_t h[TERSE_QUANT_CHUNK];
+    double acc[8];
+    size_t n = in->count, c, l;
+
+    for (l = 0; l < 8; ++l) {
+        probe[l] = 0.0f;
+        acc[l]   = 0.0;
+    }
+    for (c = 0; c < n; c += TERSE_QUANT_CHUNK) {
+        size_t mc = TERSE_MIN((size_t)TERSE_QUANT_CHUNK, n - c);
+        terse__quant_load(in, c, mc, (residual != NULL) ? residual + c : NULL, v);
+        cast_chunk(cs, v, mc, h, (residual != NULL) ? residual + c : NULL, acc, probe, f16c);
+        memcpy(o + c * 2, h, mc * 2); /* the payload need not be aligned */
+    }
+    for (l = 1; l < 8; ++l) {
+        probe[0] = probe[0] + probe[l];
+    }
+    if (sq_err_p != NULL) {
+        *sq_err_p = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    }
+    return probe[0] == 0.0f;
+}
+
+#define CAST_VERSIONS(_suffix, _attr)                                                          \
+    _attr static int cast_compress_##_suffix(const cmp_cast_t *cs, const terse_buf_t *in,     \
+                                             float *residual, uint8_t *o, double *sq_err_p,    \
+                                             int f16c)                                         \
+    {                                                                                          \
+        return cast_compress_body(cs, in, residual, o, sq_err_p, f16c);                       \
+    }
+
+CAST_VERSIONS(base, )
+#if TERSE_QUANT_MULTIVERSION
+CAST_VERSIONS(avx2, TERSE_QUANT_TARGET_AVX2)
+CAST_VERSIONS(avx512, TERSE_QUANT_TARGET_AVX512)
+#endif
+
+static int
+cast_compress_kernel(const cmp_cast_t *cs, const terse_buf_t *in, float *residual, uint8_t *o,
+                     double *sq_err_p)
+{
+    int f16c = cast_use_f16c();
+
+#if TERSE_QUANT_MULTIVERSION
+    switch (terse__quant_isa()) {
+    case TERSE_QUANT_ISA_AVX512:
+        return cast_compress_avx512(cs, in, residual, o, sq_err_p, f16c);
+    case TERSE_QUANT_ISA_AVX2:
+        return cast_compress_avx2(cs, in, residual, o, sq_err_p, f16c);
+    default:
+        break;
+    }
+#endif
+    return cast_compress_base(cs, in, residual, o, sq_err_p, f16c);
 }
 
 /* ---------------------------------------------------------------- ops */
@@ -168,11 +314,8 @@ cmp_cast_compress(void *ctx, const terse_buf_t *in, float *residual, const terse
                   terse_stream_t stream)
 {
     cmp_cast_t *cs = ctx;
-    size_t n       = in->count, c, l;
-    float v[TERSE_QUANT_CHUNK], probe[8];
-    double acc[8];
-    uint16_t h[TERSE_QUANT_CHUNK];
-    uint8_t *o = out;
+    size_t n       = in->count, c;
+    uint8_t *o     = out;
 
     (void)rng;
     (void)stream;
@@ -183,20 +326,11 @@ cmp_cast_compress(void *ctx, const terse_buf_t *in, float *residual, const terse
                     out_bytes);
         return TERSE_ERR_INVALID;
     }
-    for (l = 0; l < 8; ++l) {
-        probe[l] = 0.0f;
-        acc[l]   = 0.0;
+    if (cast_compress_kernel(cs, in, residual, o, sq_err_p)) {
+        *flags_p = 0;
+        return TERSE_OK;
     }
-    for (c = 0; c < n; c += TERSE_QUANT_CHUNK) {
-        size_t mc = TERSE_MIN((size_t)TERSE_QUANT_CHUNK, n - c);
-        terse__quant_load(in, c, mc, (residual != NULL) ? residual + c : NULL, v);
-        cast_chunk(cs, v, mc, h, (residual != NULL) ? residual + c : NULL, acc, probe);
-        memcpy(o + c * 2, h, mc * 2); /* the payload need not be aligned */
-    }
-    for (l = 1; l < 8; ++l) {
-        probe[0] = probe[0] + probe[l];
-    }
-    if (probe[0] != 0.0f) {
+    {
         uint16_t nan16 = (cs->kind == TERSE_CAST_BF16) ? TERSE_CAST_NAN_BF16 : TERSE_CAST_NAN_FP16;
         for (c = 0; c < n; ++c) {
             memcpy(o + c * 2, &nan16, 2);
@@ -208,11 +342,6 @@ cmp_cast_compress(void *ctx, const terse_buf_t *in, float *residual, const terse
         if (sq_err_p != NULL) {
             *sq_err_p = INFINITY;
         }
-        return TERSE_OK;
-    }
-    *flags_p = 0;
-    if (sq_err_p != NULL) {
-        *sq_err_p = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     }
     return TERSE_OK;
 }
@@ -227,6 +356,7 @@ cmp_cast_decompress(void *ctx, const void *in, size_t in_bytes, float scale,
     float factor        = (cs->kind == TERSE_CAST_BF16) ? scale : cs->fp * scale;
     float d[TERSE_QUANT_CHUNK];
     uint16_t h[TERSE_QUANT_CHUNK];
+    int f16c = cast_use_f16c();
 
     (void)stream;
     if ((out->mem != TERSE_MEM_HOST) || !cast_dtype_ok(out->dtype) ||
@@ -244,9 +374,7 @@ cmp_cast_decompress(void *ctx, const void *in, size_t in_bytes, float scale,
                 d[i] = terse_bf16_to_float(h[i]);
             }
         } else {
-            for (i = 0; i < mc; ++i) {
-                d[i] = terse__half_to_float(h[i]);
-            }
+            cast_from_half(h, mc, d, f16c);
         }
         terse__convert_from_f32(d, factor, (out->dtype == TERSE_FLOAT32)
                                                ? (void *)((float *)out->ptr + c)

@@ -8,6 +8,7 @@
 #include "terse_test.h"
 #include "compressor.h"
 #include "cast.h"
+#include "quant.h"
 
 static void *
 cs_make(double kind, size_t count, int nranks)
@@ -262,6 +263,47 @@ test_cast_sizes_dtypes(void)
     }
 }
 
+/* fp16 payloads equal terse__float_to_half on every fp16 value, every tie between neighbours,
+ * and values just off the ties (the kernels may convert with F16C): p = 1, no saturation. */
+static void
+test_cast_fp16_exact(void)
+{
+    const terse_cmp_ops_t *ops = terse__cmp_find("cast");
+    const size_t n = 3 * 0x7c00;
+    float *x = malloc(n * sizeof(float)), *d = malloc(n * sizeof(float));
+    uint16_t *p = malloc(n * sizeof(uint16_t));
+    void *ctx = cs_make(TERSE_CAST_FP16, n, 1);
+    terse_buf_t in = {x, n, TERSE_FLOAT32, TERSE_MEM_HOST};
+    terse_buf_t out = {d, n, TERSE_FLOAT32, TERSE_MEM_HOST};
+    uint32_t flags, h;
+    size_t i;
+    int ok = 1, isa;
+
+    for (h = 0; h < 0x7c00u; ++h) {
+        float a = terse__half_to_float((uint16_t)h);
+        float b = terse__half_to_float((uint16_t)(h + 1)); /* 0x7c00: Inf, beyond the clip */
+        float mid = (h + 1 < 0x7c00u) ? a + (b - a) * 0.5f : a;
+        x[3 * h]     = ((h % 2) ? -1.0f : 1.0f) * a;
+        x[3 * h + 1] = ((h % 3) ? -1.0f : 1.0f) * mid;
+        x[3 * h + 2] = nextafterf(mid, (h % 5) ? 0.0f : 1e9f);
+    }
+    for (isa = 2; isa >= 0; --isa) {
+        terse__quant_isa_max = isa;
+        TERSE_TEST_OK(ops->compress(ctx, &in, NULL, NULL, p, 2 * n, &flags, NULL, NULL));
+        TERSE_TEST_OK(ops->decompress(ctx, p, 2 * n, 1.0f, &out, NULL));
+        for (i = 0; i < n; ++i) {
+            ok &= (p[i] == terse__float_to_half(x[i]));
+            ok &= (d[i] == terse__half_to_float(p[i]));
+        }
+        CU_ASSERT(ok);
+    }
+    terse__quant_isa_max = 2;
+    free(x);
+    free(d);
+    free(p);
+    ops->destroy(ctx);
+}
+
 static void
 test_cast_params(void)
 {
@@ -294,6 +336,7 @@ static CU_TestInfo cast_tests[] = {
     {"fp16 pre-scaled sums", test_cast_fp16},
     {"non-finite input", test_cast_nonfinite},
     {"sizes and dtypes", test_cast_sizes_dtypes},
+    {"fp16 conversion is exact on every kernel", test_cast_fp16_exact},
     {"parameters", test_cast_params},
     CU_TEST_INFO_NULL,
 };
