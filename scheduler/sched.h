@@ -134,6 +134,10 @@ size_t terse__sched_stats_stride(const terse_sched_grid_t *grid);
  *             Y = M Omega (Omega cols x (R + oversample) gaussian, R the grid's largest rank),
  *             power_iters rounds of Y = M (M^T Y), Gram-Schmidt, B = Q^T M, one-sided Jacobi
  *             on B. sigma_i(B) <= sigma_i(M), so the estimate never undercounts the error.
+ * Cost: O(count x (#quant widths + R + oversample) x (2 + power_iters)); on one core of our
+ * VM a 3072 x 1024 gradient takes ~0.1 s without PowerSGD options and ~0.4 s with them
+ * (power_iters 0 or 1): run it off the hot path (a helper thread) or on a subsample of
+ * rows for very large layers.
  * Returns TERSE_OK, TERSE_ERR_INVALID (NULL pointers, rows * cols != count), TERSE_ERR_NOMEM. */
 terse_status_t terse__sched_stats_layer(const terse_sched_grid_t *grid, const float *v,
                                         size_t count, size_t rows, size_t cols, uint64_t seed,

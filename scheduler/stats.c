@@ -168,7 +168,7 @@ terse__sched_quant_err(const float *v, size_t n, uint32_t bucket, unsigned bits)
         inv = 1.0 / unit;
         for (i = s; i < e; ++i) {
             double t = ((double)v[i] - (double)lo) * inv, f;
-            double j = floor(t);
+            double j = (double)(int64_t)t; /* t >= 0: truncation is floor, without libm */
             if (j > levels - 1.0) {
                 j = levels - 1.0;
             }
@@ -333,22 +333,31 @@ sched_orthonormalise(double *y, size_t k, size_t len)
     }
 }
 
-/* y (k columns of length rows) = M x (x: k columns of length cols). */
+/* y (k columns of length rows) = M x (x: k columns of length cols). xt (cols x k) and acc
+ * (k) are scratch: the inner loop runs over the k columns (axpy form), which vectorises
+ * without reassociating any sum. */
 static void
 sched_mul(const float *m, size_t rows, size_t cols, const double *x, size_t k, double *y,
-          double *acc)
+          double *xt, double *acc)
 {
     size_t i, j, c;
 
+    for (c = 0; c < k; ++c) {
+        for (j = 0; j < cols; ++j) {
+            xt[j * k + c] = x[c * cols + j];
+        }
+    }
     for (i = 0; i < rows; ++i) {
         const float *row = m + i * cols;
         for (c = 0; c < k; ++c) {
-            const double *xc = x + c * cols;
-            double s = 0.0;
-            for (j = 0; j < cols; ++j) {
-                s += (double)row[j] * xc[j];
+            acc[c] = 0.0;
+        }
+        for (j = 0; j < cols; ++j) {
+            const double *xr = xt + j * k;
+            double mij       = (double)row[j];
+            for (c = 0; c < k; ++c) {
+                acc[c] += mij * xr[c];
             }
-            acc[c] = s;
         }
         for (c = 0; c < k; ++c) {
             y[c * rows + i] = acc[c];
@@ -385,7 +394,7 @@ terse__sched_powersgd_err(const float *m, size_t rows, size_t cols, const unsign
                           double *tail_p)
 {
     size_t mind = TERSE_MIN(rows, cols), k, i, maxr = 0, c;
-    double *om = NULL, *y = NULL, *b = NULL, *sig = NULL, *acc = NULL, total = 0.0;
+    double *om = NULL, *y = NULL, *b = NULL, *sig = NULL, *acc = NULL, *xt = NULL, total = 0.0;
     terse_rng_t rng;
     unsigned it;
 
@@ -407,7 +416,9 @@ terse__sched_powersgd_err(const float *m, size_t rows, size_t cols, const unsign
     b   = malloc(k * cols * sizeof(*b));
     sig = malloc(k * sizeof(*sig));
     acc = malloc(k * sizeof(*acc));
-    if ((om == NULL) || (y == NULL) || (b == NULL) || (sig == NULL) || (acc == NULL)) {
+    xt  = malloc(k * cols * sizeof(*xt));
+    if ((om == NULL) || (y == NULL) || (b == NULL) || (sig == NULL) || (acc == NULL) ||
+        (xt == NULL)) {
         terse_error(TERSE_LOG_SCHED, "failed to allocate range finder for %zu x %zu rank %zu",
                     rows, cols, k);
         free(om);
@@ -415,6 +426,7 @@ terse__sched_powersgd_err(const float *m, size_t rows, size_t cols, const unsign
         free(b);
         free(sig);
         free(acc);
+        free(xt);
         return TERSE_ERR_NOMEM;
     }
     /* Omega: gaussian columns (Box-Muller on Philox uniforms). */
@@ -429,12 +441,12 @@ terse__sched_powersgd_err(const float *m, size_t rows, size_t cols, const unsign
             om[i + 1] = rad * sin(6.283185307179586 * u2);
         }
     }
-    sched_mul(m, rows, cols, om, k, y, acc);
+    sched_mul(m, rows, cols, om, k, y, xt, acc);
     for (it = 0; it < power_iters; ++it) {
         sched_orthonormalise(y, k, rows);
         sched_mul_t(m, rows, cols, y, k, om);
         sched_orthonormalise(om, k, cols);
-        sched_mul(m, rows, cols, om, k, y, acc);
+        sched_mul(m, rows, cols, om, k, y, xt, acc);
     }
     sched_orthonormalise(y, k, rows);
     /* B = Q^T M: k x cols, row c = M^T q_c. */
@@ -445,6 +457,7 @@ terse__sched_powersgd_err(const float *m, size_t rows, size_t cols, const unsign
         free(b);
         free(sig);
         free(acc);
+        free(xt);
         return TERSE_ERR_NOMEM;
     }
     for (i = 0; i < nr; ++i) {
@@ -463,6 +476,7 @@ terse__sched_powersgd_err(const float *m, size_t rows, size_t cols, const unsign
     free(b);
     free(sig);
     free(acc);
+    free(xt);
     return TERSE_OK;
 }
 
