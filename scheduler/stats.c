@@ -167,8 +167,10 @@ terse__sched_quant_err(const float *v, size_t n, uint32_t bucket, unsigned bits)
         }
         inv = 1.0 / unit;
         for (i = s; i < e; ++i) {
-            double t = ((double)v[i] - (double)lo) * inv, f;
-            double j = (double)(int64_t)t; /* t >= 0: truncation is floor, without libm */
+            double t = ((double)v[i] - (double)lo) * inv, f, j;
+            t = (t < levels) ? t : levels; /* also NaN: no undefined conversion below */
+            t = (t > 0.0) ? t : 0.0;
+            j = (double)(int64_t)t;        /* t >= 0: truncation is floor, without libm */
             if (j > levels - 1.0) {
                 j = levels - 1.0;
             }
