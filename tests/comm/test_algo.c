@@ -21,6 +21,41 @@ static const char *const algo_specs[] = {"none",      "quant:4",     "quant:8", 
                                          "sign",      "cast:bf16",   "cast:fp16", "topk:0.01",
                                          "topk:0.2",  "randomk:0.1", "powersgd:4", NULL};
 
+/* The fixed specs above, plus one spec (the middle of its parameter grid) for every registered
+ * family they do not name, so that a family added to the registry is exercised too. */
+static int
+algo_spec_list(const char **out, int max)
+{
+    static char extra[32][TERSE_NAME_MAX];
+    int n = 0, i, j, e = 0;
+
+    for (i = 0; (algo_specs[i] != NULL) && (n < max); ++i) {
+        out[n++] = algo_specs[i];
+    }
+    for (i = 0; (terse__cmp_builtin[i] != NULL) && (n < max) && (e < 32); ++i) {
+        const terse_cmp_ops_t *ops = terse__cmp_builtin[i];
+        size_t len = strlen(ops->name), g = 0;
+        int named = 0;
+        for (j = 0; algo_specs[j] != NULL; ++j) {
+            if ((strncmp(algo_specs[j], ops->name, len) == 0) &&
+                ((algo_specs[j][len] == '\0') || (algo_specs[j][len] == ':'))) {
+                named = 1;
+            }
+        }
+        if (named) {
+            continue;
+        }
+        while (ops->grid[g] >= 0.0) {
+            ++g;
+        }
+        terse__cmp_spec_format(ops, (g > 0) ? ops->grid[g / 2] : 0.0, extra[e], TERSE_NAME_MAX);
+        out[n++] = extra[e++];
+    }
+    out[n] = NULL;
+    return n;
+}
+
+
 /* Layers: a bias, a matrix, an odd flat vector. */
 static const size_t algo_counts[] = {100, 96 * 64, 5003};
 static const size_t algo_rows[]   = {0, 96, 0};
@@ -171,10 +206,12 @@ algo_registered(const char *spec)
 static void
 test_algo_every_family(void)
 {
+    const char *specs_all[64];
     int p, k, r, tested = 0;
 
-    for (k = 0; algo_specs[k] != NULL; ++k) {
-        if (!algo_registered(algo_specs[k])) {
+    algo_spec_list(specs_all, 63);
+    for (k = 0; specs_all[k] != NULL; ++k) {
+        if (!algo_registered(specs_all[k])) {
             continue;
         }
         for (p = 1; p <= ALGO_MAXP; ++p) {
@@ -183,7 +220,7 @@ test_algo_every_family(void)
             size_t i;
 
             memset(&run, 0, sizeof(run));
-            run.spec     = algo_specs[k];
+            run.spec     = specs_all[k];
             run.steps    = 1;
             run.nan_rank = -1;
             run.op       = TERSE_OP_SUM;
@@ -204,16 +241,16 @@ test_algo_every_family(void)
             /* summable and sparse sums are exact sums of the compressed inputs: the triangle
              * inequality bounds the error; requantisation adds the owner's error (<= the
              * same order again) */
-            c = ((strncmp(algo_specs[k], "quant", 5) == 0) || (strcmp(algo_specs[k], "sign") == 0) ||
-                 (strncmp(algo_specs[k], "cast", 4) == 0))
+            c = ((strncmp(specs_all[k], "quant", 5) == 0) || (strcmp(specs_all[k], "sign") == 0) ||
+                 (strncmp(specs_all[k], "cast", 4) == 0))
                     ? 2.5 /* requantisation, or the 16-bit rounding of the summed payload */
                     : 1.01;
             if (!(err <= c * bound + 1e-5 * norm * p)) {
                 fprintf(stderr, "%s p %d: error %.4g above bound %.4g (norm %.4g)\n",
-                        algo_specs[k], p, err, c * bound, norm);
+                        specs_all[k], p, err, c * bound, norm);
             }
             CU_ASSERT(err <= c * bound + 1e-5 * norm * p);
-            if (strcmp(algo_specs[k], "none") == 0) {
+            if (strcmp(specs_all[k], "none") == 0) {
                 CU_ASSERT(run.stats[0].passthrough == 1);
             } else if (p > 1) {
                 CU_ASSERT(run.stats[0].steps == 1);
@@ -221,7 +258,7 @@ test_algo_every_family(void)
                 CU_ASSERT(run.stats[0].bytes_sent > 0);
             }
             if (terse_test_verbose()) {
-                printf("\n  %-12s p %d relerr %.3e bound %.3e sent %llu plain %llu", algo_specs[k],
+                printf("\n  %-12s p %d relerr %.3e bound %.3e sent %llu plain %llu", specs_all[k],
                        p, err / norm, c * bound / norm,
                        (unsigned long long)run.stats[0].bytes_sent,
                        (unsigned long long)run.stats[0].bytes_plain);
@@ -285,10 +322,12 @@ test_algo_feedback_converges(void)
 static void
 test_algo_nonfinite(void)
 {
+    const char *specs_all[64];
     int k, r, p;
 
-    for (k = 0; algo_specs[k] != NULL; ++k) {
-        if (!algo_registered(algo_specs[k])) {
+    algo_spec_list(specs_all, 63);
+    for (k = 0; specs_all[k] != NULL; ++k) {
+        if (!algo_registered(specs_all[k])) {
             continue;
         }
         for (p = 2; p <= 3; ++p) {
@@ -297,7 +336,7 @@ test_algo_nonfinite(void)
             int layer1_nan = 0, others_finite = 1;
 
             memset(&run, 0, sizeof(run));
-            run.spec     = algo_specs[k];
+            run.spec     = specs_all[k];
             run.steps    = 2;
             run.nan_rank = p - 1;
             run.op       = TERSE_OP_SUM;
@@ -315,7 +354,7 @@ test_algo_nonfinite(void)
                 }
             }
             if (!layer1_nan || !others_finite) {
-                fprintf(stderr, "%s p %d: layer1 nan %d others finite %d\n", algo_specs[k], p,
+                fprintf(stderr, "%s p %d: layer1 nan %d others finite %d\n", specs_all[k], p,
                         layer1_nan, others_finite);
             }
             CU_ASSERT(layer1_nan);

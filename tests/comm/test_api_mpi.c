@@ -35,6 +35,41 @@ terse_test_runner_finish(void)
 static const char *const api_specs[] = {"none", "quant:4", "quant:8", "sign", "cast:bf16",
                                         "topk:0.01", "randomk:0.1", "powersgd:4", NULL};
 
+/* The fixed specs above, plus one spec (the middle of its parameter grid) for every registered
+ * family they do not name, so that a family added to the registry is exercised too. */
+static int
+api_spec_list(const char **out, int max)
+{
+    static char extra[32][TERSE_NAME_MAX];
+    int n = 0, i, j, e = 0;
+
+    for (i = 0; (api_specs[i] != NULL) && (n < max); ++i) {
+        out[n++] = api_specs[i];
+    }
+    for (i = 0; (terse__cmp_builtin[i] != NULL) && (n < max) && (e < 32); ++i) {
+        const terse_cmp_ops_t *ops = terse__cmp_builtin[i];
+        size_t len = strlen(ops->name), g = 0;
+        int named = 0;
+        for (j = 0; api_specs[j] != NULL; ++j) {
+            if ((strncmp(api_specs[j], ops->name, len) == 0) &&
+                ((api_specs[j][len] == '\0') || (api_specs[j][len] == ':'))) {
+                named = 1;
+            }
+        }
+        if (named) {
+            continue;
+        }
+        while (ops->grid[g] >= 0.0) {
+            ++g;
+        }
+        terse__cmp_spec_format(ops, (g > 0) ? ops->grid[g / 2] : 0.0, extra[e], TERSE_NAME_MAX);
+        out[n++] = extra[e++];
+    }
+    out[n] = NULL;
+    return n;
+}
+
+
 static int
 api_registered(const char *spec)
 {
@@ -93,25 +128,27 @@ api_exact(const float *x, size_t n)
 static void
 test_api_every_family(void)
 {
+    const char *specs_all[64];
     const size_t n = 3 * 65536 + 17;
     float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
     int rank, nranks, k;
 
+    api_spec_list(specs_all, 63);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
-    for (k = 0; api_specs[k] != NULL; ++k) {
+    for (k = 0; specs_all[k] != NULL; ++k) {
         terse_ctx_t *ctx;
         terse_stats_t st;
         double *exact, err = 0.0, norm = 0.0, mine[2], c;
         size_t i;
 
-        if (!api_registered(api_specs[k])) {
+        if (!api_registered(specs_all[k])) {
             continue;
         }
         memset(&st, 0, sizeof(st));
         st.size = sizeof(st);
         ctx = api_ctx();
-        TERSE_TEST_OK(terse__ctx_set_uniform(ctx, api_specs[k]));
+        TERSE_TEST_OK(terse__ctx_set_uniform(ctx, specs_all[k]));
         api_input(rank, 0, n, x);
         exact = api_exact(x, n);
         TERSE_TEST_OK(terse_allreduce(ctx, x, y, n, TERSE_FLOAT32, TERSE_OP_SUM, TERSE_MEM_HOST,
@@ -128,21 +165,21 @@ test_api_every_family(void)
         }
         err  = sqrt(err);
         norm = sqrt(norm);
-        c    = ((strncmp(api_specs[k], "quant", 5) == 0) || (strcmp(api_specs[k], "sign") == 0) ||
-             (strncmp(api_specs[k], "cast", 4) == 0))
+        c    = ((strncmp(specs_all[k], "quant", 5) == 0) || (strcmp(specs_all[k], "sign") == 0) ||
+             (strncmp(specs_all[k], "cast", 4) == 0))
                    ? 2.5
                    : 1.01;
         if (!(err <= c * mine[0] + 1e-5 * norm * nranks)) {
-            fprintf(stderr, "rank %d %s: error %.4g above %.4g\n", rank, api_specs[k], err,
+            fprintf(stderr, "rank %d %s: error %.4g above %.4g\n", rank, specs_all[k], err,
                     c * mine[0]);
         }
         CU_ASSERT(err <= c * mine[0] + 1e-5 * norm * nranks);
-        if (strcmp(api_specs[k], "none") != 0) {
+        if (strcmp(specs_all[k], "none") != 0) {
             CU_ASSERT(err > 0.0);                 /* it did compress */
             CU_ASSERT(st.bytes_sent < st.bytes_plain);
         }
         if ((rank == 0) && terse_test_verbose()) {
-            printf("\n  %-12s p %d relerr %.3e ratio %.2f", api_specs[k], nranks, err / norm,
+            printf("\n  %-12s p %d relerr %.3e ratio %.2f", specs_all[k], nranks, err / norm,
                    (double)st.bytes_plain / (double)TERSE_MAX(st.bytes_sent, 1));
         }
         free(exact);
@@ -234,19 +271,21 @@ test_api_feedback(void)
 static void
 test_api_nonfinite(void)
 {
+    const char *specs_all[64];
     const size_t n1 = 4096, n2 = 70000, n = n1 + n2;
     float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
     int rank, nranks, k;
 
+    api_spec_list(specs_all, 63);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
-    for (k = 0; api_specs[k] != NULL; ++k) {
+    for (k = 0; specs_all[k] != NULL; ++k) {
         terse_ctx_t *ctx;
         terse_stats_t st;
         size_t i;
         int nan2 = 0, fin1 = 1;
 
-        if (!api_registered(api_specs[k])) {
+        if (!api_registered(specs_all[k])) {
             continue;
         }
         memset(&st, 0, sizeof(st));
@@ -257,7 +296,7 @@ test_api_nonfinite(void)
         {
             terse_plan_entry_t plan[2];
             terse_cmp_spec_t sp;
-            terse__cmp_spec_parse(api_specs[k], &sp, NULL, 0);
+            terse__cmp_spec_parse(specs_all[k], &sp, NULL, 0);
             for (i = 0; i < 2; ++i) {
                 plan[i].layer = (int)i;
                 snprintf(plan[i].compressor, sizeof(plan[i].compressor), "%s", sp.ops->name);
@@ -282,7 +321,7 @@ test_api_nonfinite(void)
         }
         CU_ASSERT(fin1);
         CU_ASSERT(nan2);
-        if (strcmp(api_specs[k], "none") != 0) {
+        if (strcmp(specs_all[k], "none") != 0) {
             TERSE_TEST_OK(terse_stats_get(ctx, &st));
             CU_ASSERT(st.nonfinite_steps == 1);
         }
@@ -296,20 +335,22 @@ test_api_nonfinite(void)
 static void
 test_api_counts_dtypes(void)
 {
+    const char *specs_all[64];
     static const size_t counts[] = {0, 1, 2, 3, 1001, 65537};
     float *x = malloc(65537 * sizeof(float)), *y = malloc(65537 * sizeof(float));
     uint16_t *h = malloc(65537 * sizeof(uint16_t)), *hy = malloc(65537 * sizeof(uint16_t));
     int rank, nranks, c, k, d;
 
+    api_spec_list(specs_all, 63);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
-    for (k = 0; api_specs[k] != NULL; ++k) {
+    for (k = 0; specs_all[k] != NULL; ++k) {
         terse_ctx_t *ctx;
-        if (!api_registered(api_specs[k])) {
+        if (!api_registered(specs_all[k])) {
             continue;
         }
         ctx = api_ctx();
-        TERSE_TEST_OK(terse__ctx_set_uniform(ctx, api_specs[k]));
+        TERSE_TEST_OK(terse__ctx_set_uniform(ctx, specs_all[k]));
         for (c = 0; c < 6; ++c) {
             size_t n = counts[c], i;
             double *exact;
