@@ -28,7 +28,7 @@ typedef struct cmp_psgd {
     float    *row;         /* cols floats, owned */
     float    *scratch;     /* count floats for M without error feedback; allocated then, owned */
     float    *m;           /* M between compress and stage 1: the residual or scratch */
-    unsigned  next;        /* 0 compress, 1 stage 1, 2 decompress */
+    unsigned  next;        /* 0 compress, 1 stage 1, 2 decompress (repeatable) */
     int       sent_p;      /* powersgd1: this step sent a P */
     int       nonfinite;   /* this step's local M was not finite */
 } cmp_psgd_t;
@@ -727,12 +727,14 @@ cmp_psgd_decompress(void *ctx, const void *in, size_t in_bytes, float scale,
         terse_error(TERSE_LOG_CMP, "powersgd: decompress out of order on layer %u", s->layer);
         return TERSE_ERR_USAGE;
     }
-    s->next = 0;
+    /* Decompressing the same step again is allowed and gives the same bits: the step's
+     * basis stays, and the factor kept for the next step is the same. */
     if (!s->basis_ok || !psgd_all_finite(summed, in_bytes / sizeof(float))) {
         for (i = 0; i < s->count; ++i) {
             terse__store_f32(out->ptr, out->dtype, i, NAN);
         }
         psgd_init_q(s);
+        s->next = 2;
         return TERSE_OK;
     }
     if (!s->alternating) {
@@ -747,7 +749,6 @@ cmp_psgd_decompress(void *ctx, const void *in, size_t in_bytes, float scale,
         psgd_keep_factor(s, summed, s->cols);
         s->f_is_p = 0;
     }
-    s->basis_ok = 0;
     return TERSE_OK;
 }
 

@@ -39,6 +39,10 @@
  * size per plan); a P step leaves (max - rows) * r trailing zeros, a Q step (max - cols) * r.
  * A skipped decompress repeats the same side next step: the side follows F, not a counter.
  *
+ * Call order per step: compress, (stage 1,) decompress; decompress may be repeated on the
+ * same step with the same bits (the factor kept for the next step is the same); anything
+ * else out of order is TERSE_ERR_USAGE.
+ *
  * orth() is modified Gram-Schmidt, run twice per column ("twice is enough"), dot products
  * in double with a fixed order: deterministic, so every rank gets the same bits. A column
  * whose norm after projection is <= 1e-6 of its norm before (or 0, or not finite) is
