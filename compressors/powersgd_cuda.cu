@@ -421,8 +421,7 @@ ps_keep(const float *qs, float *q, ps_shape_t s, terse_rng_t rng, ps_dev_t *dev)
     }
     __syncthreads();
     if (threadIdx.x == 0) {
-        dev->dec_bad  = (uint32_t)bad;
-        dev->basis_ok = 0;
+        dev->dec_bad = (uint32_t)bad; /* P^ stays until the next compress: a repeat is equal */
     }
 }
 
@@ -693,7 +692,7 @@ terse__cmp_psgd_cuda_decompress(void *cuda, const void *in, size_t in_bytes, flo
         terse_error(TERSE_LOG_CMP, "powersgd cuda: decompress out of order");
         return TERSE_ERR_USAGE;
     }
-    c->next = 0;
+    /* decompress may repeat on the same step with the same bits (powersgd.h) */
     ps_keep<<<1, 1024, 0, s>>>((const float *)in, c->q, ps_shape(c), ps_q_rng(c), c->dev);
     ps_write<<<dim3(terse_cu_blocks(c->cols, 256), (unsigned)TERSE_MIN(c->rows, (size_t)4096)),
                256, 0, s>>>(c->basis, (const float *)in, scale, out,

@@ -52,6 +52,7 @@ terse_status_t terse__cmp_psgd_cuda_stage(void *cuda, unsigned stage, const void
                                           size_t summed_bytes, void *out, size_t out_bytes,
                                           double *sq_err_p, terse_stream_t stream);
 /* out (n of dtype) = scale * P^ (summed Q)^T; NaN when any summed payload was non-finite.
+ * May be repeated on the same step (same bits, same warm start), as on the CPU.
  * Returns TERSE_OK, TERSE_ERR_PAYLOAD (size), TERSE_ERR_USAGE or TERSE_ERR_CUDA. */
 terse_status_t terse__cmp_psgd_cuda_decompress(void *cuda, const void *in, size_t in_bytes,
                                                float scale, void *out, terse_dtype_t dtype,
