@@ -29,8 +29,10 @@
  *             + ceil((count % bucket) * bits / 8),
  *   nbuckets = ceil(count / bucket), scale_bytes = 8 (quant) or 4 (sign).
  *
- * With the nonfinite flag set, scales and codes are all zero and the decoder writes NaN over
- * the whole range without reading them (DESIGN.md section 8 rule 3). Buckets are counted from
+ * With the nonfinite flag set, scales and codes are all zero (a decoder rejects a flagged
+ * payload whose body is not: that is a flipped flag bit) and the decoder writes NaN over the
+ * whole range (DESIGN.md section 8 rule 3). Count 0 is valid: the payload is the header alone.
+ * The bucket size is a positive multiple of 32, at most 2^24 (so (float)m is exact). Buckets are counted from
  * element 0 of the compressed range: a range compress (rng->offset = off) gives the same
  * scales and codes as the whole-layer compress for those elements when off is a multiple of
  * the bucket size (the random stream is indexed by the absolute element index in any case).
