@@ -25,7 +25,7 @@
 
 #include "terse_base.h"
 #include "compressor.h"
-#include "sched.h"
+#include "terse_sched.h"
 
 #define TERSE_PLAN_DATA_DIR TERSE_SOURCE_DIR "/bench/plan_data"
 

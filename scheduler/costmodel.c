@@ -8,7 +8,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "sched.h"
+#include "terse_sched.h"
 
 static const char *const sched_fam_names[TERSE_SCHED_FAM_COUNT] = {
     "none", "cast", "quant", "sign", "topk", "randomk", "powersgd", "powersgd1", "topkt",

@@ -69,7 +69,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sched.h"
+#include "terse_sched.h"
 
 #define DP_INF (INT64_MAX / 4)
 #define DP_TIME_UNITS 1e10 /* cost units per second: 0.1 ns */

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sched.h"
+#include "terse_sched.h"
 
 #define PLAN_FIELDS 7
 

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sched.h"
+#include "terse_sched.h"
 #include "compressor.h"
 
 /* Random stream purpose of the range finder's sketch (distinct from compressor purposes). */

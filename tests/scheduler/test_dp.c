@@ -6,7 +6,7 @@
 
 #include "terse_test.h"
 #include "compressor.h"
-#include "sched.h"
+#include "terse_sched.h"
 
 /* ---------------------------------------------------------------- helpers */
 /* The worked example of dp.c's header: costs in time units (0.1 ns), no latency. */

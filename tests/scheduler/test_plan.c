@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "terse_test.h"
-#include "sched.h"
+#include "terse_sched.h"
 
 static void
 plan_sample(terse_plan_t *plan)

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "terse_test.h"
-#include "sched.h"
+#include "terse_sched.h"
 #include "compressor.h"
 
 /* ---------------------------------------------------------------- SVD */
