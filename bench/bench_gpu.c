@@ -223,6 +223,29 @@ bg_destroy(bg_case_t *c)
     }
 }
 
+/* HBM calibration: what plain writes (cudaMemset) and copies (device to device) reach. */
+typedef struct bg_hbm {
+    void       *dst;
+    const void *src;
+    size_t      bytes;
+} bg_hbm_t;
+
+static void
+bg_memset(void *arg)
+{
+    bg_hbm_t *h = arg;
+
+    BG_CHECK(cudaMemsetAsync(h->dst, 0, h->bytes, bg_stream));
+}
+
+static void
+bg_copy(void *arg)
+{
+    bg_hbm_t *h = arg;
+
+    BG_CHECK(cudaMemcpyAsync(h->dst, h->src, h->bytes, cudaMemcpyDeviceToDevice, bg_stream));
+}
+
 /* Runs one family at n values: compress, decompress(, decompress_add) rows. */
 static void
 bg_family(const char *name, int family, double param, size_t n, const float *d_in, float *d_res,
@@ -483,7 +506,7 @@ main(int argc, char **argv)
         case 'd': dev = atoi(optarg); break;
         default:
             fprintf(stderr, "usage: %s [-b bytes] [-e bytes] [-f factor] [-n iters] [-w warmup] "
-                            "[-P GB/s] [-C quant4,quant4mb3,sign,cast,randomk,topk,topk100m,powersgd,gpt2] "
+                            "[-P GB/s] [-C hbm,quant4,slot,qvar,quant2,quant8,sign,cast,randomk,topk,topk100m,powersgd,gpt2] "
                             "[-S model_shapes.txt] [-d device]\n", argv[0]);
             return (opt == 'h') ? 0 : 1;
         }
@@ -524,12 +547,40 @@ main(int argc, char **argv)
         if (bg_selected("quant4")) {
             bg_family("quant:4", 0, 4, n, d_in, d_res, d_out, d_pay);
         }
-        if (bg_selected("quant4mb3") && (size >= ((size_t)64 << 20))) {
-            /* the same kernel compiled for 3 resident blocks per SM (a few spills) */
-            terse__cmp_quant_cuda_tune(3);
-            bg_family("quant:4 mb3", 0, 4, n, d_in, d_res, d_out, d_pay);
-            bg_family("sign mb3", 1, 0, n, d_in, d_res, d_out, d_pay);
+        if (bg_selected("slot") && (size >= ((size_t)64 << 20))) {
+            /* the bucket-slot kernels alone (what tables and unaligned buffers run), against
+             * the streaming fast paths of the rows above and below */
+            terse__cmp_quant_cuda_tune(0);
+            bg_family("quant:4 slot", 0, 4, n, d_in, d_res, d_out, d_pay);
+            bg_family("sign slot", 1, 0, n, d_in, d_res, d_out, d_pay);
             terse__cmp_quant_cuda_tune(2);
+        }
+        if (bg_selected("qvar") && (size >= ((size_t)64 << 20))) {
+            /* fast-path variants (terse__cmp_quant_cuda_variant) */
+            static const unsigned vars[] = {1, 2, 4};
+            static const char *const vnames[] = {"quant:4 v1", "quant:4 v2", "quant:4 v4"};
+            static const char *const snames[] = {"sign v1", "sign v2", "sign v4"};
+            size_t v;
+            for (v = 0; v < 3; ++v) {
+                terse__cmp_quant_cuda_variant(vars[v]);
+                bg_family(vnames[v], 0, 4, n, d_in, d_res, d_out, d_pay);
+                if (vars[v] != 4) {
+                    bg_family(snames[v], 1, 0, n, d_in, d_res, d_out, d_pay);
+                }
+            }
+            terse__cmp_quant_cuda_variant(0);
+        }
+        if (bg_selected("hbm") && (size >= ((size_t)64 << 20))) {
+            bg_hbm_t h;
+            double us;
+            h.dst   = d_out;
+            h.src   = d_in;
+            h.bytes = 4 * n;
+            us = bg_time_us(bg_memset, &h);
+            bg_row("hbm memset", "write", 4 * n, us, 4.0 * (double)n);
+            h.bytes = 2 * n;
+            us = bg_time_us(bg_copy, &h);
+            bg_row("hbm d2d copy", "read+write", 4 * n, us, 4.0 * (double)n);
         }
         if (bg_selected("quant2")) {
             bg_family("quant:2", 0, 2, n, d_in, d_res, d_out, d_pay);

@@ -52,6 +52,8 @@ typedef struct q_dev_layer {
     int              dtype;
     float            scale;
     uint32_t         vec;   /* the dense buffers are 16-byte aligned: vector accesses */
+    uint64_t         nb;      /* buckets (fast paths; set by q_launch) */
+    uint32_t         size_ok; /* bytes is the payload size of n values (fast decode) */
 } q_dev_layer_t;
 
 typedef struct q_table {
@@ -385,14 +387,14 @@ q_compress_bucket(const q_dev_layer_t &L, uint64_t k, int lane, float *shs)
 
 template <int NS, int MINB>
 __global__ void __launch_bounds__(Q_WARPS * 32, MINB)
-q_compress_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, uint32_t ntab, uint64_t nslots,
-                  uint32_t step, int set_step)
+q_compress_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, uint32_t ntab, uint64_t slot0,
+                  uint64_t nslots, uint32_t step, int set_step)
 {
     __shared__ float sh_abs[Q_WARPS][256];
     __shared__ double sh_err[Q_WARPS];
     __shared__ terse_cu_stat_t *sh_stat[Q_WARPS];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const uint64_t slot = (uint64_t)blockIdx.x * Q_WARPS + warp;
+    const uint64_t slot = slot0 + (uint64_t)blockIdx.x * Q_WARPS + warp;
     double err = 0.0;
     terse_cu_stat_t *st = NULL;
 
@@ -624,16 +626,582 @@ q_fixup_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, int mode)
     }
 }
 
+/* ---------------------------------------------------------------- streaming fast paths
+ * One layer in the common case (the slot kernels above run everything else and every
+ * multi-tensor table): compress with buckets of 256, 512 or 1024 values and a 4-byte aligned
+ * payload (quant also: 16-byte aligned dense buffers, rng->offset % 8 == 0); decompress with a
+ * power-of-two bucket, a 4-byte aligned payload and a 16-byte aligned output.
+ *
+ *   compress:   one warp per full bucket, grid-stride (bytes in flight: the whole bucket and
+ *               its residual are loaded before any use). quant keeps lane l on values
+ *               128 r + 4 l + t (t < 4): loads and residual stores are whole 16-byte vectors of
+ *               a coalesced row; one Philox block per lane per 256 values, its halves passed on
+ *               by shuffles; a lane's 4 codes form a 4 * bits field and the row's 4 * bits code
+ *               words are assembled by shuffles and written whole. sign keeps lane l on values
+ *               32 p + l, so the partial sums of quant.h accumulate in place, and each code
+ *               word is a ballot. The last partial bucket (and count 0) goes to the slot kernel.
+ *   decompress: grid-stride over groups of 4 values (one 16-byte store each, Q_DEC_U groups'
+ *               loads in flight per thread); element i's code sits at bit i * bits of the code
+ *               section, so a group's 4 * bits field comes from at most two aligned words; the
+ *               header is checked once per block, the scales per group.
+ */
+#define Q_DEC_U 4
+
+static int
+q_sm_count(void)
+{
+    static int sms[16];
+    int dev = 0;
+
+    if ((cudaGetDevice(&dev) != cudaSuccess) || (dev < 0) || (dev >= 16)) {
+        return 132;
+    }
+    if (sms[dev] == 0) {
+        int c = 0;
+        if ((cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) ||
+            (c <= 0)) {
+            c = 132;
+        }
+        sms[dev] = c; /* a benign race: every writer stores the same value */
+    }
+    return sms[dev];
+}
+
+/* Values i0 .. i0 + 3 of in (16-byte aligned fp32 or 8-byte aligned 16-bit), plus residual. */
+__device__ __forceinline__ void
+q_load4(const uint8_t *in, int dtype, const float *res, uint64_t i0, float *x)
+{
+    if (dtype == TERSE_FLOAT32) {
+        float4 a = __ldg((const float4 *)((const float *)in + i0));
+        x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w;
+    } else {
+        uint2 h = __ldg((const uint2 *)((const uint16_t *)in + i0));
+        uint32_t w[2] = {h.x, h.y};
+#pragma unroll
+        for (int t = 0; t < 4; ++t) {
+            uint16_t b16 = (uint16_t)(w[t >> 1] >> ((t & 1) * 16));
+            x[t] = (dtype == TERSE_FLOAT16) ? terse_cu_half_to_float(b16) : terse_bf16_to_float(b16);
+        }
+    }
+    if (res != NULL) {
+        float4 r = *(const float4 *)(res + i0);
+        x[0] = x[0] + r.x; x[1] = x[1] + r.y; x[2] = x[2] + r.z; x[3] = x[3] + r.w;
+    }
+}
+
+/* quant compress of the full buckets, NR rows of 128 values per bucket (NR even). */
+template <int NR, int MINB>
+__global__ void __launch_bounds__(Q_WARPS * 32, MINB)
+q_quant_fast_kernel(q_dev_layer_t L, uint64_t nfull)
+{
+    const int lane        = threadIdx.x & 31;
+    const uint32_t bits   = L.bits;
+    const uint32_t nfield = 4u * bits; /* bits of a lane's 4 codes = code words of a row */
+    const uint32_t J      = (8u + bits - 1u) / bits + 1u; /* lanes feeding one code word */
+    const int l0          = (int)((8u * (uint32_t)lane) / bits);
+    const float Lf        = (float)((1u << bits) - 1u);
+    uint32_t *sc32        = (uint32_t *)(L.out + TERSE_QUANT_HDR_BYTES);
+    uint32_t *codes32     = (uint32_t *)(L.out + TERSE_QUANT_HDR_BYTES + L.nb * 8u);
+    double err = 0.0;
+
+    if ((blockIdx.x == 0) && (threadIdx.x == 0)) {
+        q_write_header(L.out, L.family, bits, L.bucket, L.n);
+    }
+    for (uint64_t k = (uint64_t)blockIdx.x * Q_WARPS + (threadIdx.x >> 5); k < nfull;
+         k += (uint64_t)gridDim.x * Q_WARPS) {
+        const uint64_t start = k * (uint64_t)(NR * 128);
+        float v[NR][4];
+        float lo = __int_as_float(0x7f800000), hi = -lo, probe = 0.0f, qlo, unit, inv;
+
+#pragma unroll
+        for (int r = 0; r < NR; ++r) {
+            q_load4(L.in, L.dtype, L.residual, start + 128u * r + 4u * lane, v[r]);
+        }
+#pragma unroll
+        for (int r = 0; r < NR; ++r) {
+#pragma unroll
+            for (int t = 0; t < 4; ++t) {
+                lo    = (v[r][t] < lo) ? v[r][t] : lo;
+                hi    = (v[r][t] > hi) ? v[r][t] : hi;
+                probe = probe + v[r][t] * 0.0f;
+            }
+        }
+#pragma unroll
+        for (int w = 16; w > 0; w >>= 1) {
+            float a = __shfl_xor_sync(0xffffffffu, lo, w);
+            float b = __shfl_xor_sync(0xffffffffu, hi, w);
+            lo      = (a < lo) ? a : lo;
+            hi      = (b > hi) ? b : hi;
+            probe   = probe + __shfl_xor_sync(0xffffffffu, probe, w);
+        }
+        if ((probe != 0.0f) || !terse_quant_bucket_params(lo, hi, bits, &qlo, &unit, &inv)) {
+            if (lane == 0) {
+                atomicOr(&L.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
+            }
+            continue;
+        }
+        if (lane == 0) {
+            sc32[2 * k]     = __float_as_uint(qlo);
+            sc32[2 * k + 1] = __float_as_uint(unit);
+        }
+#pragma unroll
+        for (int mm = 0; mm < NR / 2; ++mm) {
+            /* lane j draws the block of values 8 j .. 8 j + 7 of these 256 */
+            const terse_rng4_t blk =
+                terse_rng_block(&L.rng, ((L.rng.offset + start + 256u * mm) >> 3) + lane);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int r   = 2 * mm + h;
+                const int src = 16 * h + (lane >> 1);
+                const uint32_t w0 = __shfl_sync(0xffffffffu, blk.v[0], src);
+                const uint32_t w1 = __shfl_sync(0xffffffffu, blk.v[1], src);
+                const uint32_t w2 = __shfl_sync(0xffffffffu, blk.v[2], src);
+                const uint32_t w3 = __shfl_sync(0xffffffffu, blk.v[3], src);
+                const uint32_t ulo = (lane & 1) ? w2 : w0, uhi = (lane & 1) ? w3 : w1;
+                uint32_t F = 0, word = 0;
+                float d[4];
+#pragma unroll
+                for (int t = 0; t < 4; ++t) {
+                    const uint32_t u16 = (((t < 2) ? ulo : uhi) >> ((t & 1) * 16)) & 0xffffu;
+                    const uint32_t c   = terse_quant_code(v[r][t], qlo, inv,
+                                                          terse_rng_u16_to_float(u16), Lf);
+                    const float dec    = terse_quant_decode(c, qlo, unit);
+                    const double de    = (double)v[r][t] - (double)dec;
+                    err  = err + de * de;
+                    d[t] = v[r][t] - dec;
+                    F |= c << (t * bits);
+                }
+                if (L.residual != NULL) {
+                    *(float4 *)(L.residual + start + 128u * r + 4u * lane) =
+                        make_float4(d[0], d[1], d[2], d[3]);
+                }
+                /* code word `lane` of the row: fields of lanes l0 .. l0 + J - 1 */
+#pragma unroll
+                for (uint32_t j = 0; j < 5; ++j) {
+                    if (j < J) {
+                        const int s    = min(l0 + (int)j, 31);
+                        const uint32_t Fs = __shfl_sync(0xffffffffu, F, s);
+                        const int pos  = (int)nfield * s - 32 * lane;
+                        if ((pos >= 0) && (pos < 32)) {
+                            word |= Fs << pos;
+                        } else if ((pos < 0) && (pos > -(int)nfield)) {
+                            word |= Fs >> (-pos);
+                        }
+                    }
+                }
+                if ((uint32_t)lane < nfield) {
+                    codes32[k * (uint64_t)(NR * nfield) + (uint64_t)r * nfield + lane] = word;
+                }
+            }
+        }
+    }
+    err = terse_cu_warp_sum(err);
+    if ((lane == 0) && (err != 0.0)) {
+        atomicAdd(&L.stat->sq_acc, err);
+    }
+}
+
+/* sign compress of the full buckets, NP words of 32 values per bucket. */
+template <int NP, int MINB>
+__global__ void __launch_bounds__(Q_WARPS * 32, MINB)
+q_sign_fast_kernel(q_dev_layer_t L, uint64_t nfull)
+{
+    const int lane    = threadIdx.x & 31;
+    uint32_t *sc32    = (uint32_t *)(L.out + TERSE_QUANT_HDR_BYTES);
+    uint32_t *codes32 = (uint32_t *)(L.out + TERSE_QUANT_HDR_BYTES + L.nb * 4u);
+    double err = 0.0;
+
+    if ((blockIdx.x == 0) && (threadIdx.x == 0)) {
+        q_write_header(L.out, L.family, 1u, L.bucket, L.n);
+    }
+    for (uint64_t k = (uint64_t)blockIdx.x * Q_WARPS + (threadIdx.x >> 5); k < nfull;
+         k += (uint64_t)gridDim.x * Q_WARPS) {
+        const uint64_t start = k * (uint64_t)(NP * 32) + lane;
+        float v[NP], s = 0.0f, scale;
+        uint32_t myw = 0;
+
+        if (L.dtype == TERSE_FLOAT32) {
+#pragma unroll
+            for (int p = 0; p < NP; ++p) {
+                v[p] = __ldg((const float *)L.in + start + 32u * p);
+            }
+        } else {
+#pragma unroll
+            for (int p = 0; p < NP; ++p) {
+                const uint16_t h = __ldg((const unsigned short *)L.in + start + 32u * p);
+                v[p] = (L.dtype == TERSE_FLOAT16) ? terse_cu_half_to_float(h) : terse_bf16_to_float(h);
+            }
+        }
+        if (L.residual != NULL) {
+            float r[NP];
+#pragma unroll
+            for (int p = 0; p < NP; ++p) {
+                r[p] = L.residual[start + 32u * p];
+            }
+#pragma unroll
+            for (int p = 0; p < NP; ++p) {
+                v[p] = v[p] + r[p];
+            }
+        }
+#pragma unroll
+        for (int p = 0; p < NP; ++p) {
+            s = s + fabsf(v[p]);
+        }
+#pragma unroll
+        for (int w = 16; w > 0; w >>= 1) {
+            s = s + __shfl_down_sync(0xffffffffu, s, w);
+        }
+        s     = __shfl_sync(0xffffffffu, s, 0);
+        scale = s / (float)(NP * 32);
+        if ((scale - scale) != 0.0f) {
+            if (lane == 0) {
+                atomicOr(&L.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
+            }
+            continue;
+        }
+        if (lane == 0) {
+            sc32[k] = __float_as_uint(scale);
+        }
+#pragma unroll
+        for (int p = 0; p < NP; ++p) {
+            const int neg       = v[p] < 0.0f;
+            const uint32_t bal  = __ballot_sync(0xffffffffu, neg);
+            const float dec     = neg ? -scale : scale;
+            const double de     = (double)v[p] - (double)dec;
+            err = err + de * de;
+            myw = (lane == p) ? bal : myw;
+            v[p] = v[p] - dec;
+        }
+        if (L.residual != NULL) {
+#pragma unroll
+            for (int p = 0; p < NP; ++p) {
+                L.residual[start + 32u * p] = v[p];
+            }
+        }
+        if (lane < NP) {
+            codes32[k * NP + lane] = myw;
+        }
+    }
+    err = terse_cu_warp_sum(err);
+    if ((lane == 0) && (err != 0.0)) {
+        atomicAdd(&L.stat->sq_acc, err);
+    }
+}
+
+/* The 4 * bits-bit code field of group T (values 4 T .. 4 T + 3); codes: the 4-byte aligned
+ * code section, cend its length in bytes (nothing past it is read). */
+__device__ __forceinline__ uint32_t
+q_field(const uint8_t *codes, uint64_t cend, uint64_t T, uint32_t bits)
+{
+    const uint64_t bit0 = 4ull * T * bits;
+    const uint64_t wi   = bit0 >> 5;
+    const uint32_t s    = (uint32_t)bit0 & 31u;
+    uint32_t w0, w1 = 0;
+
+    if (4u * wi + 8u <= cend) {
+        const uint32_t *c32 = (const uint32_t *)codes;
+        w0 = __ldg(c32 + wi);
+        if (s + 4u * bits > 32u) {
+            w1 = __ldg(c32 + wi + 1);
+        }
+    } else {
+        uint64_t w = 0;
+        for (uint32_t j = 0; j < 8; ++j) {
+            if (4u * wi + j < cend) {
+                w |= (uint64_t)codes[4u * wi + j] << (8 * j);
+            }
+        }
+        w0 = (uint32_t)w;
+        w1 = (uint32_t)(w >> 32);
+    }
+    return __funnelshift_r(w0, w1, s);
+}
+
+template <int ADD, int CS>
+__global__ void __launch_bounds__(256)
+q_decode_fast_kernel(q_dev_layer_t L, uint32_t bshift)
+{
+    __shared__ uint32_t sh_state;
+    const uint8_t *in     = L.in;
+    const uint64_t n      = L.n, n4 = (n + 3) / 4;
+    const uint32_t bits   = L.bits, mask = (1u << bits) - 1u;
+    const int is_sign     = (L.family == TERSE_QUANT_FAMILY_SIGN);
+    const uint64_t coff   = TERSE_QUANT_HDR_BYTES + L.nb * (is_sign ? 4u : 8u);
+    const uint8_t *codes  = in + coff;
+    const uint64_t cend   = L.bytes - coff;
+    const uint32_t *sc32  = (const uint32_t *)(in + TERSE_QUANT_HDR_BYTES);
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    const float oscale    = L.scale;
+    uint32_t state;
+
+    if (threadIdx.x == 0) {
+        state = 1;
+        if (L.size_ok) {
+            int bad = (terse_cu_ld_u32(in) != TERSE_QUANT_MAGIC) || (in[4] != TERSE_QUANT_VERSION) ||
+                      (in[5] != L.family) || (in[6] != bits) ||
+                      (terse_cu_ld_u32(in + 8) != L.bucket) || (terse_cu_ld_u32(in + 12) != 0) ||
+                      (terse_cu_ld_u64(in + 16) != n) ||
+                      ((in[7] & ~(uint32_t)TERSE_CMP_NONFINITE) != 0);
+            state = bad ? 1u : ((in[7] & TERSE_CMP_NONFINITE) ? 2u : 0u);
+        }
+        if ((blockIdx.x == 0) && (state == 1)) {
+            atomicOr(&L.stat->call, (uint32_t)TERSE_CU_ERR_PAYLOAD);
+        }
+        if ((blockIdx.x == 0) && (state == 2) && (n > 0)) {
+            atomicOr(&L.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
+        }
+        sh_state = state;
+    }
+    __syncthreads();
+    state = sh_state;
+    if ((state == 1) || (n == 0)) {
+        return;
+    }
+    if (state == 2) {
+        for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+            if (ADD) {
+                ((float *)L.out)[i] = TERSE_CU_NAN;
+            } else {
+                terse_cu_store(L.out, (terse_dtype_t)L.dtype, i, TERSE_CU_NAN);
+            }
+        }
+        return;
+    }
+    for (uint64_t base = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; base < n4;
+         base += Q_DEC_U * stride) {
+        uint32_t f[Q_DEC_U];
+        float s0[Q_DEC_U], s1[Q_DEC_U];
+        float4 a[Q_DEC_U];
+
+#pragma unroll
+        for (int u = 0; u < Q_DEC_U; ++u) {
+            const uint64_t T = base + u * stride;
+            if (T < n4) {
+                const uint64_t k = (4u * T) >> bshift;
+                f[u] = q_field(codes, cend, T, bits);
+                if (is_sign) {
+                    s0[u] = __uint_as_float(__ldg(sc32 + k));
+                    s1[u] = 0.0f;
+                } else {
+                    s0[u] = __uint_as_float(__ldg(sc32 + 2 * k));
+                    s1[u] = __uint_as_float(__ldg(sc32 + 2 * k + 1));
+                }
+                if (ADD && (4u * T + 4u <= n)) {
+                    a[u] = *(const float4 *)((const float *)L.out + 4u * T);
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < Q_DEC_U; ++u) {
+            const uint64_t T = base + u * stride;
+            float d[4];
+            int cnt, bad;
+            if (T >= n4) {
+                break;
+            }
+            if (is_sign) {
+                bad = !((s0[u] - s0[u]) == 0.0f) || !(s0[u] >= 0.0f);
+            } else {
+                bad = !terse_quant_scales_ok(s0[u], s1[u], bits);
+            }
+            if (bad) {
+                atomicOr(&L.stat->call, (uint32_t)TERSE_CU_ERR_PAYLOAD);
+                continue;
+            }
+#pragma unroll
+            for (int t = 0; t < 4; ++t) {
+                const uint32_t c = (f[u] >> (t * bits)) & mask;
+                d[t] = is_sign ? (c ? -s0[u] : s0[u]) : terse_quant_decode(c, s0[u], s1[u]);
+            }
+            cnt = (4u * T + 4u <= n) ? 4 : (int)(n - 4u * T);
+            if (ADD) {
+                float *acc = (float *)L.out + 4u * T;
+                if (cnt == 4) {
+                    const float4 y = make_float4(a[u].x + d[0], a[u].y + d[1], a[u].z + d[2],
+                                                 a[u].w + d[3]);
+                    if (CS) {
+                        __stcs((float4 *)acc, y);
+                    } else {
+                        *(float4 *)acc = y;
+                    }
+                } else {
+                    for (int t = 0; t < cnt; ++t) {
+                        acc[t] = acc[t] + d[t];
+                    }
+                }
+            } else if (L.dtype == TERSE_FLOAT32) {
+                float *o = (float *)L.out + 4u * T;
+#pragma unroll
+                for (int t = 0; t < 4; ++t) {
+                    d[t] = d[t] * oscale;
+                }
+                if (cnt == 4) {
+                    if (CS) {
+                        __stcs((float4 *)o, make_float4(d[0], d[1], d[2], d[3]));
+                    } else {
+                        *(float4 *)o = make_float4(d[0], d[1], d[2], d[3]);
+                    }
+                } else {
+                    for (int t = 0; t < cnt; ++t) {
+                        o[t] = d[t];
+                    }
+                }
+            } else {
+                uint16_t h[4];
+                uint16_t *o = (uint16_t *)L.out + 4u * T;
+#pragma unroll
+                for (int t = 0; t < 4; ++t) {
+                    const float y = d[t] * oscale;
+                    h[t] = (L.dtype == TERSE_FLOAT16) ? terse_cu_float_to_half(y) : terse_float_to_bf16(y);
+                }
+                if (cnt == 4) {
+                    *(uint2 *)o = make_uint2((uint32_t)h[0] | ((uint32_t)h[1] << 16),
+                                             (uint32_t)h[2] | ((uint32_t)h[3] << 16));
+                } else {
+                    for (int t = 0; t < cnt; ++t) {
+                        o[t] = h[t];
+                    }
+                }
+            }
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- launch */
-/* Resident blocks per SM the compress kernel is compiled for (its launch bounds): 2 keeps
- * every value in registers, 3 trades a few spills for more warps in flight. */
+/* Resident blocks per SM the slot compress kernel is compiled for (its launch bounds): 2 keeps
+ * every value in registers, 3 trades a few spills for more warps in flight. q_fast: the
+ * streaming fast paths of one layer are taken where they apply (0: slot kernels only). */
 static int q_min_blocks = 2;
+static int q_fast       = 1;
+static unsigned q_variant = 0;
+
+extern "C" void
+terse__cmp_quant_cuda_variant(unsigned variant)
+{
+    q_variant = variant;
+}
 
 extern "C" void
 terse__cmp_quant_cuda_tune(int min_blocks)
 {
+    q_fast       = (min_blocks > 0);
     q_min_blocks = (min_blocks >= 3) ? 3 : 2;
 }
+
+static int
+q_pow2_shift(uint32_t b)
+{
+    int s = 0;
+
+    if ((b & (b - 1u)) != 0) {
+        return -1;
+    }
+    while ((1u << s) < b) {
+        ++s;
+    }
+    return s;
+}
+
+/* Blocks of 256 threads that fill the GPU once with `kernel` (resident blocks per SM times the
+ * SMs, cached per kernel), at most `want`, at least 1: grid-stride kernels run one even wave. */
+static unsigned
+q_grid(const void *kernel, uint64_t want)
+{
+    static const void *keys[16];
+    static int vals[16];
+    int i, per_sm = 0;
+
+    for (i = 0; (i < 16) && (keys[i] != NULL); ++i) {
+        if (keys[i] == kernel) {
+            per_sm = vals[i];
+            break;
+        }
+    }
+    if (per_sm == 0) {
+        if ((cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Q_WARPS * 32, 0) !=
+             cudaSuccess) || (per_sm <= 0)) {
+            (void)cudaGetLastError(); /* not sticky: only this query failed */
+            per_sm = 2;
+        }
+        if (i < 16) {
+            vals[i] = per_sm; /* a benign race: writers store the same pair */
+            keys[i] = kernel;
+        }
+    }
+    want = (want < (uint64_t)per_sm * q_sm_count()) ? want : (uint64_t)per_sm * q_sm_count();
+    return (unsigned)((want > 0) ? want : 1);
+}
+
+/* The fast paths of one layer (see "streaming fast paths"); returns 1 when one ran. */
+static int
+q_launch_fast(q_dev_layer_t L, terse_cu_qmode_t mode, cudaStream_t s)
+{
+    const int is_sign = (L.family == TERSE_QUANT_FAMILY_SIGN);
+    const size_t sb   = is_sign ? 4 : 8;
+    const size_t want = terse_quant_payload_bytes(L.n, L.bits, L.bucket, sb);
+    const uint64_t nfull = L.n / L.bucket;
+
+    L.nb      = (L.n + L.bucket - 1) / L.bucket;
+    L.size_ok = (want != 0) && (L.bytes == want);
+    if (mode == TERSE_CU_Q_COMPRESS) {
+        unsigned grid;
+        if (((L.bucket != 256) && (L.bucket != 512) && (L.bucket != 1024)) || (nfull == 0) ||
+            (((uintptr_t)L.out & 3u) != 0) ||
+            (!is_sign && (!L.vec || ((L.rng.offset & 7u) != 0)))) {
+            return 0;
+        }
+        void (*k)(q_dev_layer_t, uint64_t);
+        if (is_sign) {
+            k = (L.bucket == 256) ? q_sign_fast_kernel<8, 4>
+                : (L.bucket == 512) ? q_sign_fast_kernel<16, 4> : q_sign_fast_kernel<32, 2>;
+        } else {
+            k = (L.bucket == 256) ? q_quant_fast_kernel<2, 4>
+                : (L.bucket == 512) ? ((q_variant & 4u) ? q_quant_fast_kernel<4, 3>
+                                                        : q_quant_fast_kernel<4, 4>)
+                                    : q_quant_fast_kernel<8, 2>;
+        }
+        grid = q_grid((const void *)k, (nfull + Q_WARPS - 1) / Q_WARPS);
+        k<<<grid, Q_WARPS * 32, 0, s>>>(L, nfull);
+        TERSE_CUDA_LAUNCHED("quant fast compress kernel");
+        if (L.n % L.bucket != 0) {
+            /* the partial last bucket: slot nfull of the slot kernel */
+            if (L.bucket == 256) {
+                q_compress_kernel<1, 2><<<1, Q_WARPS * 32, 0, s>>>(L, NULL, 1, nfull, nfull + 1, 0, 0);
+            } else if (L.bucket == 512) {
+                q_compress_kernel<2, 2><<<1, Q_WARPS * 32, 0, s>>>(L, NULL, 1, nfull, nfull + 1, 0, 0);
+            } else {
+                q_compress_kernel<4, 2><<<1, Q_WARPS * 32, 0, s>>>(L, NULL, 1, nfull, nfull + 1, 0, 0);
+            }
+            TERSE_CUDA_LAUNCHED("quant compress kernel");
+        }
+        return 1;
+    } else {
+        const int sh = q_pow2_shift(L.bucket);
+        const uint64_t n4 = (L.n + 3) / 4;
+        uint64_t g = (n4 + 256u * Q_DEC_U - 1) / (256u * Q_DEC_U);
+        if ((sh < 0) || !L.vec || (((uintptr_t)L.in & 3u) != 0)) {
+            return 0;
+        }
+        void (*k)(q_dev_layer_t, uint32_t);
+        unsigned grid;
+        if (q_variant & 1u) {
+            k = (mode == TERSE_CU_Q_DECOMPRESS_ADD) ? q_decode_fast_kernel<1, 1>
+                                                     : q_decode_fast_kernel<0, 1>;
+        } else {
+            k = (mode == TERSE_CU_Q_DECOMPRESS_ADD) ? q_decode_fast_kernel<1, 0>
+                                                     : q_decode_fast_kernel<0, 0>;
+        }
+        grid = q_grid((const void *)k, g);
+        if (q_variant & 2u) {
+            uint64_t g4 = (uint64_t)grid * 4u;
+            grid = (unsigned)((g < g4) ? g : g4);
+        }
+        k<<<grid, 256, 0, s>>>(L, (uint32_t)sh);
+        TERSE_CUDA_LAUNCHED("quant fast decode kernel");
+        return 1;
+    }
+}
+
 static terse_status_t
 q_launch(const q_dev_layer_t *one, const q_dev_layer_t *tab, uint32_t ntab, uint64_t nslots,
          uint32_t maxbucket, terse_cu_qmode_t mode, uint32_t step, int set_step, cudaStream_t s)
@@ -645,10 +1213,12 @@ q_launch(const q_dev_layer_t *one, const q_dev_layer_t *tab, uint32_t ntab, uint
         memset(&dummy, 0, sizeof(dummy));
         one = &dummy;
     }
-    if (mode == TERSE_CU_Q_COMPRESS) {
+    if ((tab == NULL) && q_fast && q_launch_fast(*one, mode, s)) {
+        /* done */
+    } else if (mode == TERSE_CU_Q_COMPRESS) {
 #define Q_LAUNCH(_ns, _mb)                                                                     \
-    q_compress_kernel<_ns, _mb><<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots, step,   \
-                                                              set_step)
+    q_compress_kernel<_ns, _mb><<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, 0, nslots,      \
+                                                              step, set_step)
         const int mb = q_min_blocks;
         if (maxbucket <= 256) {
             if (mb >= 3) { Q_LAUNCH(1, 3); } else { Q_LAUNCH(1, 2); }
@@ -658,11 +1228,12 @@ q_launch(const q_dev_layer_t *one, const q_dev_layer_t *tab, uint32_t ntab, uint
             if (mb >= 3) { Q_LAUNCH(4, 3); } else { Q_LAUNCH(4, 2); }
         }
 #undef Q_LAUNCH
+        TERSE_CUDA_LAUNCHED("quant kernel");
     } else {
         q_decode_kernel<<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots,
                                                       mode == TERSE_CU_Q_DECOMPRESS_ADD);
+        TERSE_CUDA_LAUNCHED("quant kernel");
     }
-    TERSE_CUDA_LAUNCHED("quant kernel");
     q_fixup_kernel<<<dim3(Q_FIX_BLOCKS, (tab != NULL) ? ntab : 1), 256, 0, s>>>(*one, tab,
                                                                                (int)mode);
     TERSE_CUDA_LAUNCHED("quant fixup kernel");

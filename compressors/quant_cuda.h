@@ -66,9 +66,15 @@ terse_status_t terse__cmp_quant_cuda_decompress_add(void *cuda, const void *in, 
 terse_status_t terse__cmp_quant_cuda_stat(void *cuda, terse_stream_t stream, uint32_t *flags_p,
                                           double *sq_err_p);
 
-/* Benchmark knob (no policy: terse-bench-gpu compares both): the compress kernel variant
- * compiled for 2 (default) or 3 resident blocks per SM. Not thread-safe; call before use. */
+/* Benchmark knob (no policy: terse-bench-gpu compares them): min_blocks 0 turns the streaming
+ * fast paths of one layer off (the bucket-slot kernels run everything); 2 (default) or 3 turns
+ * them on and picks the slot compress kernel compiled for that many resident blocks per SM.
+ * Not thread-safe; call before use. */
 void terse__cmp_quant_cuda_tune(int min_blocks);
+/* Benchmark knob: fast-path variants, a bit mask (0 = default): 1 streaming (evict-first)
+ * stores in decompress, 2 decompress grid 4 times the resident blocks, 4 quant compress
+ * (bucket 512) compiled for 3 instead of 4 resident blocks per SM. Not thread-safe. */
+void terse__cmp_quant_cuda_variant(unsigned variant);
 
 /* ---------------------------------------------------------------- multi-tensor */
 /* One layer of a multi-tensor launch (DESIGN.md section 8 rule 10: launches per bucket grow

@@ -231,6 +231,15 @@ test_quant_parity_shapes(void)
     qc_case(0, 7, 4096, 9000, TERSE_BFLOAT16, 0, 0, 0, 10);
     qc_case(0, 4, 512, 4096, TERSE_FLOAT32, 1, 3 * 512, 0, 11); /* sub-range of a layer */
     qc_case(0, 2, 512, 1000, TERSE_FLOAT32, 1, 5, 0, 12);       /* odd offset: rng only */
+    /* the streaming fast paths: every code width, buckets 256 / 1024, rng offsets that are a
+     * multiple of 8 but not of the bucket, a partial last bucket after full ones */
+    qc_case(0, 5, 512, 70001, TERSE_FLOAT32, 1, 0, 0, 13);
+    qc_case(0, 7, 512, 70001, TERSE_BFLOAT16, 1, 0, 0, 14);
+    qc_case(0, 3, 1024, 100003, TERSE_FLOAT32, 1, 0, 0, 15);
+    qc_case(0, 8, 1024, 4096, TERSE_FLOAT16, 0, 0, 0, 16);
+    qc_case(0, 6, 256, 70001, TERSE_FLOAT32, 0, 0, 0, 17);
+    qc_case(0, 4, 512, 9000, TERSE_FLOAT32, 1, 8 * 37, 0, 18);
+    qc_case(0, 2, 256, 5000, TERSE_FLOAT16, 1, 8 * 5, 0, 19);
 }
 
 static void
@@ -246,6 +255,9 @@ test_sign_parity(void)
     }
     qc_case(1, 1, 32, 100003, TERSE_FLOAT32, 1, 0, 0, 301);
     qc_case(1, 1, 4096, 100003, TERSE_FLOAT32, 1, 0, 0, 302);
+    qc_case(1, 1, 256, 70001, TERSE_FLOAT32, 1, 0, 0, 303);  /* fast path, 8 words */
+    qc_case(1, 1, 1024, 100003, TERSE_BFLOAT16, 1, 0, 0, 304); /* fast path, 32 words */
+    qc_case(1, 1, 1024, 4096, TERSE_FLOAT16, 0, 0, 0, 305);
 }
 
 static void
