@@ -57,6 +57,11 @@ slot_destroy(terse_slot_t *slot)
         }
     }
     terse__fb_destroy(&slot->fb);
+    terse__sched_plan_free(&slot->plan);
+    terse__sched_plan_free(&slot->pending_plan);
+    free(slot->pending);
+    free(slot->specs);
+    free(slot->names);
     free(slot->layers);
     free(slot);
 }
@@ -184,7 +189,7 @@ fallback:
 static terse_status_t
 slot_build(terse_ctx_t *ctx, uint64_t key, size_t nlayers, const size_t *counts,
            const size_t *rows, const size_t *cols, const terse_cmp_spec_t *specs,
-           terse_dtype_t dtype, terse_slot_t **slot_p)
+           const char (*names)[TERSE_NAME_MAX], terse_dtype_t dtype, terse_slot_t **slot_p)
 {
     terse_slot_t *slot;
     size_t l, *fb_counts = NULL;
@@ -200,9 +205,14 @@ slot_build(terse_ctx_t *ctx, uint64_t key, size_t nlayers, const size_t *counts,
     slot->nlayers  = nlayers;
     slot->alloc_ok = 1;
     slot->layers   = calloc(TERSE_MAX(nlayers, 1), sizeof(*slot->layers));
+    slot->specs    = calloc(TERSE_MAX(nlayers, 1), sizeof(*slot->specs));
+    slot->names    = calloc(TERSE_MAX(nlayers, 1), sizeof(*slot->names));
     fb_counts      = calloc(TERSE_MAX(nlayers, 1), sizeof(*fb_counts));
-    if ((slot->layers == NULL) || (fb_counts == NULL)) {
+    if ((slot->layers == NULL) || (fb_counts == NULL) || (slot->specs == NULL) ||
+        (slot->names == NULL)) {
         free(fb_counts);
+        free(slot->specs);
+        free(slot->names);
         free(slot->layers);
         free(slot);
         terse_error(TERSE_LOG_COMM, "failed to allocate a slot of %zu layers", nlayers);
@@ -214,6 +224,15 @@ slot_build(terse_ctx_t *ctx, uint64_t key, size_t nlayers, const size_t *counts,
         ly->count  = counts[l];
         ly->rows   = (rows != NULL) ? rows[l] : 0;
         ly->cols   = (cols != NULL) ? cols[l] : 0;
+        slot->specs[l] = specs[l];
+        if (names != NULL) {
+            memcpy(slot->names[l], names[l], TERSE_NAME_MAX);
+            slot->names[l][TERSE_NAME_MAX - 1] = '\0';
+        } else if (nlayers == 1) {
+            snprintf(slot->names[l], TERSE_NAME_MAX, "all");
+        } else {
+            snprintf(slot->names[l], TERSE_NAME_MAX, "seg%zu", l);
+        }
         slot->count += counts[l];
         if (slot_layer_create(ctx, slot, l, specs[l].ops, specs[l].param, 0) != TERSE_OK) {
             terse_warn(TERSE_LOG_COMM, "out of memory creating the compressor of layer %zu",
@@ -340,6 +359,9 @@ slot_remove(terse_ctx_t *ctx, terse_slot_t *slot)
 }
 
 /* ---------------------------------------------------------------- context */
+static terse_status_t ctx_pin_plan_file(terse_ctx_t *ctx, const char *pattern);
+static terse_status_t ctx_read_layout(terse_ctx_t *ctx, const char *pattern);
+
 static terse_status_t
 ctx_pick_transport(const terse_ctx_params_t *params, const terse_transport_ops_t **ops_p)
 {
@@ -407,12 +429,26 @@ terse_ctx_create(const terse_ctx_params_t *params, terse_ctx_t **ctx_p)
         return TERSE_ERR_INVALID;
     }
     if (ctx->uniform.is_auto) {
-        const terse_cmp_ops_t *q = terse__cmp_find("quant");
-        ctx->uniform.is_auto     = 0;
-        ctx->uniform.ops         = (q != NULL) ? q : terse__cmp_find("none");
-        ctx->uniform.param       = (q != NULL) ? 4.0 : 0.0;
-        terse_info(TERSE_LOG_COMM, "compressor auto: the scheduler is not wired yet, using %s",
-                   (q != NULL) ? "quant:4" : "none");
+        ctx->uniform.is_auto = 0;
+        ctx->uniform.ops     = terse__cmp_find("none");
+        ctx->uniform.param   = 0.0;
+        ctx->auto_reg        = 1;
+        ctx->auto_unreg      = 1;
+    }
+    ctx->sched_warmup    = ctx->cfg->WARMUP_STEPS;
+    ctx->sched_replan    = ctx->cfg->REPLAN_STEPS;
+    ctx->sched_alpha     = ctx->cfg->ERROR_BUDGET;
+    ctx->sched_fraction  = ctx->cfg->ERROR_FRACTION;
+    ctx->sched_objective = ctx->cfg->SCHED_OBJECTIVE;
+    terse__sched_grid_default(&ctx->grid, (uint32_t)ctx->cfg->QUANT_BUCKET);
+    if ((terse__cmp_spec_parse(ctx->cfg->REFERENCE, &ctx->reference, why, sizeof(why)) !=
+         TERSE_OK) || ctx->reference.is_auto ||
+        (terse__sched_grid_find(&ctx->grid, terse__sched_fam_find(ctx->reference.ops->name),
+                                ctx->reference.param) < 0)) {
+        terse_error(TERSE_LOG_SCHED, "TERSE_REFERENCE %s: not an option of the scheduler's grid",
+                    ctx->cfg->REFERENCE);
+        free(ctx);
+        return TERSE_ERR_INVALID;
     }
     TERSE_CHECK_GOTO(tops->init(params->comm, &ctx->tp), status, err_free_ctx);
     ctx->rank   = ctx->tp->rank;
@@ -420,10 +456,32 @@ terse_ctx_create(const terse_ctx_params_t *params, terse_ctx_t **ctx_p)
     if (tops->kind != TERSE_TRANSPORT_LOOP) {
         terse__log_set_rank(ctx->rank);
     }
+    if (ctx->cfg->PLAN[0] != '\0') {
+        TERSE_CHECK_GOTO(ctx_pin_plan_file(ctx, ctx->cfg->PLAN), status, err_fini);
+    }
+    if (ctx->cfg->LAYOUT[0] != '\0') {
+        TERSE_CHECK_GOTO(ctx_read_layout(ctx, ctx->cfg->LAYOUT), status, err_fini);
+    }
+    if (ctx->cfg->STATS[0] != '\0') {
+        char file[1024];
+        TERSE_CHECK_GOTO(terse__path_expand(ctx->cfg->STATS, ctx->rank, file, sizeof(file)),
+                         status, err_fini);
+        ctx->stats_file = fopen(file, "a");
+        if (ctx->stats_file == NULL) {
+            terse_warn(TERSE_LOG_SCHED, "TERSE_STATS: cannot open %s: %m (no telemetry)", file);
+        }
+    }
     ctx->stats.size = sizeof(ctx->stats);
     *ctx_p          = ctx;
     return TERSE_OK;
 
+err_fini:
+    terse__sched_plan_free(&ctx->pinned);
+    free(ctx->lay_count);
+    free(ctx->lay_rows);
+    free(ctx->lay_cols);
+    free(ctx->lay_name);
+    ctx->tp->ops->finalize(ctx->tp);
 err_free_ctx:
     free(ctx);
     return status;
@@ -455,6 +513,14 @@ terse_ctx_destroy(terse_ctx_t *ctx)
         ctx->tp->ops->finalize(ctx->tp);
     }
     ctx_free_layers(ctx);
+    terse__sched_plan_free(&ctx->pinned);
+    free(ctx->lay_count);
+    free(ctx->lay_rows);
+    free(ctx->lay_cols);
+    free(ctx->lay_name);
+    if (ctx->stats_file != NULL) {
+        fclose(ctx->stats_file);
+    }
     free(ctx->scratch);
     free(ctx);
 }
@@ -542,10 +608,10 @@ terse__ctx_set_uniform(terse_ctx_t *ctx, const char *spec)
         terse_error(TERSE_LOG_COMM, "compressor %s: %s", spec, why);
         return TERSE_ERR_INVALID;
     }
+    ctx->auto_unreg = sp.is_auto;
     if (sp.is_auto) {
-        const terse_cmp_ops_t *q = terse__cmp_find("quant");
-        sp.ops   = (q != NULL) ? q : terse__cmp_find("none");
-        sp.param = (q != NULL) ? 4.0 : 0.0;
+        sp.ops     = terse__cmp_find("none");
+        sp.param   = 0.0;
         sp.is_auto = 0;
     }
     ctx->uniform = sp;
@@ -561,7 +627,603 @@ terse__ctx_set_uniform(terse_ctx_t *ctx, const char *spec)
 int
 terse__ctx_plan_is_native(const terse_ctx_t *ctx)
 {
-    return slot_class_of(ctx->uniform.ops) == TERSE_CLASS_NATIVE;
+    return !ctx->auto_unreg && (slot_class_of(ctx->uniform.ops) == TERSE_CLASS_NATIVE);
+}
+
+/* ---------------------------------------------------------------- scheduler (auto) */
+/*
+ * TERSE_COMPRESSOR=auto (DESIGN.md section 5). Per slot: the first TERSE_WARMUP_STEPS calls go
+ * uncompressed; the input of call W - 1, and then of every TERSE_REPLAN_STEPS-th call, gives
+ * the statistics (scheduler/stats.c, on a subsample of big layers). Every rank then, inside
+ * that same call and before its data moves:
+ *   1. agrees that its statistics exist (MAX of a fail flag),
+ *   2. sums them with the deterministic fixed-order sum (bitwise equal on every rank),
+ *   3. measures the cost model once (or takes TERSE_LINK_*): timings reduced with MAX,
+ *   4. solves the plan (integers inside, fixed ties: scheduler/dp.c),
+ *   5. compares the plan checksum (MAX of checksum, ~checksum, fail flag).
+ * The plan takes effect on the next call of the slot on every rank (the slot is rebuilt: all
+ * residuals and PowerSGD Q start afresh on every rank alike, rule 4) and is agreed again as a
+ * layout. Any failure keeps the previous plan on every rank, with a warning saying why.
+ */
+#define SCHED_SAMPLE_MAX   ((size_t)1 << 18) /* statistics look at most at this many values */
+#define SCHED_SAMPLE_BLOCK ((size_t)4096)    /* flat layers: evenly spaced blocks of this size */
+
+static const terse_cmp_ops_t *
+sched_fam_ops(int fam)
+{
+    const char *name = terse__sched_fam_name(fam);
+
+    return (name != NULL) ? terse__cmp_find(name) : NULL;
+}
+
+/* Copies (a subsample of) layer ly's fp32 values into *tmp_p.
+ *   [out] n_p, rows_p, cols_p  what was copied (rows_p 0 for a flat sample)
+ *   [out] scale_p              count / n: multiplies the summed statistics
+ * Returns TERSE_OK or TERSE_ERR_NOMEM. */
+static terse_status_t
+sched_sample(const void *buf, terse_dtype_t dtype, const terse_layer_state_t *ly, float **tmp_p,
+             size_t *cap_p, size_t *n_p, size_t *rows_p, size_t *cols_p, double *scale_p)
+{
+    size_t n = ly->count, rows = ly->rows, cols = ly->cols, i, k, nb, step, r, nr;
+    float *t;
+
+    if (n > SCHED_SAMPLE_MAX) {
+        if ((rows > 0) && (cols <= SCHED_SAMPLE_MAX)) {
+            k  = TERSE_DIV_UP(n, SCHED_SAMPLE_MAX); /* every k-th row */
+            nr = TERSE_DIV_UP(rows, k);
+            n  = nr * cols;
+        } else {
+            rows = cols = 0;
+            n = (SCHED_SAMPLE_MAX / SCHED_SAMPLE_BLOCK) * SCHED_SAMPLE_BLOCK;
+        }
+    }
+    if (*cap_p < n) {
+        void *p = realloc(*tmp_p, n * sizeof(float));
+        if (p == NULL) {
+            return TERSE_ERR_NOMEM;
+        }
+        *tmp_p = p;
+        *cap_p = n;
+    }
+    t = *tmp_p;
+    if (n == ly->count) {
+        for (i = 0; i < n; ++i) {
+            t[i] = terse__load_f32(buf, dtype, ly->offset + i);
+        }
+    } else if (rows > 0) {
+        k = TERSE_DIV_UP(ly->count, SCHED_SAMPLE_MAX);
+        for (r = 0; r < n / cols; ++r) {
+            for (i = 0; i < cols; ++i) {
+                t[r * cols + i] = terse__load_f32(buf, dtype, ly->offset + r * k * cols + i);
+            }
+        }
+        rows = n / cols;
+    } else {
+        nb   = ly->count / SCHED_SAMPLE_BLOCK;
+        step = nb / (n / SCHED_SAMPLE_BLOCK);
+        for (r = 0; r < n / SCHED_SAMPLE_BLOCK; ++r) {
+            for (i = 0; i < SCHED_SAMPLE_BLOCK; ++i) {
+                t[r * SCHED_SAMPLE_BLOCK + i] =
+                    terse__load_f32(buf, dtype, ly->offset + r * step * SCHED_SAMPLE_BLOCK + i);
+            }
+        }
+    }
+    *n_p     = n;
+    *rows_p  = rows;
+    *cols_p  = (rows > 0) ? cols : 0;
+    *scale_p = (double)ly->count / (double)n;
+    return TERSE_OK;
+}
+
+/* Compress + decompress throughput of the CPU reference code (input fp32 bytes per second),
+ * rough figures of one core of our VM; the cost model's defaults are GPU kernels'. */
+static void
+sched_cpu_tput(terse_sched_cost_t *cost)
+{
+    cost->cmp_tput[TERSE_SCHED_FAM_NONE]      = 0.0;
+    cost->cmp_tput[TERSE_SCHED_FAM_CAST]      = 2e9;
+    cost->cmp_tput[TERSE_SCHED_FAM_QUANT]     = 1e9;
+    cost->cmp_tput[TERSE_SCHED_FAM_SIGN]      = 1e9;
+    cost->cmp_tput[TERSE_SCHED_FAM_TOPK]      = 0.3e9;
+    cost->cmp_tput[TERSE_SCHED_FAM_RANDOMK]   = 1e9;
+    cost->cmp_tput[TERSE_SCHED_FAM_POWERSGD]  = 0.5e9;
+    cost->cmp_tput[TERSE_SCHED_FAM_POWERSGD1] = 0.5e9;
+    cost->cmp_tput[TERSE_SCHED_FAM_TOPKT]     = 0.5e9;
+    cost->cmp_overhead                         = 5e-6;
+}
+
+void
+terse__ctx_set_cost(terse_ctx_t *ctx, const terse_sched_cost_t *cost)
+{
+    ctx->cost       = *cost;
+    ctx->cost_ready = 1;
+}
+
+/* The cost model, once per context: TERSE_LINK_LATENCY / TERSE_LINK_BANDWIDTH where given,
+ * else timed allreduces of 1 and 256 K floats (best of a few, MAX over ranks). Collective. */
+static terse_status_t
+sched_calibrate(terse_ctx_t *ctx)
+{
+    const size_t big = (size_t)1 << 18;
+    const int p = ctx->nranks;
+    double alpha = ctx->cfg->LINK_LATENCY, bw = ctx->cfg->LINK_BANDWIDTH, t, best[2];
+    uint64_t v[3];
+    float small[1] = {0.0f}, *buf;
+    int w, rep, s;
+
+    terse__sched_cost_default(&ctx->cost, p, 0.0);
+    sched_cpu_tput(&ctx->cost);
+    if ((p > 1) && ((alpha <= 0.0) || (bw <= 0.0))) {
+        buf = calloc(big, sizeof(float));
+        v[0] = (buf == NULL);
+        TERSE_CHECK(terse__tp_allreduce(ctx->tp, v, v, 1, TERSE_TP_MAX_U64));
+        if (v[0] == 0) {
+            for (s = 0; s < 2; ++s) {
+                best[s] = 1e30;
+                for (rep = 0; rep < ((s == 0) ? 5 : 3); ++rep) {
+                    t = terse__time_now();
+                    TERSE_CHECK(terse__tp_allreduce(ctx->tp, (s == 0) ? (void *)small : buf,
+                                                    (s == 0) ? (void *)small : buf,
+                                                    (s == 0) ? 1 : big, TERSE_TP_SUM_F32));
+                    t = terse__time_now() - t;
+                    best[s] = TERSE_MIN(best[s], t);
+                }
+            }
+            /* nanoseconds, MAX over ranks: every rank gets the same model */
+            v[0] = (uint64_t)(best[0] * 1e9);
+            v[1] = (uint64_t)(best[1] * 1e9);
+            TERSE_CHECK(terse__tp_allreduce(ctx->tp, v, v, 2, TERSE_TP_MAX_U64));
+            if (alpha <= 0.0) {
+                alpha = (double)v[0] * 1e-9 / terse__sched_wire_msgs(TERSE_SCHED_WIRE_NATIVE, p);
+            }
+            if (bw <= 0.0) {
+                double dt = TERSE_MAX((double)v[1] - (double)v[0], 1.0) * 1e-9;
+                bw        = terse__sched_wire_bytes(TERSE_SCHED_WIRE_NATIVE,
+                                                    (double)(big * sizeof(float)), p) / dt;
+            }
+        } else {
+            terse_warn(TERSE_LOG_SCHED, "no memory to calibrate the cost model: using defaults");
+        }
+        free(buf);
+    }
+    for (w = 0; w < TERSE_SCHED_WIRE_COUNT; ++w) {
+        if (alpha > 0.0) {
+            ctx->cost.level[0].alpha[w] = alpha;
+        }
+        if (bw > 0.0) {
+            ctx->cost.level[0].bw[w] = bw;
+        }
+    }
+    ctx->cost_ready = 1;
+    terse_info(TERSE_LOG_SCHED, "cost model: %d ranks, latency %.3g s per message, bus bandwidth "
+               "%.3g bytes/s", p, ctx->cost.level[0].alpha[0], ctx->cost.level[0].bw[0]);
+    return TERSE_OK;
+}
+
+/* Payload bytes of grid option i on layer ly, or UINT64_MAX when the option is unavailable
+ * there (family not built, sparse not paying at p ranks, a matrix family on a flat layer). */
+static uint64_t
+sched_option_bytes(const terse_ctx_t *ctx, const terse_layer_state_t *ly, int fam, double param)
+{
+    const terse_cmp_ops_t *ops = sched_fam_ops(fam);
+    uint64_t b;
+
+    if (ops == NULL) {
+        return UINT64_MAX;
+    }
+    if ((ops->caps & TERSE_CMP_CAP_MATRIX) && (ly->rows == 0)) {
+        return UINT64_MAX;
+    }
+    if ((ops->caps & TERSE_CMP_CAP_REQUANT) && !(ops->caps & TERSE_CMP_CAP_RANGE)) {
+        return UINT64_MAX;
+    }
+    b = terse__sched_payload_bytes(fam, param, ly->count, ly->rows, ly->cols,
+                                   (uint32_t)ctx->cfg->QUANT_BUCKET);
+    if ((ops->caps & TERSE_CMP_CAP_SPARSE) &&
+        (b * (uint64_t)ctx->nranks >= 2 * (uint64_t)ly->count * sizeof(float))) {
+        return UINT64_MAX;
+    }
+    return b;
+}
+
+/* Solves the plan from the reduced statistics (local, deterministic). */
+static terse_status_t
+sched_solve(terse_ctx_t *ctx, const terse_slot_t *slot, const double *stats,
+            terse_plan_t *plan_p)
+{
+    const terse_sched_grid_t *grid = &ctx->grid;
+    const size_t stride = terse__sched_stats_stride(grid), nl = slot->nlayers;
+    terse_sched_cand_t *cand     = calloc(nl * grid->n, sizeof(*cand));
+    terse_sched_layer_t *layers  = calloc(nl, sizeof(*layers));
+    int *ref                     = calloc(nl, sizeof(*ref));
+    const int ref_fam            = terse__sched_fam_find(ctx->reference.ops->name);
+    uint64_t bytes[TERSE_SCHED_GRID_MAX];
+    terse_sched_problem_t prob;
+    terse_status_t status = TERSE_OK;
+    size_t l, i, nc;
+    double budget;
+
+    if ((cand == NULL) || (layers == NULL) || (ref == NULL)) {
+        status = TERSE_ERR_NOMEM;
+        goto out;
+    }
+    for (l = 0; l < nl; ++l) {
+        const terse_layer_state_t *ly = &slot->layers[l];
+        for (i = 0; i < grid->n; ++i) {
+            bytes[i] = sched_option_bytes(ctx, ly, grid->opt[i].fam, grid->opt[i].param);
+        }
+        TERSE_CHECK_GOTO(terse__sched_layer_fill(grid, &ctx->cost, ly->count, stats + l * stride,
+                                                 bytes, NULL, cand + l * grid->n, &nc),
+                         status, out);
+        layers[l].name  = slot->names[l];
+        layers[l].count = ly->count;
+        layers[l].rows  = ly->rows;
+        layers[l].cols  = ly->cols;
+        layers[l].ncand = nc;
+        layers[l].cand  = cand + l * grid->n;
+        ref[l]          = -1;
+        for (i = 0; i < nc; ++i) {
+            if ((cand[l * grid->n + i].fam == ref_fam) &&
+                (cand[l * grid->n + i].param == ctx->reference.param)) {
+                ref[l] = (int)i;
+            }
+        }
+    }
+    if (ctx->sched_fraction > 0.0) {
+        budget = terse__sched_budget_fraction(stats, nl, stride, ctx->sched_fraction);
+    } else {
+        TERSE_CHECK_GOTO(terse__sched_budget_reference(layers, nl, ref_fam, ctx->reference.param,
+                                                       ctx->sched_alpha, &budget),
+                         status, out);
+    }
+    memset(&prob, 0, sizeof(prob));
+    prob.nlayers   = nl;
+    prob.layer     = layers;
+    prob.budget    = budget;
+    prob.objective = (terse_sched_objective_t)ctx->sched_objective;
+    prob.cost      = &ctx->cost;
+    prob.reference = ref;
+    status         = terse__sched_solve(&prob, plan_p);
+
+out:
+    free(ref);
+    free(layers);
+    free(cand);
+    return status;
+}
+
+static void
+sched_plan_out(const terse_ctx_t *ctx, const terse_plan_t *plan)
+{
+    char file[1024];
+
+    if ((ctx->cfg->PLAN_OUT[0] == '\0') ||
+        ((ctx->rank != 0) && (strstr(ctx->cfg->PLAN_OUT, "%r") == NULL))) {
+        return;
+    }
+    if (terse__path_expand(ctx->cfg->PLAN_OUT, ctx->rank, file, sizeof(file)) == TERSE_OK) {
+        (void)terse__sched_plan_write(plan, file); /* logs its own failure */
+    }
+}
+
+/* Statistics, reduction, solve and checksum agreement for one slot (see above). Collective:
+ * every rank of a slot with sched set calls it on the same step. Returns TERSE_OK (also when
+ * the plan is kept) or a transport error. */
+static terse_status_t
+sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dtype_t dtype)
+{
+    const size_t stride = terse__sched_stats_stride(&ctx->grid), nl = slot->nlayers;
+    const size_t nstat  = nl * stride;
+    const double t0     = terse__time_now();
+    double *stats = calloc(nstat + 1, sizeof(double)), scale;
+    void *ws      = malloc(terse__algo_sum_ws_size(ctx->nranks, nstat, TERSE_FLOAT64));
+    terse_cmp_spec_t *specs = NULL;
+    terse_plan_t plan;
+    terse_status_t status = TERSE_OK, st;
+    float *tmp = NULL;
+    size_t cap = 0, l, j, n, rows, cols;
+    uint64_t v[3], sum = 0;
+    int ok = (stats != NULL) && (ws != NULL);
+    const char *why = NULL;
+
+    memset(&plan, 0, sizeof(plan));
+    slot->next_plan = slot->step + (uint32_t)ctx->sched_replan;
+    for (l = 0; ok && (l < nl); ++l) {
+        double *s = stats + l * stride;
+        ok = (sched_sample(sendbuf, dtype, &slot->layers[l], &tmp, &cap, &n, &rows, &cols,
+                           &scale) == TERSE_OK) &&
+             (terse__sched_stats_layer(&ctx->grid, tmp, n, rows, cols,
+                                       terse_rng_mix64(ctx->seed ^ (0x5ced000000ull + l)),
+                                       s) == TERSE_OK);
+        if (ok && (scale != 1.0)) {
+            for (j = 0; j < stride; ++j) {
+                if (j != TERSE_SCHED_STATS_NONFINITE) {
+                    s[j] *= scale;
+                }
+            }
+        }
+    }
+    free(tmp);
+    if (!ctx->cost_ready) {
+        TERSE_CHECK_GOTO(sched_calibrate(ctx), status, out);
+    }
+    /* 1. every rank has its statistics */
+    v[0] = ok ? 0 : 1;
+    TERSE_CHECK_GOTO(terse__tp_allreduce(ctx->tp, v, v, 1, TERSE_TP_MAX_U64), status, out);
+    if (v[0] != 0) {
+        why = ok ? "another rank could not compute its statistics"
+                 : "this rank could not compute its statistics (out of memory)";
+        goto out;
+    }
+    /* 2. the job's statistics, bitwise equal everywhere */
+    TERSE_CHECK_GOTO(terse__algo_sum(ctx->tp, stats, stats, nstat, TERSE_FLOAT64, 1.0f, ws),
+                     status, out);
+    for (l = 0; l < nl; ++l) {
+        if (stats[l * stride + TERSE_SCHED_STATS_NONFINITE] != 0.0) {
+            why = "a gradient held Inf or NaN at the statistics step";
+            break;
+        }
+    }
+    /* 4. solve (why stays NULL on every rank here: the decision below is agreed) */
+    ok = 0;
+    if (why == NULL) {
+        st = sched_solve(ctx, slot, stats, &plan);
+        specs = (st == TERSE_OK) ? calloc(nl, sizeof(*specs)) : NULL;
+        ok    = (specs != NULL);
+        for (l = 0; ok && (l < nl); ++l) {
+            specs[l].ops   = sched_fam_ops(plan.layer[l].fam);
+            specs[l].param = plan.layer[l].param;
+            ok             = (specs[l].ops != NULL);
+        }
+        if (st != TERSE_OK) {
+            terse_warn(TERSE_LOG_SCHED, "solving the plan failed on this rank (%s)",
+                       terse_status_str(st));
+        }
+        sum = ok ? terse__sched_plan_checksum(&plan) : 0;
+    }
+    /* 5. the same plan everywhere (a stats failure above is agreed: every rank skips this) */
+    if (why == NULL) {
+        v[0] = sum;
+        v[1] = ~sum;
+        v[2] = ok ? 0 : 1;
+        TERSE_CHECK_GOTO(terse__tp_allreduce(ctx->tp, v, v, 3, TERSE_TP_MAX_U64), status, out);
+        if (v[2] != 0) {
+            why = "some rank failed to solve the plan";
+        } else if ((v[0] != sum) || (v[1] != ~sum)) {
+            why = "ranks solved different plans (checksums differ)";
+        }
+    }
+    if (why != NULL) {
+        goto out;
+    }
+    slot->last_plan_s = terse__time_now() - t0;
+    sched_plan_out(ctx, &plan);
+    terse_info(TERSE_LOG_SCHED, "step %u: plan %016llx for %zu layers (%.3g predicted s, %.4g "
+               "wire bytes, error %.4g of budget %.4g), solved in %.3g s; switching at step %u",
+               slot->step, (unsigned long long)sum, nl, plan.predicted_time, plan.wire_bytes,
+               plan.sq_err, plan.budget, slot->last_plan_s, slot->step + 1);
+    free(slot->pending);
+    terse__sched_plan_free(&slot->pending_plan);
+    slot->pending      = specs;
+    slot->pending_plan = plan;
+    slot->switch_step  = slot->step + 1;
+    specs              = NULL;
+    memset(&plan, 0, sizeof(plan));
+
+out:
+    if (why != NULL) {
+        terse_warn(TERSE_LOG_SCHED, "step %u: keeping the previous plan on every rank: %s",
+                   slot->step, why);
+    }
+    terse__sched_plan_free(&plan);
+    free(specs);
+    free(ws);
+    free(stats);
+    return status;
+}
+
+/* Builds a slot like `old` (same key, layout, step and scheduler state) from `specs`, and
+ * puts it in old's place in the list. On failure the old slot stays. */
+static terse_status_t
+slot_rebuild(terse_ctx_t *ctx, terse_slot_t *old, const terse_cmp_spec_t *specs,
+             terse_slot_t **slot_p)
+{
+    const size_t nl = old->nlayers;
+    size_t *counts = calloc(3 * TERSE_MAX(nl, 1), sizeof(size_t)), l;
+    terse_slot_t *ns = NULL, **pp;
+    terse_status_t status;
+
+    *slot_p = old;
+    if (counts == NULL) {
+        return TERSE_ERR_NOMEM;
+    }
+    for (l = 0; l < nl; ++l) {
+        counts[l]          = old->layers[l].count;
+        counts[nl + l]     = old->layers[l].rows;
+        counts[2 * nl + l] = old->layers[l].cols;
+    }
+    status = slot_build(ctx, old->key, nl, counts, counts + nl, counts + 2 * nl, specs,
+                        (const char (*)[TERSE_NAME_MAX])old->names, old->dtype, &ns);
+    free(counts);
+    TERSE_CHECK(status);
+    ns->step        = old->step;
+    ns->sched       = old->sched;
+    ns->next_plan   = old->next_plan;
+    ns->last_plan_s = old->last_plan_s;
+    for (pp = &ctx->slots; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == old) {
+            ns->next = old->next;
+            *pp      = ns;
+            break;
+        }
+    }
+    slot_destroy(old);
+    *slot_p = ns;
+    return TERSE_OK;
+}
+
+/* Puts a pending plan in force (its switch step has come). */
+static terse_status_t
+sched_switch(terse_ctx_t *ctx, terse_slot_t **slot_p)
+{
+    terse_slot_t *old = *slot_p;
+    terse_plan_t plan = old->pending_plan;
+    terse_status_t st;
+
+    memset(&old->pending_plan, 0, sizeof(old->pending_plan));
+    st = slot_rebuild(ctx, old, old->pending, slot_p);
+    if (st != TERSE_OK) {
+        /* the layout agreement that follows a rebuild catches ranks that did switch */
+        terse_warn(TERSE_LOG_SCHED, "cannot build the new plan (%s): keeping the previous one",
+                   terse_status_str(st));
+        free(old->pending);
+        old->pending = NULL;
+        terse__sched_plan_free(&plan);
+        return TERSE_OK;
+    }
+    terse__sched_plan_free(&(*slot_p)->plan);
+    (*slot_p)->plan     = plan;
+    (*slot_p)->plan_sum = terse__sched_plan_checksum(&plan);
+    return TERSE_OK;
+}
+
+/* One JSON line of TERSE_STATS for a call of this slot. */
+static void
+sched_telemetry(terse_ctx_t *ctx, const terse_slot_t *slot, uint32_t step, double seconds,
+                uint64_t bytes, double sq_err, double norm, int passthrough)
+{
+    FILE *f = ctx->stats_file;
+    const terse_slot_t *s;
+    uint64_t mem = ctx->scratch_bytes;
+    size_t l;
+    char spec[TERSE_NAME_MAX];
+
+    for (s = ctx->slots; s != NULL; s = s->next) {
+        mem += s->mem_bytes;
+    }
+    fprintf(f, "{\"name\":\"%s\",\"rank\":%d,\"nranks\":%d,\"key\":\"%llx\",\"step\":%u,"
+            "\"passthrough\":%d,\"seconds\":%.6g,\"bytes\":%llu,\"plain_bytes\":%llu,"
+            "\"sq_err\":%.6g,\"sq_norm\":%.6g,\"mem\":%llu,\"plan\":\"%016llx\","
+            "\"plan_seconds\":%.6g,\"layers\":[",
+            ctx->name, ctx->rank, ctx->nranks, (unsigned long long)slot->key, step, passthrough,
+            seconds, (unsigned long long)bytes,
+            (unsigned long long)((2 * (uint64_t)(ctx->nranks - 1) * slot->count *
+                                  terse__esize(slot->dtype)) / (uint64_t)ctx->nranks),
+            isfinite(sq_err) ? sq_err : -1.0, isfinite(norm) ? norm : -1.0,
+            (unsigned long long)mem, (unsigned long long)slot->plan_sum, slot->last_plan_s);
+    for (l = 0; l < slot->nlayers; ++l) {
+        const terse_layer_state_t *ly = &slot->layers[l];
+        int fam       = terse__sched_fam_find(ly->ops->name);
+        uint64_t b    = (fam >= 0) ? terse__sched_payload_bytes(fam, ly->param, ly->count, ly->rows,
+                                                              ly->cols,
+                                                              (uint32_t)ctx->cfg->QUANT_BUCKET)
+                                   : (uint64_t)ly->count * terse__esize(slot->dtype);
+        double pred   = ((l < slot->plan.nlayers) && (slot->plan.layer[l].fam == fam))
+                            ? slot->plan.layer[l].expected_sq_err : -1.0;
+        terse__cmp_spec_format(ly->ops, ly->param, spec, sizeof(spec));
+        fprintf(f, "%s{\"layer\":\"%s\",\"count\":%zu,\"cmp\":\"%s\",\"family\":\"%s\","
+                "\"param\":%.6g,\"payload_bytes\":%llu,\"sq_err_pred\":%.6g}",
+                (l > 0) ? "," : "", slot->names[l], ly->count, spec, ly->ops->name, ly->param,
+                (unsigned long long)b, isfinite(pred) ? pred : -1.0);
+    }
+    fprintf(f, "]}\n");
+    fflush(f);
+}
+
+/* TERSE_PLAN: reads the rows of a plan file. Local; the registered layers bind to it at their
+ * first allreduce and every rank compares the result in the layout agreement. */
+static terse_status_t
+ctx_pin_plan_file(terse_ctx_t *ctx, const char *pattern)
+{
+    char file[1024], why[256];
+    terse_plan_t rows;
+    terse_status_t st;
+
+    TERSE_CHECK(terse__path_expand(pattern, ctx->rank, file, sizeof(file)));
+    st = terse__sched_plan_read(file, &rows, why, sizeof(why));
+    if (st != TERSE_OK) {
+        terse_error(TERSE_LOG_SCHED, "TERSE_PLAN %s: %s", file, why);
+        return (st == TERSE_ERR_NOMEM) ? st : TERSE_ERR_INVALID;
+    }
+    terse__sched_plan_free(&ctx->pinned);
+    ctx->pinned = rows;
+    return TERSE_OK;
+}
+
+/* TERSE_LAYOUT: lines "count rows cols name" in buffer order ('#' starts a comment; rows and
+ * cols 0 for a flat tensor; the name is optional). */
+static terse_status_t
+ctx_read_layout(terse_ctx_t *ctx, const char *pattern)
+{
+    char file[1024], line[512], name[TERSE_NAME_MAX];
+    unsigned long long c, r, k;
+    size_t cap = 0, lineno = 0;
+    terse_status_t status = TERSE_OK;
+    FILE *f;
+    int n;
+
+    TERSE_CHECK(terse__path_expand(pattern, ctx->rank, file, sizeof(file)));
+    f = fopen(file, "r");
+    if (f == NULL) {
+        terse_error(TERSE_LOG_COMM, "TERSE_LAYOUT: cannot open %s: %m", file);
+        return TERSE_ERR_INVALID;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char *h = strchr(line, '#');
+        ++lineno;
+        if (h != NULL) {
+            *h = '\0';
+        }
+        name[0] = '\0';
+        n = sscanf(line, "%llu %llu %llu %63s", &c, &r, &k, name);
+        if (n <= 0) {
+            continue;
+        }
+        if ((n < 3) || (c == 0) || ((r * k != c) && !((r == 0) && (k == 0)))) {
+            terse_error(TERSE_LOG_COMM, "TERSE_LAYOUT %s line %zu: expected 'count rows cols "
+                        "[name]' with rows x cols equal to count (or 0 0)", file, lineno);
+            status = TERSE_ERR_INVALID;
+            break;
+        }
+        if (ctx->lay_n == cap) {
+            size_t nc = TERSE_MAX(2 * cap, 16);
+            void *a = realloc(ctx->lay_count, nc * sizeof(size_t)), *b = NULL, *d = NULL, *e = NULL;
+            if (a != NULL) {
+                ctx->lay_count = a;
+                b = realloc(ctx->lay_rows, nc * sizeof(size_t));
+            }
+            if (b != NULL) {
+                ctx->lay_rows = b;
+                d = realloc(ctx->lay_cols, nc * sizeof(size_t));
+            }
+            if (d != NULL) {
+                ctx->lay_cols = d;
+                e = realloc(ctx->lay_name, nc * sizeof(*ctx->lay_name));
+            }
+            if (e == NULL) {
+                status = TERSE_ERR_NOMEM;
+                break;
+            }
+            ctx->lay_name = e;
+            cap           = nc;
+        }
+        ctx->lay_count[ctx->lay_n] = (size_t)c;
+        ctx->lay_rows[ctx->lay_n]  = (size_t)r;
+        ctx->lay_cols[ctx->lay_n]  = (size_t)k;
+        if (name[0] != '\0') {
+            snprintf(ctx->lay_name[ctx->lay_n], TERSE_NAME_MAX, "%s", name);
+        } else {
+            snprintf(ctx->lay_name[ctx->lay_n], TERSE_NAME_MAX, "layer%zu", ctx->lay_n);
+        }
+        ctx->lay_total += (size_t)c;
+        ctx->lay_n++;
+    }
+    fclose(f);
+    if ((status == TERSE_OK) && (ctx->lay_n == 0)) {
+        terse_error(TERSE_LOG_COMM, "TERSE_LAYOUT %s holds no layer", file);
+        status = TERSE_ERR_INVALID;
+    }
+    return status;
 }
 
 /* ---------------------------------------------------------------- allreduce */
@@ -624,12 +1286,107 @@ ctx_sq_norm(const void *buf, terse_dtype_t dtype, size_t count)
     return s;
 }
 
+/* The registered layers' plan when TERSE_PLAN pins one: binds the file's rows once. */
+static void
+ctx_bind_pinned(terse_ctx_t *ctx)
+{
+    terse_plan_t plan;
+    size_t l;
+
+    if ((ctx->pinned.nlayers == 0) || (ctx->nreg == 0)) {
+        return;
+    }
+    if (terse__sched_plan_bind(&ctx->pinned, ctx->nreg, ctx->reg_count,
+                               (const char *const *)NULL, &plan) != TERSE_OK) {
+        /* every rank holding the same file fails alike; others disagree in the agreement */
+        terse_error(TERSE_LOG_SCHED, "TERSE_PLAN does not fit the %zu registered layers: "
+                    "sending them uncompressed", ctx->nreg);
+        for (l = 0; l < ctx->nreg; ++l) {
+            ctx->plan[l] = (terse_cmp_spec_t){terse__cmp_find("none"), 0.0, 0};
+        }
+    } else {
+        for (l = 0; l < ctx->nreg; ++l) {
+            const terse_cmp_ops_t *ops = sched_fam_ops(plan.layer[l].fam);
+            ctx->plan[l] = (terse_cmp_spec_t){(ops != NULL) ? ops : terse__cmp_find("none"),
+                                              (ops != NULL) ? plan.layer[l].param : 0.0, 0};
+        }
+        terse_info(TERSE_LOG_SCHED, "TERSE_PLAN pins plan %016llx", (unsigned long long)
+                   terse__sched_plan_checksum(&plan));
+        terse__sched_plan_free(&plan);
+    }
+    terse__sched_plan_free(&ctx->pinned);
+    ctx->auto_reg = 0;
+}
+
+/* Builds the slot of a key: its layer map (registered layers, TERSE_LAYOUT, fixed-size
+ * segments in auto mode, or one flat layer) and its first plan (none while the scheduler
+ * warms up). */
+static terse_status_t
+ctx_build_slot(terse_ctx_t *ctx, uint64_t key, size_t count, terse_dtype_t dtype,
+               terse_slot_t **slot_p)
+{
+    const size_t *counts = &count, *rows = NULL, *cols = NULL;
+    const char (*names)[TERSE_NAME_MAX] = NULL;
+    size_t nl = 1, l, *seg = NULL;
+    terse_cmp_spec_t *specs;
+    terse_status_t status;
+    int sched = ctx->auto_unreg;
+
+    if (key == TERSE_KEY_REG) {
+        ctx_bind_pinned(ctx);
+        nl     = ctx->nreg;
+        counts = ctx->reg_count;
+        rows   = ctx->reg_rows;
+        cols   = ctx->reg_cols;
+        names  = (const char (*)[TERSE_NAME_MAX])ctx->reg_name;
+        sched  = ctx->auto_reg;
+    } else if ((ctx->lay_n > 0) && (count == ctx->lay_total)) {
+        nl     = ctx->lay_n;
+        counts = ctx->lay_count;
+        rows   = ctx->lay_rows;
+        cols   = ctx->lay_cols;
+        names  = (const char (*)[TERSE_NAME_MAX])ctx->lay_name;
+    } else if (sched && (ctx->cfg->SEGMENT_BYTES > 0)) {
+        /* whole quant buckets per segment, so segment boundaries do not cut buckets */
+        size_t per = TERSE_ALIGN_UP(TERSE_MAX(ctx->cfg->SEGMENT_BYTES / terse__esize(dtype),
+                                              (size_t)1),
+                                    (size_t)ctx->cfg->QUANT_BUCKET);
+        nl  = TERSE_DIV_UP(count, per);
+        seg = calloc(nl, sizeof(*seg));
+        if (seg == NULL) {
+            return TERSE_ERR_NOMEM;
+        }
+        for (l = 0; l < nl; ++l) {
+            seg[l] = TERSE_MIN(per, count - l * per);
+        }
+        counts = seg;
+    }
+    specs = calloc(TERSE_MAX(nl, 1), sizeof(*specs));
+    if (specs == NULL) {
+        free(seg);
+        return TERSE_ERR_NOMEM;
+    }
+    for (l = 0; l < nl; ++l) {
+        if (sched) {
+            specs[l] = (terse_cmp_spec_t){terse__cmp_find("none"), 0.0, 0};
+        } else {
+            specs[l] = (key == TERSE_KEY_REG) ? ctx->plan[l] : ctx->uniform;
+        }
+    }
+    status = slot_build(ctx, key, nl, counts, rows, cols, specs, names, dtype, slot_p);
+    free(specs);
+    free(seg);
+    TERSE_CHECK(status);
+    (*slot_p)->sched     = sched;
+    (*slot_p)->next_plan = (uint32_t)TERSE_MAX(ctx->sched_warmup, 1) - 1;
+    return TERSE_OK;
+}
+
 static terse_status_t
 ctx_get_slot(terse_ctx_t *ctx, uint64_t key, size_t count, terse_dtype_t dtype,
              terse_slot_t **slot_p)
 {
     terse_slot_t *slot = slot_find(ctx, key);
-    terse_cmp_spec_t one = ctx->uniform;
 
     if ((slot != NULL) && ((slot->count != count) || (slot->dtype != dtype))) {
         terse_info(TERSE_LOG_COMM, "layout of key %llx changed: rebuilding (residuals reset)",
@@ -638,12 +1395,7 @@ ctx_get_slot(terse_ctx_t *ctx, uint64_t key, size_t count, terse_dtype_t dtype,
         slot = NULL;
     }
     if (slot == NULL) {
-        if (key == TERSE_KEY_REG) {
-            TERSE_CHECK(slot_build(ctx, key, ctx->nreg, ctx->reg_count, ctx->reg_rows,
-                                   ctx->reg_cols, ctx->plan, dtype, &slot));
-        } else {
-            TERSE_CHECK(slot_build(ctx, key, 1, &count, NULL, NULL, &one, dtype, &slot));
-        }
+        TERSE_CHECK(ctx_build_slot(ctx, key, count, dtype, &slot));
         slot->next = ctx->slots;
         ctx->slots = slot;
     }
@@ -688,6 +1440,9 @@ terse__allreduce_keyed(terse_ctx_t *ctx, uint64_t key, const void *sendbuf, void
     const float scale = (op == TERSE_OP_AVG) ? 1.0f / (float)ctx->nranks : 1.0f;
     terse_slot_t *slot;
     terse_call_t call;
+    double t0, norm_all = 0.0;
+    uint64_t bytes0;
+    uint32_t step;
     size_t l;
 
     if (count == 0) {
@@ -704,6 +1459,11 @@ terse__allreduce_keyed(terse_ctx_t *ctx, uint64_t key, const void *sendbuf, void
         return ctx_allreduce_f64(ctx, key, sendbuf, recvbuf, count, op);
     }
     TERSE_CHECK(ctx_get_slot(ctx, key, count, dtype, &slot));
+    t0     = terse__time_now();
+    bytes0 = ctx->tp->bytes_sent;
+    if ((slot->pending != NULL) && (slot->step == slot->switch_step)) {
+        TERSE_CHECK(sched_switch(ctx, &slot));
+    }
     if (slot->agreed == 0) {
         TERSE_CHECK(slot_agree(ctx, slot));
     }
@@ -711,12 +1471,23 @@ terse__allreduce_keyed(terse_ctx_t *ctx, uint64_t key, const void *sendbuf, void
         TERSE_CHECK(ctx_passthrough(ctx, sendbuf, recvbuf, count, dtype, scale));
         return TERSE_ERR_MISMATCH;
     }
+    step = slot->step;
+    if (slot->sched && (slot->step == slot->next_plan)) {
+        /* the statistics read the input before any output is written (recvbuf may be
+         * sendbuf); agreed slots only, so every rank of this slot is here */
+        TERSE_CHECK(sched_replan(ctx, slot, sendbuf, dtype));
+    }
     if ((size_t)slot->nclass[TERSE_CLASS_NATIVE] == slot->nlayers) {
         /* nothing to compress: a plain (deterministic) sum */
         TERSE_CHECK(terse__algo_native_run(slot, &(terse_call_t){ctx->tp, sendbuf, recvbuf, dtype,
                                                                  scale, ctx->seed, slot->step,
                                                                  0, 0.0, 0}));
         ++ctx->stats.passthrough;
+        ++slot->step;
+        if (ctx->stats_file != NULL) {
+            sched_telemetry(ctx, slot, step, terse__time_now() - t0,
+                            ctx->tp->bytes_sent - bytes0, 0.0, 0.0, 1);
+        }
         return TERSE_OK;
     }
 
@@ -746,11 +1517,16 @@ terse__allreduce_keyed(terse_ctx_t *ctx, uint64_t key, const void *sendbuf, void
         TERSE_CHECK(terse__algo_sparse_run(slot, &call));
         TERSE_CHECK(terse__algo_native_run(slot, &call));
         ctx->stats.last_rel_err = (norm > 0.0) ? sqrt(call.sq_err / norm) : 0.0;
+        norm_all                = norm;
     }
     ++slot->step;
     ++ctx->stats.steps;
     if (call.nonfinite > 0) {
         ++ctx->stats.nonfinite_steps;
+    }
+    if (ctx->stats_file != NULL) {
+        sched_telemetry(ctx, slot, step, terse__time_now() - t0, ctx->tp->bytes_sent - bytes0,
+                        call.sq_err, norm_all, 0);
     }
     return TERSE_OK;
 }
@@ -840,6 +1616,8 @@ terse_plan_set(terse_ctx_t *ctx, const terse_plan_entry_t *entries, size_t n)
     }
     memcpy(ctx->plan, plan, n * sizeof(*plan));
     free(plan);
+    ctx->auto_reg = 0; /* a pinned plan: the scheduler stops re-planning */
+    terse__sched_plan_free(&ctx->pinned);
     /* residuals reset; the next allreduce rebuilds the slot and agrees on it again */
     slot = slot_find(ctx, TERSE_KEY_REG);
     if (slot != NULL) {

@@ -16,6 +16,7 @@
 
 #include "compressor.h"
 #include "terse_base.h"
+#include "terse_sched.h"
 #include "transport.h"
 
 #ifdef __cplusplus
@@ -67,6 +68,19 @@ typedef struct terse_slot {
     int                  nclass[TERSE_CLASS_COUNT];
     void                *ws[TERSE_CLASS_COUNT]; /* per-algorithm buffers, owned by the algo */
     size_t               mem_bytes; /* everything above, for terse_stats_t.mem_bytes */
+    /* The layout and the plan the slot was built from (owned; kept for rebuilds). */
+    terse_cmp_spec_t    *specs;     /* per layer */
+    char               (*names)[TERSE_NAME_MAX]; /* per layer */
+    /* The scheduler (TERSE_COMPRESSOR=auto, comm/terse.c "scheduler"): every rank takes the
+     * statistics on the same step, solves the same plan and switches on the same step. */
+    int                  sched;       /* 1: this slot is planned by the scheduler */
+    uint32_t             next_plan;   /* step whose input gives the next statistics */
+    uint32_t             switch_step; /* step at which `pending` takes effect */
+    terse_cmp_spec_t    *pending;     /* owned; NULL when no switch is due */
+    terse_plan_t         plan;        /* the solved plan in force (nlayers 0: none yet) */
+    terse_plan_t         pending_plan;
+    uint64_t             plan_sum;    /* checksum of `plan` (0: none yet) */
+    double               last_plan_s; /* seconds the last re-plan took on this rank */
 } terse_slot_t;
 
 /* What one call hands to the algorithms. */
@@ -136,6 +150,24 @@ struct terse_ctx {
     void                  *scratch;   /* fp64 / conversion scratch, grown on demand */
     size_t                 scratch_bytes;
     terse_stats_t          stats;
+    /* scheduler (auto mode); tests may change the sched_* values before the first allreduce */
+    int                    auto_reg;     /* registered layers are planned by the scheduler */
+    int                    auto_unreg;   /* unregistered layouts too */
+    long                   sched_warmup; /* TERSE_WARMUP_STEPS */
+    long                   sched_replan; /* TERSE_REPLAN_STEPS */
+    double                 sched_alpha;  /* TERSE_ERROR_BUDGET */
+    double                 sched_fraction; /* TERSE_ERROR_FRACTION (> 0: used instead) */
+    int                    sched_objective; /* terse_sched_objective_t */
+    terse_cmp_spec_t       reference;    /* TERSE_REFERENCE */
+    terse_sched_grid_t     grid;
+    terse_sched_cost_t     cost;         /* valid when cost_ready */
+    int                    cost_ready;
+    terse_plan_t           pinned;       /* TERSE_PLAN rows (nlayers 0: none) */
+    void                  *stats_file;   /* FILE * of TERSE_STATS, or NULL */
+    /* TERSE_LAYOUT: the layer map of unregistered buffers of lay_total elements */
+    size_t                 lay_n, lay_total;
+    size_t                *lay_count, *lay_rows, *lay_cols;
+    char                 (*lay_name)[TERSE_NAME_MAX];
 };
 
 #define TERSE_KEY_REG   (~0ull)
@@ -150,6 +182,9 @@ terse_status_t terse__allreduce_keyed(terse_ctx_t *ctx, uint64_t key, const void
  * unregistered layouts are dropped and agreed on again. Local: every rank must call it alike.
  * Returns TERSE_OK or TERSE_ERR_INVALID (bad spec, logged). */
 terse_status_t terse__ctx_set_uniform(terse_ctx_t *ctx, const char *spec);
+/* Fixes the scheduler's cost model (tests, tools): no calibration is measured. `cost` is
+ * copied. Local: every rank must call it alike. */
+void terse__ctx_set_cost(terse_ctx_t *ctx, const terse_sched_cost_t *cost);
 /* 1 when the uniform plan would send every layer natively (compression is off). */
 int terse__ctx_plan_is_native(const terse_ctx_t *ctx);
 /* Hash of the decision-relevant TERSE_* values (every variable but TERSE_LOG_*) and the

@@ -19,8 +19,8 @@ TERSE_ENV(LOG_SUBSYS,     STRING, "all",     "all or a comma list of base,cmp,co
           "which subsystems log (like NCCL_DEBUG_SUBSYS)")
 TERSE_ENV(LOG_FILE,       PATH,   "",        "a path; %h host, %p pid, %r rank",
           "write log lines to this file instead of stderr")
-TERSE_ENV(COMPRESSOR,     SPEC,   "quant:4", "none|cast:bf16|cast:fp16|quant:B (B 2..8)|sign|topk:D|randomk:D|powersgd:R",
-          "the compressor every layer uses (a uniform plan)")
+TERSE_ENV(COMPRESSOR,     SPEC,   "auto",    "auto|none|cast:bf16|cast:fp16|quant:B (B 2..8)|sign|topk:D|randomk:D|powersgd:R",
+          "auto: the error-budget scheduler plans per layer; otherwise every layer uses this one")
 TERSE_ENV(SEED,           INT,    "1",       "0..2147483647",
           "base of every random stream (stochastic rounding, random-k, PowerSGD Q)")
 TERSE_ENV(QUANT_BUCKET,   INT,    "512",     "32..65536",
@@ -37,3 +37,29 @@ TERSE_ENV(SHIM,           BOOL,   "1",       "0|1",
           "0: libterse-mpi.so passes every call through (it still takes part in the agreement)")
 TERSE_ENV(MPI_CYCLE_RECUR, INT,   "3",       "1..1000",
           "times the per-step cycle of allreduce calls must repeat before the shim compresses it")
+TERSE_ENV(WARMUP_STEPS,   INT,    "10",      "0..1000000",
+          "auto: allreduces of a layout sent uncompressed before the first plan")
+TERSE_ENV(REPLAN_STEPS,   INT,    "100",     "1..1000000",
+          "auto: allreduces of a layout between two plans (statistics, solve, switch one step later)")
+TERSE_ENV(ERROR_BUDGET,   DOUBLE, "1",       "0..inf",
+          "auto: allowed sum of squared errors, times that of TERSE_REFERENCE on every layer")
+TERSE_ENV(REFERENCE,      SPEC,   "quant:4", "a compressor spec (not auto)",
+          "auto: the uniform setting the error budget is measured against")
+TERSE_ENV(ERROR_FRACTION, DOUBLE, "0",       "0..inf",
+          "auto: if > 0, the budget is this fraction of the squared gradient norm instead")
+TERSE_ENV(SCHED_OBJECTIVE, ENUM,  "time",    "time|bytes",
+          "auto: minimise predicted time (latency, bandwidth, compress cost) or bytes sent")
+TERSE_ENV(LINK_LATENCY,   DOUBLE, "0",       "0..inf",
+          "auto: seconds per message for the cost model; 0 measures it at the first plan")
+TERSE_ENV(LINK_BANDWIDTH, DOUBLE, "0",       "0..inf",
+          "auto: bus bandwidth in bytes/s for the cost model; 0 measures it at the first plan")
+TERSE_ENV(PLAN,           PATH,   "",        "a plan CSV (terse-plan-bench format); %h %p %r",
+          "pin this plan for the registered layers (checksum agreed across ranks); no re-planning")
+TERSE_ENV(PLAN_OUT,       PATH,   "",        "a path; %h host, %p pid, %r rank",
+          "write every plan the scheduler solves to this CSV file")
+TERSE_ENV(STATS,          PATH,   "",        "a path; %h host, %p pid, %r rank",
+          "append one JSON line per allreduce per rank: per layer compressor, bytes, errors, times")
+TERSE_ENV(LAYOUT,         PATH,   "",        "a file of lines: count rows cols name (buffer order)",
+          "layer map for unregistered buffers whose size matches the file's total (shim mode)")
+TERSE_ENV(SEGMENT_BYTES,  SIZE,   "0",       "bytes, with an optional K, M, G or T suffix; 0 off",
+          "auto: cut unregistered buffers into segments of this size, planned separately")
