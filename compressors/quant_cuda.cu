@@ -640,12 +640,12 @@ q_fixup_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, int mode)
  *               words are assembled by shuffles and written whole. sign keeps lane l on values
  *               32 p + l, so the partial sums of quant.h accumulate in place, and each code
  *               word is a ballot. The last partial bucket (and count 0) goes to the slot kernel.
- *   decompress: grid-stride over groups of 4 values (one 16-byte store each, Q_DEC_U groups'
- *               loads in flight per thread); element i's code sits at bit i * bits of the code
+ *   decompress: grid-stride over groups of 4 values (one 16-byte streaming store each, 4
+ *               groups' loads in flight per thread, the codes and scales of 3 iterations ahead
+ *               prefetched into L2); element i's code sits at bit i * bits of the code
  *               section, so a group's 4 * bits field comes from at most two aligned words; the
  *               header is checked once per block, the scales per group.
  */
-#define Q_DEC_U 4
 
 static int
 q_sm_count(void)
@@ -917,7 +917,16 @@ q_field(const uint8_t *codes, uint64_t cend, uint64_t T, uint32_t bits)
     return __funnelshift_r(w0, w1, s);
 }
 
-template <int ADD, int CS>
+/* Iterations ahead that the decoder prefetches codes and scales into L2 (PF). */
+#define Q_DEC_PD 3
+
+__device__ __forceinline__ void
+q_prefetch_l2(const void *p)
+{
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+template <int ADD, int CS, int U, int PF>
 __global__ void __launch_bounds__(256)
 q_decode_fast_kernel(q_dev_layer_t L, uint32_t bshift)
 {
@@ -968,13 +977,28 @@ q_decode_fast_kernel(q_dev_layer_t L, uint32_t bshift)
         return;
     }
     for (uint64_t base = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; base < n4;
-         base += Q_DEC_U * stride) {
-        uint32_t f[Q_DEC_U];
-        float s0[Q_DEC_U], s1[Q_DEC_U];
-        float4 a[Q_DEC_U];
+         base += U * stride) {
+        uint32_t f[U];
+        float s0[U], s1[U];
+        float4 a[U];
 
+        if (PF) {
+            /* codes and scales of iteration + Q_DEC_PD into L2: the loads below then wait for
+             * L2, not for DRAM queued behind the output's writes */
 #pragma unroll
-        for (int u = 0; u < Q_DEC_U; ++u) {
+            for (int u = 0; u < U; ++u) {
+                const uint64_t T = base + (uint64_t)(Q_DEC_PD * U + u) * stride;
+                if ((T < n4) && ((threadIdx.x & 7) == 0)) {
+                    q_prefetch_l2(codes + 4u * ((4u * T * bits) >> 5));
+                    if ((threadIdx.x & 31) == 0) {
+                        const uint64_t k = (4u * T) >> bshift;
+                        q_prefetch_l2(sc32 + (is_sign ? k : 2 * k));
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
             const uint64_t T = base + u * stride;
             if (T < n4) {
                 const uint64_t k = (4u * T) >> bshift;
@@ -992,7 +1016,7 @@ q_decode_fast_kernel(q_dev_layer_t L, uint32_t bshift)
             }
         }
 #pragma unroll
-        for (int u = 0; u < Q_DEC_U; ++u) {
+        for (int u = 0; u < U; ++u) {
             const uint64_t T = base + u * stride;
             float d[4];
             int cnt, bad;
@@ -1156,8 +1180,8 @@ q_launch_fast(q_dev_layer_t L, terse_cu_qmode_t mode, cudaStream_t s)
                 : (L.bucket == 512) ? q_sign_fast_kernel<16, 4> : q_sign_fast_kernel<32, 2>;
         } else {
             k = (L.bucket == 256) ? q_quant_fast_kernel<2, 4>
-                : (L.bucket == 512) ? ((q_variant & 4u) ? q_quant_fast_kernel<4, 3>
-                                                        : q_quant_fast_kernel<4, 4>)
+                : (L.bucket == 512) ? ((q_variant & 4u) ? q_quant_fast_kernel<4, 4>
+                                                        : q_quant_fast_kernel<4, 3>)
                                     : q_quant_fast_kernel<8, 2>;
         }
         grid = q_grid((const void *)k, (nfull + Q_WARPS - 1) / Q_WARPS);
@@ -1178,24 +1202,26 @@ q_launch_fast(q_dev_layer_t L, terse_cu_qmode_t mode, cudaStream_t s)
     } else {
         const int sh = q_pow2_shift(L.bucket);
         const uint64_t n4 = (L.n + 3) / 4;
-        uint64_t g = (n4 + 256u * Q_DEC_U - 1) / (256u * Q_DEC_U);
+        const int big_u = (mode != TERSE_CU_Q_DECOMPRESS_ADD) && (q_variant & 8u);
+        const uint64_t per_block = 256u * (big_u ? 16u : 4u);
+        uint64_t g = (n4 + per_block - 1) / per_block;
         if ((sh < 0) || !L.vec || (((uintptr_t)L.in & 3u) != 0)) {
             return 0;
         }
         void (*k)(q_dev_layer_t, uint32_t);
         unsigned grid;
-        if (q_variant & 1u) {
-            k = (mode == TERSE_CU_Q_DECOMPRESS_ADD) ? q_decode_fast_kernel<1, 1>
-                                                     : q_decode_fast_kernel<0, 1>;
+        if (mode == TERSE_CU_Q_DECOMPRESS_ADD) {
+            k = (q_variant & 1u) ? q_decode_fast_kernel<1, 0, 4, 0>
+                                 : q_decode_fast_kernel<1, 1, 4, 0>;
+        } else if (big_u) {
+            k = q_decode_fast_kernel<0, 1, 16, 0>;
+        } else if (q_variant & 2u) {
+            k = q_decode_fast_kernel<0, 1, 4, 0>;
         } else {
-            k = (mode == TERSE_CU_Q_DECOMPRESS_ADD) ? q_decode_fast_kernel<1, 0>
-                                                     : q_decode_fast_kernel<0, 0>;
+            k = (q_variant & 1u) ? q_decode_fast_kernel<0, 0, 4, 1>
+                                 : q_decode_fast_kernel<0, 1, 4, 1>;
         }
         grid = q_grid((const void *)k, g);
-        if (q_variant & 2u) {
-            uint64_t g4 = (uint64_t)grid * 4u;
-            grid = (unsigned)((g < g4) ? g : g4);
-        }
         k<<<grid, 256, 0, s>>>(L, (uint32_t)sh);
         TERSE_CUDA_LAUNCHED("quant fast decode kernel");
         return 1;

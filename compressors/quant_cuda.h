@@ -71,9 +71,11 @@ terse_status_t terse__cmp_quant_cuda_stat(void *cuda, terse_stream_t stream, uin
  * them on and picks the slot compress kernel compiled for that many resident blocks per SM.
  * Not thread-safe; call before use. */
 void terse__cmp_quant_cuda_tune(int min_blocks);
-/* Benchmark knob: fast-path variants, a bit mask (0 = default): 1 streaming (evict-first)
- * stores in decompress, 2 decompress grid 4 times the resident blocks, 4 quant compress
- * (bucket 512) compiled for 3 instead of 4 resident blocks per SM. Not thread-safe. */
+/* Benchmark knob: fast-path variants, a bit mask (0 = default), each bit the previous choice:
+ * 1 plain instead of streaming (evict-first) stores in decompress, 2 decompress without the L2
+ * prefetch, 4 quant compress (bucket 512) compiled for 4 instead of 3 resident blocks per SM,
+ * 8 decompress with 16 groups of 4 values in flight per thread instead of 4 and the prefetch.
+ * Not thread-safe. */
 void terse__cmp_quant_cuda_variant(unsigned variant);
 
 /* ---------------------------------------------------------------- multi-tensor */
