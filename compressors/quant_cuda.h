@@ -72,9 +72,10 @@ terse_status_t terse__cmp_quant_cuda_stat(void *cuda, terse_stream_t stream, uin
  * Not thread-safe; call before use. */
 void terse__cmp_quant_cuda_tune(int min_blocks);
 /* Benchmark knob: fast-path variants, a bit mask (0 = default), each bit the previous choice:
- * 1 plain instead of streaming (evict-first) stores in decompress, 2 decompress without the L2
- * prefetch, 4 quant compress (bucket 512) compiled for 4 instead of 3 resident blocks per SM,
- * 8 decompress with 16 groups of 4 values in flight per thread instead of 4 and the prefetch.
+ * 1 plain instead of streaming (evict-first) stores in decompress, 2 decompress prefetching
+ * the codes and scales of 3 iterations ahead into L2, 4 quant compress (bucket 512) compiled
+ * for 4 instead of 3 resident blocks per SM, 8 decompress with 16 groups of 4 values in
+ * flight per thread instead of 4.
  * Not thread-safe. */
 void terse__cmp_quant_cuda_variant(unsigned variant);
 
