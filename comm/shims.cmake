@@ -4,7 +4,7 @@
 # exports only MPI_Allreduce and terse_* (shim_mpi.map).
 if(TERSE_HAVE_MPI)
     add_library(terse-mpi SHARED ${CMAKE_CURRENT_SOURCE_DIR}/shim_mpi.c
-                $<TARGET_OBJECTS:terse_base> $<TARGET_OBJECTS:terse_compressors>
+                $<TARGET_OBJECTS:terse_base> $<TARGET_OBJECTS:${TERSE_CMP_HOST_OBJECTS}>
                 $<TARGET_OBJECTS:terse_scheduler> $<TARGET_OBJECTS:terse_comm>)
     set(_terse_shim_libs MPI::MPI_C Threads::Threads ${CMAKE_DL_LIBS})
     if(TERSE_LIBM)

@@ -8,6 +8,15 @@
 
 #include "cast.h"
 #include "quant.h" /* terse__quant_load, TERSE_QUANT_CHUNK, TERSE_QUANT_INLINE */
+/* Device hooks; the MPI shim's copy of this file (TERSE_CMP_HOST_ONLY) has none. */
+#if TERSE_HAVE_CUDA && !defined(TERSE_CMP_HOST_ONLY)
+#define CMP_CAST_CUDA 1
+#include "cast_cuda.h"
+#define CMP_CAST_CAP_CUDA TERSE_CMP_CAP_CUDA
+#else
+#define CMP_CAST_CUDA 0
+#define CMP_CAST_CAP_CUDA 0
+#endif
 
 #if TERSE_QUANT_MULTIVERSION
 #include <immintrin.h>
@@ -20,6 +29,7 @@ typedef struct cmp_cast {
     float  inv_p;  /* fp16: 1 / p */
     float  fp;     /* fp16: (float)p */
     float  clip;   /* fp16: saturation bound */
+    void  *cuda;   /* device state (cast_cuda.h) of a TERSE_MEM_CUDA instance, else NULL */
 } cmp_cast_t;
 
 terse_dtype_t
@@ -259,10 +269,6 @@ cmp_cast_create(const terse_cmp_params_t *params, void **ctx_p)
     cmp_cast_t *cs;
 
     TERSE_CHECK(terse__cmp_check_mem("cast", params->mem));
-    if (params->mem != TERSE_MEM_HOST) {
-        terse_error(TERSE_LOG_CMP, "cast: device buffers need the CUDA kernels");
-        return TERSE_ERR_UNSUPPORTED;
-    }
     if ((params->param != TERSE_CAST_BF16) && (params->param != TERSE_CAST_FP16)) {
         terse_error(TERSE_LOG_CMP, "cast: parameter %g is neither 0 (bf16) nor 1 (fp16)",
                     params->param);
@@ -279,6 +285,15 @@ cmp_cast_create(const terse_cmp_params_t *params, void **ctx_p)
     cs->fp     = (float)cs->nranks;
     cs->inv_p  = 1.0f / cs->fp;
     cs->clip   = terse__cast_fp16_clip(cs->nranks);
+#if CMP_CAST_CUDA
+    if (params->mem == TERSE_MEM_CUDA) {
+        terse_status_t st = terse__cmp_cast_cuda_create(cs->kind, cs->nranks, &cs->cuda);
+        if (st != TERSE_OK) {
+            free(cs);
+            return st;
+        }
+    }
+#endif
     *ctx_p     = cs;
     return TERSE_OK;
 }
@@ -317,6 +332,12 @@ cmp_cast_compress(void *ctx, const terse_buf_t *in, float *residual, const terse
     size_t n       = in->count, c;
     uint8_t *o     = out;
 
+#if CMP_CAST_CUDA
+    if ((in->mem == TERSE_MEM_CUDA) && (cs->cuda != NULL)) {
+        return terse__cmp_cast_cuda_compress(cs->cuda, in->ptr, in->dtype, n, residual, rng, out,
+                                             out_bytes, flags_p, sq_err_p, stream);
+    }
+#endif
     (void)rng;
     (void)stream;
     if ((in->mem != TERSE_MEM_HOST) || !cast_dtype_ok(in->dtype) || (n > cs->count) ||
@@ -356,8 +377,15 @@ cmp_cast_decompress(void *ctx, const void *in, size_t in_bytes, float scale,
     float factor        = (cs->kind == TERSE_CAST_BF16) ? scale : cs->fp * scale;
     float d[TERSE_QUANT_CHUNK];
     uint16_t h[TERSE_QUANT_CHUNK];
-    int f16c = cast_use_f16c();
+    int f16c;
 
+#if CMP_CAST_CUDA
+    if ((out->mem == TERSE_MEM_CUDA) && (cs->cuda != NULL)) {
+        return terse__cmp_cast_cuda_decompress(cs->cuda, in, in_bytes, scale, out->ptr,
+                                               out->dtype, n, stream);
+    }
+#endif
+    f16c = cast_use_f16c();
     (void)stream;
     if ((out->mem != TERSE_MEM_HOST) || !cast_dtype_ok(out->dtype) ||
         ((n > 0) && (out->ptr == NULL))) {
@@ -387,15 +415,39 @@ cmp_cast_decompress(void *ctx, const void *in, size_t in_bytes, float scale,
 static void
 cmp_cast_destroy(void *ctx)
 {
-    free(ctx);
+    cmp_cast_t *cs = ctx;
+
+    if (cs == NULL) {
+        return;
+    }
+#if CMP_CAST_CUDA
+    if (cs->cuda != NULL) {
+        terse__cmp_cast_cuda_destroy(cs->cuda);
+    }
+#endif
+    free(cs);
 }
+
+#if CMP_CAST_CUDA
+/* The device state (the `cuda` argument of cast_cuda.h's launchers, e.g. for the lazy
+ * terse__cmp_cast_cuda_stat) of an ops instance of cast; NULL for a host instance.
+ * Borrowed: owned by the instance. */
+void *terse__cmp_cast_cuda_handle(void *ctx);
+
+void *
+terse__cmp_cast_cuda_handle(void *ctx)
+{
+    return (ctx != NULL) ? ((cmp_cast_t *)ctx)->cuda : NULL;
+}
+#endif
 
 static const double cmp_cast_grid[] = {TERSE_CAST_BF16, TERSE_CAST_FP16, -1.0};
 
 const terse_cmp_ops_t terse_cmp_cast_ops = {
     .size           = sizeof(terse_cmp_ops_t),
     .name           = "cast",
-    .caps           = TERSE_CMP_CAP_CPU | TERSE_CMP_CAP_SUMMABLE | TERSE_CMP_CAP_RANGE,
+    .caps           = TERSE_CMP_CAP_CPU | TERSE_CMP_CAP_SUMMABLE | TERSE_CMP_CAP_RANGE |
+                      CMP_CAST_CAP_CUDA,
     .param_doc      = "bf16|fp16 (printed back as 0|1)",
     .sum_dtype      = TERSE_BFLOAT16,
     .grid           = cmp_cast_grid,

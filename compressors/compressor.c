@@ -137,7 +137,7 @@ terse__cmp_check_mem(const char *name, terse_mem_t mem)
     if (mem == TERSE_MEM_HOST) {
         return TERSE_OK;
     }
-#if TERSE_HAVE_CUDA
+#if TERSE_HAVE_CUDA && !defined(TERSE_CMP_HOST_ONLY) /* the MPI shim's copy: host only */
     if (mem == TERSE_MEM_CUDA) {
         return TERSE_OK;
     }

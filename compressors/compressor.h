@@ -104,6 +104,8 @@ typedef struct terse_cmp_ops {
      *   [out]    flags_p   TERSE_CMP_NONFINITE or 0
      *   [out]    sq_err_p  ||v - D(C(v))||^2 in double, the error this input actually suffered
      *                      (multi-stage: the final value is given by the last stage); may be NULL
+     * On device buffers (TERSE_MEM_CUDA) the call only enqueues: *flags_p and *sq_err_p come
+     * back 0 and the real values are read lazily with terse__cmp_<family>_cuda_stat.
      * Returns TERSE_OK or TERSE_ERR_INVALID (size mismatch). */
     terse_status_t (*compress)(void *ctx, const terse_buf_t *in, float *residual,
                                const terse_rng_t *rng, void *out, size_t out_bytes,

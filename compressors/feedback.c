@@ -1,11 +1,41 @@
 /*
  * Error feedback: one fp32 residual per layer, kept across steps (DESIGN.md section 8 rule 4).
  * Residuals belong to layers, not to compressors: a plan change resets them collectively.
+ * TERSE_MEM_CUDA (CUDA builds): data is device memory (cuda_util.h), the offsets stay on the
+ * host; resets are synchronous (plan switches and non-finite steps only, never per step).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "compressor.h"
+/* the MPI shim's copy of this file (TERSE_CMP_HOST_ONLY) has no device residuals */
+#if TERSE_HAVE_CUDA && !defined(TERSE_CMP_HOST_ONLY)
+#define FB_CUDA 1
+#include "cuda_util.h"
+#else
+#define FB_CUDA 0
+#endif
+
+/* Zeroes count floats at data (device memory when mem is TERSE_MEM_CUDA). */
+static void
+fb_zero(const terse_fb_t *fb, float *data, size_t count)
+{
+    if (count == 0) {
+        return;
+    }
+#if FB_CUDA
+    if (fb->mem == TERSE_MEM_CUDA) {
+        /* the legacy default stream, then a wait: ordered before any later launch */
+        if ((terse__cuda_memset_async(data, 0, count * sizeof(float), NULL) != TERSE_OK) ||
+            (terse__cuda_stream_sync(NULL) != TERSE_OK)) {
+            terse_error(TERSE_LOG_CMP, "failed to reset %zu device residuals", count);
+        }
+        return;
+    }
+#endif
+    (void)fb;
+    memset(data, 0, count * sizeof(float));
+}
 
 terse_status_t
 terse__fb_create(const size_t *counts, size_t nlayers, terse_mem_t mem, terse_fb_t *fb)
@@ -13,10 +43,7 @@ terse__fb_create(const size_t *counts, size_t nlayers, terse_mem_t mem, terse_fb
     size_t i, total = 0;
 
     memset(fb, 0, sizeof(*fb));
-    if (mem != TERSE_MEM_HOST) {
-        terse_error(TERSE_LOG_CMP, "device residuals are allocated by the CUDA path");
-        return TERSE_ERR_UNSUPPORTED;
-    }
+    TERSE_CHECK(terse__cmp_check_mem("error feedback", mem));
     fb->offset = calloc(nlayers + 1, sizeof(*fb->offset));
     if (fb->offset == NULL) {
         goto err_nomem;
@@ -26,7 +53,23 @@ terse__fb_create(const size_t *counts, size_t nlayers, terse_mem_t mem, terse_fb
         total += counts[i];
     }
     fb->offset[nlayers] = total;
-    fb->data            = calloc(TERSE_MAX(total, 1), sizeof(float));
+#if FB_CUDA
+    if (mem == TERSE_MEM_CUDA) {
+        void *d = NULL;
+        terse_status_t st = terse__cuda_calloc(&d, TERSE_MAX(total, 1) * sizeof(float));
+        if (st != TERSE_OK) {
+            free(fb->offset);
+            fb->offset = NULL;
+            terse_error(TERSE_LOG_CMP, "failed to allocate device residuals for %zu layers",
+                        nlayers);
+            return st;
+        }
+        fb->data = d;
+    }
+#endif
+    if (mem == TERSE_MEM_HOST) {
+        fb->data = calloc(TERSE_MAX(total, 1), sizeof(float));
+    }
     if (fb->data == NULL) {
         goto err_free_offset;
     }
@@ -46,6 +89,12 @@ err_nomem:
 void
 terse__fb_destroy(terse_fb_t *fb)
 {
+#if FB_CUDA
+    if ((fb->mem == TERSE_MEM_CUDA) && (fb->data != NULL)) {
+        terse__cuda_free(fb->data);
+        fb->data = NULL;
+    }
+#endif
     free(fb->data);
     free(fb->offset);
     memset(fb, 0, sizeof(*fb));
@@ -60,13 +109,13 @@ terse__fb_layer(const terse_fb_t *fb, size_t layer)
 void
 terse__fb_reset_layer(terse_fb_t *fb, size_t layer, size_t count)
 {
-    memset(fb->data + fb->offset[layer], 0, count * sizeof(float));
+    fb_zero(fb, fb->data + fb->offset[layer], count);
 }
 
 void
 terse__fb_reset_all(terse_fb_t *fb)
 {
-    memset(fb->data, 0, fb->total * sizeof(float));
+    fb_zero(fb, fb->data, fb->total);
 }
 
 size_t

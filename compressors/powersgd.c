@@ -12,6 +12,15 @@
 
 #include "compressor.h"
 #include "powersgd.h"
+/* Device hooks; the MPI shim's copy of this file (TERSE_CMP_HOST_ONLY) has none. */
+#if TERSE_HAVE_CUDA && !defined(TERSE_CMP_HOST_ONLY)
+#define CMP_PSGD_CUDA 1
+#include "powersgd_cuda.h"
+#define CMP_PSGD_CAP_CUDA TERSE_CMP_CAP_CUDA
+#else
+#define CMP_PSGD_CUDA 0
+#define CMP_PSGD_CAP_CUDA 0
+#endif
 
 typedef struct cmp_psgd {
     int       alternating; /* powersgd1 */
@@ -31,6 +40,8 @@ typedef struct cmp_psgd {
     unsigned  next;        /* 0 compress, 1 stage 1, 2 decompress (repeatable) */
     int       sent_p;      /* powersgd1: this step sent a P */
     int       nonfinite;   /* this step's local M was not finite */
+    void     *cuda;        /* device state (powersgd_cuda.h) of a TERSE_MEM_CUDA instance, else
+                              NULL; such an instance has none of the host buffers above */
 } cmp_psgd_t;
 
 static terse_status_t
@@ -407,6 +418,16 @@ psgd_init_q(cmp_psgd_t *s)
 static void
 cmp_psgd_reset(void *ctx)
 {
+#if CMP_PSGD_CUDA
+    cmp_psgd_t *s = ctx;
+
+    if (s->cuda != NULL) {
+        if (terse__cmp_psgd_cuda_reset(s->cuda) != TERSE_OK) {
+            terse_error(TERSE_LOG_CMP, "powersgd: failed to reset Q of layer %u", s->layer);
+        }
+        return;
+    }
+#endif
     psgd_init_q(ctx);
 }
 
@@ -419,6 +440,11 @@ cmp_psgd_destroy(void *ctx)
     if (s == NULL) {
         return;
     }
+#if CMP_PSGD_CUDA
+    if (s->cuda != NULL) {
+        terse__cmp_psgd_cuda_destroy(s->cuda);
+    }
+#endif
     free(s->q);
     free(s->basis);
     free(s->local);
@@ -435,8 +461,9 @@ cmp_psgd_create_family(const terse_cmp_params_t *params, int alternating, void *
     size_t rows, cols, rank;
 
     TERSE_CHECK(terse__cmp_check_mem(name, params->mem));
-    if (params->mem != TERSE_MEM_HOST) {
-        return TERSE_ERR_UNSUPPORTED; /* the CUDA path lives in powersgd_cuda.cu */
+    if ((params->mem != TERSE_MEM_HOST) && alternating) {
+        terse_error(TERSE_LOG_CMP, "powersgd1: device buffers are not supported (use powersgd)");
+        return TERSE_ERR_UNSUPPORTED;
     }
     if ((params->count == 0) || !(params->param >= 1.0) ||
         !(params->param <= TERSE_PSGD_MAX_RANK)) {
@@ -463,6 +490,18 @@ cmp_psgd_create_family(const terse_cmp_params_t *params, int alternating, void *
     s->cols        = cols;
     s->rank        = rank;
     s->len_max     = TERSE_MAX(rows, cols);
+#if CMP_PSGD_CUDA
+    if (params->mem == TERSE_MEM_CUDA) {
+        terse_status_t st = terse__cmp_psgd_cuda_create(s->count, params->rows, params->cols,
+                                                        rank, s->seed, s->layer, 1, &s->cuda);
+        if (st != TERSE_OK) {
+            cmp_psgd_destroy(s);
+            return st;
+        }
+        *ctx_p = s;
+        return TERSE_OK;
+    }
+#endif
     s->q           = malloc(rank * s->len_max * sizeof(float));
     s->basis       = malloc(rank * s->len_max * sizeof(float));
     s->local       = malloc(rank * s->len_max * sizeof(float));
@@ -580,6 +619,16 @@ cmp_psgd_compress(void *ctx, const terse_buf_t *in, float *residual, const terse
     double total = 0.0, err;
     size_t r = s->rank, len;
 
+#if CMP_PSGD_CUDA
+    if (s->cuda != NULL) {
+        if ((in == NULL) || (in->mem != TERSE_MEM_CUDA)) {
+            terse_error(TERSE_LOG_CMP, "powersgd: host buffer given to a device instance");
+            return TERSE_ERR_INVALID;
+        }
+        return terse__cmp_psgd_cuda_compress(s->cuda, in->ptr, in->dtype, in->count, residual,
+                                             out, out_bytes, flags_p, sq_err_p, stream);
+    }
+#endif
     (void)rng;
     (void)stream;
     if ((in == NULL) || (in->count != s->count) || (in->mem != TERSE_MEM_HOST) ||
@@ -647,6 +696,12 @@ cmp_psgd_stage(void *ctx, unsigned stage, const void *summed, size_t summed_byte
     size_t r = s->rank;
     double err;
 
+#if CMP_PSGD_CUDA
+    if (s->cuda != NULL) {
+        return terse__cmp_psgd_cuda_stage(s->cuda, stage, summed, summed_bytes, out, out_bytes,
+                                          sq_err_p, stream);
+    }
+#endif
     (void)stream;
     if (s->alternating || (stage != 1) || (summed == NULL) || (out == NULL) ||
         (summed_bytes != psgd_stage_bytes(s, 0)) || (out_bytes != psgd_stage_bytes(s, 1))) {
@@ -714,6 +769,15 @@ cmp_psgd_decompress(void *ctx, const void *in, size_t in_bytes, float scale,
     size_t i;
     const float *summed = in;
 
+#if CMP_PSGD_CUDA
+    if (s->cuda != NULL) {
+        if ((out == NULL) || (out->mem != TERSE_MEM_CUDA)) {
+            return TERSE_ERR_INVALID;
+        }
+        return terse__cmp_psgd_cuda_decompress(s->cuda, in, in_bytes, scale, out->ptr,
+                                               out->dtype, out->count, stream);
+    }
+#endif
     (void)stream;
     if ((out == NULL) || (out->count != s->count) || (out->mem != TERSE_MEM_HOST) ||
         (terse_dtype_size(out->dtype) == 0)) {
@@ -752,12 +816,26 @@ cmp_psgd_decompress(void *ctx, const void *in, size_t in_bytes, float scale,
     return TERSE_OK;
 }
 
+#if CMP_PSGD_CUDA
+/* The device state (the `cuda` argument of psgd_cuda.h's launchers, e.g. for the lazy
+ * terse__cmp_psgd_cuda_stat) of an ops instance of powersgd; NULL for a host instance.
+ * Borrowed: owned by the instance. */
+void *terse__cmp_psgd_cuda_handle(void *ctx);
+
+void *
+terse__cmp_psgd_cuda_handle(void *ctx)
+{
+    return (ctx != NULL) ? ((cmp_psgd_t *)ctx)->cuda : NULL;
+}
+#endif
+
 static const double cmp_psgd_grid[] = {1.0, 2.0, 4.0, 8.0, 16.0, 32.0, -1.0};
 
 const terse_cmp_ops_t terse_cmp_powersgd_ops = {
     .size           = sizeof(terse_cmp_ops_t),
     .name           = "powersgd",
-    .caps           = TERSE_CMP_CAP_CPU | TERSE_CMP_CAP_SUMMABLE | TERSE_CMP_CAP_MATRIX,
+    .caps           = TERSE_CMP_CAP_CPU | TERSE_CMP_CAP_SUMMABLE | TERSE_CMP_CAP_MATRIX |
+                      CMP_PSGD_CAP_CUDA,
     .param_doc      = "1..1024 (rank, below min(rows, cols))",
     .sum_dtype      = TERSE_FLOAT32,
     .grid           = cmp_psgd_grid,

@@ -13,12 +13,22 @@
 #include <string.h>
 
 #include "quant.h"
+/* Device hooks; the MPI shim's copy of this file (TERSE_CMP_HOST_ONLY) has none. */
+#if TERSE_HAVE_CUDA && !defined(TERSE_CMP_HOST_ONLY)
+#define CMP_QUANT_CUDA 1
+#include "quant_cuda.h"
+#define CMP_QUANT_CAP_CUDA TERSE_CMP_CAP_CUDA
+#else
+#define CMP_QUANT_CUDA 0
+#define CMP_QUANT_CAP_CUDA 0
+#endif
 
 
 typedef struct cmp_quant {
     unsigned bits;
     size_t   bucket;
     size_t   count;
+    void    *cuda;   /* device state (quant_cuda.h) of a TERSE_MEM_CUDA instance, else NULL */
 } cmp_quant_t;
 
 /* ---------------------------------------------------------------- shared with sign.c */
@@ -541,10 +551,6 @@ cmp_quant_create(const terse_cmp_params_t *params, void **ctx_p)
     double b = params->param;
 
     TERSE_CHECK(terse__cmp_check_mem("quant", params->mem));
-    if (params->mem != TERSE_MEM_HOST) {
-        terse_error(TERSE_LOG_CMP, "quant: device buffers need the CUDA kernels");
-        return TERSE_ERR_UNSUPPORTED;
-    }
     if (!((b >= TERSE_QUANT_MIN_BITS) && (b <= TERSE_QUANT_MAX_BITS) && (b == floor(b)))) {
         terse_error(TERSE_LOG_CMP, "quant: %g bits is not in 2..8", b);
         return TERSE_ERR_INVALID;
@@ -558,6 +564,16 @@ cmp_quant_create(const terse_cmp_params_t *params, void **ctx_p)
     q->bits   = (unsigned)b;
     q->bucket = bucket;
     q->count  = params->count;
+#if CMP_QUANT_CUDA
+    if (params->mem == TERSE_MEM_CUDA) {
+        terse_status_t st = terse__cmp_quant_cuda_create(TERSE_QUANT_FAMILY_QUANT, q->bits,
+                                                         bucket, &q->cuda);
+        if (st != TERSE_OK) {
+            free(q);
+            return st;
+        }
+    }
+#endif
     *ctx_p    = q;
     return TERSE_OK;
 }
@@ -603,6 +619,12 @@ cmp_quant_compress(void *ctx, const terse_buf_t *in, float *residual, const ters
     uint8_t *scales, *codes;
     int finite;
 
+#if CMP_QUANT_CUDA
+    if ((in->mem == TERSE_MEM_CUDA) && (q->cuda != NULL)) {
+        return terse__cmp_quant_cuda_compress(q->cuda, in->ptr, in->dtype, n, residual, rng, out,
+                                              out_bytes, flags_p, sq_err_p, stream);
+    }
+#endif
     (void)stream;
     if ((in->mem != TERSE_MEM_HOST) || !quant_dtype_ok(in->dtype) || (n > q->count) ||
         (rng == NULL) || (out == NULL) || ((n > 0) && (in->ptr == NULL)) ||
@@ -673,6 +695,12 @@ cmp_quant_decompress(void *ctx, const void *in, size_t in_bytes, float scale,
     const uint8_t *scales;
     uint32_t flags;
 
+#if CMP_QUANT_CUDA
+    if ((out->mem == TERSE_MEM_CUDA) && (q->cuda != NULL)) {
+        return terse__cmp_quant_cuda_decompress(q->cuda, in, in_bytes, scale, out->ptr,
+                                                out->dtype, n, stream);
+    }
+#endif
     (void)stream;
     if ((out->mem != TERSE_MEM_HOST) || !quant_dtype_ok(out->dtype) ||
         ((n > 0) && (out->ptr == NULL))) {
@@ -696,6 +724,12 @@ cmp_quant_decompress_add(void *ctx, const void *in, size_t in_bytes, float *acc,
     const uint8_t *scales;
     uint32_t flags;
 
+#if CMP_QUANT_CUDA
+    if (q->cuda != NULL) {
+        return terse__cmp_quant_cuda_decompress_add(q->cuda, in, in_bytes, acc, n, flags_p,
+                                                    stream);
+    }
+#endif
     (void)stream;
     if ((n > 0) && (acc == NULL)) {
         return TERSE_ERR_INVALID;
@@ -716,8 +750,31 @@ cmp_quant_decompress_add(void *ctx, const void *in, size_t in_bytes, float *acc,
 static void
 cmp_quant_destroy(void *ctx)
 {
-    free(ctx);
+    cmp_quant_t *q = ctx;
+
+    if (q == NULL) {
+        return;
+    }
+#if CMP_QUANT_CUDA
+    if (q->cuda != NULL) {
+        terse__cmp_quant_cuda_destroy(q->cuda);
+    }
+#endif
+    free(q);
 }
+
+#if CMP_QUANT_CUDA
+/* The device state (the `cuda` argument of quant_cuda.h's launchers, e.g. for the lazy
+ * terse__cmp_quant_cuda_stat) of an ops instance of quant; NULL for a host instance.
+ * Borrowed: owned by the instance. */
+void *terse__cmp_quant_cuda_handle(void *ctx);
+
+void *
+terse__cmp_quant_cuda_handle(void *ctx)
+{
+    return (ctx != NULL) ? ((cmp_quant_t *)ctx)->cuda : NULL;
+}
+#endif
 
 static const double cmp_quant_grid[] = {2.0, 3.0, 4.0, 6.0, 8.0, -1.0};
 
@@ -725,7 +782,7 @@ const terse_cmp_ops_t terse_cmp_quant_ops = {
     .size           = sizeof(terse_cmp_ops_t),
     .name           = "quant",
     .caps           = TERSE_CMP_CAP_CPU | TERSE_CMP_CAP_REQUANT | TERSE_CMP_CAP_RANGE |
-                      TERSE_CMP_CAP_RNG,
+                      TERSE_CMP_CAP_RNG | CMP_QUANT_CAP_CUDA,
     .param_doc      = "2..8 (bits per value)",
     .sum_dtype      = TERSE_FLOAT32,
     .grid           = cmp_quant_grid,

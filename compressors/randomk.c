@@ -8,6 +8,15 @@
 
 #include "randomk.h"
 #include "topk.h"
+/* Device hooks; the MPI shim's copy of this file (TERSE_CMP_HOST_ONLY) has none. */
+#if TERSE_HAVE_CUDA && !defined(TERSE_CMP_HOST_ONLY)
+#define CMP_RANDOMK_CUDA 1
+#include "randomk_cuda.h"
+#define CMP_RANDOMK_CAP_CUDA TERSE_CMP_CAP_CUDA
+#else
+#define CMP_RANDOMK_CUDA 0
+#define CMP_RANDOMK_CAP_CUDA 0
+#endif
 
 typedef struct cmp_randomk {
     size_t    count;
@@ -15,6 +24,7 @@ typedef struct cmp_randomk {
     uint32_t  layer;
     uint32_t *index;  /* k indices of the last compress (decompress scatters to them), owned */
     int       have_index;
+    void     *cuda;   /* device state (randomk_cuda.h) of a TERSE_MEM_CUDA instance, else NULL */
 } cmp_randomk_t;
 
 static terse_status_t
@@ -40,6 +50,11 @@ cmp_randomk_destroy(void *ctx)
     cmp_randomk_t *r = ctx;
 
     if (r != NULL) {
+#if CMP_RANDOMK_CUDA
+        if (r->cuda != NULL) {
+            terse__cmp_randomk_cuda_destroy(r->cuda);
+        }
+#endif
         free(r->index);
         free(r);
     }
@@ -51,9 +66,6 @@ cmp_randomk_create(const terse_cmp_params_t *params, void **ctx_p)
     cmp_randomk_t *r;
 
     TERSE_CHECK(terse__cmp_check_mem("randomk", params->mem));
-    if (params->mem != TERSE_MEM_HOST) {
-        return TERSE_ERR_UNSUPPORTED; /* the CUDA path lives in randomk_cuda.cu */
-    }
     if ((params->count == 0) || (params->count > UINT32_MAX) || !(params->param > 0.0) ||
         (params->param > 1.0)) {
         terse_error(TERSE_LOG_CMP, "randomk: layer %u count %zu density %g out of range",
@@ -71,6 +83,16 @@ cmp_randomk_create(const terse_cmp_params_t *params, void **ctx_p)
     if (r->index == NULL) {
         goto err_free_randomk;
     }
+#if CMP_RANDOMK_CUDA
+    if (params->mem == TERSE_MEM_CUDA) {
+        terse_status_t st = terse__cmp_randomk_cuda_create(r->count, r->k, &r->cuda);
+        if (st != TERSE_OK) {
+            free(r->index);
+            free(r);
+            return st;
+        }
+    }
+#endif
     *ctx_p = r;
     return TERSE_OK;
 
@@ -155,6 +177,13 @@ cmp_randomk_compress(void *ctx, const terse_buf_t *in, float *residual, const te
     size_t i, n = r->count;
     int bad = 0;
 
+#if CMP_RANDOMK_CUDA
+    if ((in != NULL) && (in->mem == TERSE_MEM_CUDA) && (r->cuda != NULL)) {
+        return terse__cmp_randomk_cuda_compress(r->cuda, in->ptr, in->dtype, in->count,
+                                                residual, rng, out, out_bytes, flags_p,
+                                                sq_err_p, stream);
+    }
+#endif
     (void)stream;
     if ((in == NULL) || (in->count != n) || (in->mem != TERSE_MEM_HOST) || (rng == NULL) ||
         (out == NULL) || (out_bytes != r->k * sizeof(float))) {
@@ -229,6 +258,12 @@ cmp_randomk_decompress(void *ctx, const void *in, size_t in_bytes, float scale,
     const float *vals = in;
     size_t i;
 
+#if CMP_RANDOMK_CUDA
+    if ((out != NULL) && (out->mem == TERSE_MEM_CUDA) && (r->cuda != NULL)) {
+        return terse__cmp_randomk_cuda_decompress(r->cuda, in, in_bytes, scale, out->ptr,
+                                                  out->dtype, out->count, stream);
+    }
+#endif
     (void)stream;
     if ((out == NULL) || (out->count != r->count) || (out->mem != TERSE_MEM_HOST) ||
         (terse_dtype_size(out->dtype) == 0)) {
@@ -251,12 +286,26 @@ cmp_randomk_decompress(void *ctx, const void *in, size_t in_bytes, float scale,
     return TERSE_OK;
 }
 
+#if CMP_RANDOMK_CUDA
+/* The device state (the `cuda` argument of randomk_cuda.h's launchers, e.g. for the lazy
+ * terse__cmp_randomk_cuda_stat) of an ops instance of randomk; NULL for a host instance.
+ * Borrowed: owned by the instance. */
+void *terse__cmp_randomk_cuda_handle(void *ctx);
+
+void *
+terse__cmp_randomk_cuda_handle(void *ctx)
+{
+    return (ctx != NULL) ? ((cmp_randomk_t *)ctx)->cuda : NULL;
+}
+#endif
+
 static const double cmp_randomk_grid[] = {0.001, 0.01, 0.03, 0.1, -1.0};
 
 const terse_cmp_ops_t terse_cmp_randomk_ops = {
     .size           = sizeof(terse_cmp_ops_t),
     .name           = "randomk",
-    .caps           = TERSE_CMP_CAP_CPU | TERSE_CMP_CAP_SUMMABLE | TERSE_CMP_CAP_RNG,
+    .caps           = TERSE_CMP_CAP_CPU | TERSE_CMP_CAP_SUMMABLE | TERSE_CMP_CAP_RNG |
+                      CMP_RANDOMK_CAP_CUDA,
     .param_doc      = "density in (0, 1]",
     .sum_dtype      = TERSE_FLOAT32,
     .grid           = cmp_randomk_grid,

@@ -8,10 +8,20 @@
 #include <string.h>
 
 #include "sign.h"
+/* Device hooks; the MPI shim's copy of this file (TERSE_CMP_HOST_ONLY) has none. */
+#if TERSE_HAVE_CUDA && !defined(TERSE_CMP_HOST_ONLY)
+#define CMP_SIGN_CUDA 1
+#include "sign_cuda.h"
+#define CMP_SIGN_CAP_CUDA TERSE_CMP_CAP_CUDA
+#else
+#define CMP_SIGN_CUDA 0
+#define CMP_SIGN_CAP_CUDA 0
+#endif
 
 typedef struct cmp_sign {
     size_t bucket;
     size_t count;
+    void  *cuda;  /* device state (sign_cuda.h) of a TERSE_MEM_CUDA instance, else NULL */
 } cmp_sign_t;
 
 /* v = in + residual for [start, start + m): the input itself when fp32 without residual. */
@@ -260,10 +270,6 @@ cmp_sign_create(const terse_cmp_params_t *params, void **ctx_p)
     size_t bucket;
 
     TERSE_CHECK(terse__cmp_check_mem("sign", params->mem));
-    if (params->mem != TERSE_MEM_HOST) {
-        terse_error(TERSE_LOG_CMP, "sign: device buffers need the CUDA kernels");
-        return TERSE_ERR_UNSUPPORTED;
-    }
     TERSE_CHECK(terse__quant_bucket(params->bucket, &bucket));
     sg = calloc(1, sizeof(*sg));
     if (sg == NULL) {
@@ -272,6 +278,15 @@ cmp_sign_create(const terse_cmp_params_t *params, void **ctx_p)
     }
     sg->bucket = bucket;
     sg->count  = params->count;
+#if CMP_SIGN_CUDA
+    if (params->mem == TERSE_MEM_CUDA) {
+        terse_status_t st = terse__cmp_sign_cuda_create(bucket, &sg->cuda);
+        if (st != TERSE_OK) {
+            free(sg);
+            return st;
+        }
+    }
+#endif
     *ctx_p     = sg;
     return TERSE_OK;
 }
@@ -317,6 +332,12 @@ cmp_sign_compress(void *ctx, const terse_buf_t *in, float *residual, const terse
     uint8_t *scales, *codes;
     int finite;
 
+#if CMP_SIGN_CUDA
+    if ((in->mem == TERSE_MEM_CUDA) && (sg->cuda != NULL)) {
+        return terse__cmp_sign_cuda_compress(sg->cuda, in->ptr, in->dtype, n, residual, rng, out,
+                                             out_bytes, flags_p, sq_err_p, stream);
+    }
+#endif
     (void)rng;
     (void)stream;
     if ((in->mem != TERSE_MEM_HOST) || !sign_dtype_ok(in->dtype) || (n > sg->count) ||
@@ -384,6 +405,12 @@ cmp_sign_decompress(void *ctx, const void *in, size_t in_bytes, float scale,
     size_t n       = out->count;
     uint32_t flags;
 
+#if CMP_SIGN_CUDA
+    if ((out->mem == TERSE_MEM_CUDA) && (sg->cuda != NULL)) {
+        return terse__cmp_sign_cuda_decompress(sg->cuda, in, in_bytes, scale, out->ptr,
+                                               out->dtype, n, stream);
+    }
+#endif
     (void)stream;
     if ((out->mem != TERSE_MEM_HOST) || !sign_dtype_ok(out->dtype) ||
         ((n > 0) && (out->ptr == NULL))) {
@@ -406,6 +433,12 @@ cmp_sign_decompress_add(void *ctx, const void *in, size_t in_bytes, float *acc, 
     cmp_sign_t *sg = ctx;
     uint32_t flags;
 
+#if CMP_SIGN_CUDA
+    if (sg->cuda != NULL) {
+        return terse__cmp_sign_cuda_decompress_add(sg->cuda, in, in_bytes, acc, n, flags_p,
+                                                   stream);
+    }
+#endif
     (void)stream;
     if ((n > 0) && (acc == NULL)) {
         return TERSE_ERR_INVALID;
@@ -426,15 +459,39 @@ cmp_sign_decompress_add(void *ctx, const void *in, size_t in_bytes, float *acc, 
 static void
 cmp_sign_destroy(void *ctx)
 {
-    free(ctx);
+    cmp_sign_t *sg = ctx;
+
+    if (sg == NULL) {
+        return;
+    }
+#if CMP_SIGN_CUDA
+    if (sg->cuda != NULL) {
+        terse__cmp_sign_cuda_destroy(sg->cuda);
+    }
+#endif
+    free(sg);
 }
+
+#if CMP_SIGN_CUDA
+/* The device state (the `cuda` argument of sign_cuda.h's launchers, e.g. for the lazy
+ * terse__cmp_sign_cuda_stat) of an ops instance of sign; NULL for a host instance.
+ * Borrowed: owned by the instance. */
+void *terse__cmp_sign_cuda_handle(void *ctx);
+
+void *
+terse__cmp_sign_cuda_handle(void *ctx)
+{
+    return (ctx != NULL) ? ((cmp_sign_t *)ctx)->cuda : NULL;
+}
+#endif
 
 static const double cmp_sign_grid[] = {0.0, -1.0};
 
 const terse_cmp_ops_t terse_cmp_sign_ops = {
     .size           = sizeof(terse_cmp_ops_t),
     .name           = "sign",
-    .caps           = TERSE_CMP_CAP_CPU | TERSE_CMP_CAP_REQUANT | TERSE_CMP_CAP_RANGE,
+    .caps           = TERSE_CMP_CAP_CPU | TERSE_CMP_CAP_REQUANT | TERSE_CMP_CAP_RANGE |
+                      CMP_SIGN_CAP_CUDA,
     .param_doc      = "",
     .sum_dtype      = TERSE_FLOAT32,
     .grid           = cmp_sign_grid,

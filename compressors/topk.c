@@ -7,6 +7,15 @@
 #include <string.h>
 
 #include "topk.h"
+/* Device hooks; the MPI shim's copy of this file (TERSE_CMP_HOST_ONLY) has none. */
+#if TERSE_HAVE_CUDA && !defined(TERSE_CMP_HOST_ONLY)
+#define CMP_TOPK_CUDA 1
+#include "topk_cuda.h"
+#define CMP_TOPK_CAP_CUDA TERSE_CMP_CAP_CUDA
+#else
+#define CMP_TOPK_CUDA 0
+#define CMP_TOPK_CAP_CUDA 0
+#endif
 
 #define TOPK_HIST_BINS     65536u
 #define TOPK_MIN_SAMPLE    4096u   /* sampled threshold: at least this many draws */
@@ -25,6 +34,8 @@ typedef struct cmp_topk {
     size_t    cand_cap;  /* at most this many candidates (0: none kept), else the full select */
     uint32_t *cand;      /* candidate indices, owned */
     float    *cand_v;    /* candidate values, owned */
+    void     *cuda;      /* device state (topk_cuda.h) of a TERSE_MEM_CUDA instance, else NULL;
+                            such an instance has none of the host buffers above */
 } cmp_topk_t;
 
 static terse_status_t
@@ -52,6 +63,11 @@ cmp_topk_destroy(void *ctx)
     if (t == NULL) {
         return;
     }
+#if CMP_TOPK_CUDA
+    if (t->cuda != NULL) {
+        terse__cmp_topk_cuda_destroy(t->cuda);
+    }
+#endif
     free(t->hist);
     free(t->scratch);
     free(t->sample);
@@ -68,9 +84,6 @@ cmp_topk_create_family(const terse_cmp_params_t *params, uint16_t family, void *
     double m;
 
     TERSE_CHECK(terse__cmp_check_mem(name, params->mem));
-    if (params->mem != TERSE_MEM_HOST) {
-        return TERSE_ERR_UNSUPPORTED; /* the CUDA path lives in topk_cuda.cu */
-    }
     if ((params->count == 0) || (params->count > UINT32_MAX) || !(params->param > 0.0) ||
         (params->param > 1.0)) {
         terse_error(TERSE_LOG_CMP, "%s: layer %u count %zu density %g out of range", name,
@@ -84,6 +97,17 @@ cmp_topk_create_family(const terse_cmp_params_t *params, uint16_t family, void *
     t->family = family;
     t->count  = params->count;
     t->k      = terse_topk_k(params->param, params->count);
+#if CMP_TOPK_CUDA
+    if (params->mem == TERSE_MEM_CUDA) {
+        terse_status_t st = terse__cmp_topk_cuda_create(t->count, t->k, family, &t->cuda);
+        if (st != TERSE_OK) {
+            cmp_topk_destroy(t);
+            return st;
+        }
+        *ctx_p = t;
+        return TERSE_OK;
+    }
+#endif
     t->hist   = malloc(TOPK_HIST_BINS * sizeof(*t->hist));
     if (t->hist == NULL) {
         goto err_free_topk;
@@ -460,6 +484,16 @@ cmp_topk_compress(void *ctx, const terse_buf_t *in, float *residual, const terse
     double total = 0.0, err, kept = 0.0;
     size_t i, got = 0;
 
+#if CMP_TOPK_CUDA
+    if (t->cuda != NULL) {
+        if ((in == NULL) || (in->mem != TERSE_MEM_CUDA)) {
+            terse_error(TERSE_LOG_CMP, "topk: host buffer given to a device instance");
+            return TERSE_ERR_INVALID;
+        }
+        return terse__cmp_topk_cuda_compress(t->cuda, in->ptr, in->dtype, in->count, residual,
+                                             rng, out, out_bytes, flags_p, sq_err_p, stream);
+    }
+#endif
     (void)stream;
     if ((in == NULL) || (in->count != t->count) || (in->mem != TERSE_MEM_HOST) ||
         (out == NULL) || (out_bytes != topk_payload_bytes(t)) ||
@@ -565,6 +599,15 @@ cmp_topk_decompress(void *ctx, const void *in, size_t in_bytes, float scale,
     float val;
     size_t i;
 
+#if CMP_TOPK_CUDA
+    if (t->cuda != NULL) {
+        if ((out == NULL) || (out->mem != TERSE_MEM_CUDA)) {
+            return TERSE_ERR_INVALID;
+        }
+        return terse__cmp_topk_cuda_decompress(t->cuda, in, in_bytes, scale, out->ptr,
+                                               out->dtype, out->count, stream);
+    }
+#endif
     (void)stream;
     if ((out == NULL) || (out->count != t->count) || (out->mem != TERSE_MEM_HOST) ||
         (terse_dtype_size(out->dtype) == 0)) {
@@ -597,6 +640,12 @@ cmp_topk_decompress_add(void *ctx, const void *in, size_t in_bytes, float *acc, 
     float val;
     size_t i;
 
+#if CMP_TOPK_CUDA
+    if (t->cuda != NULL) {
+        return terse__cmp_topk_cuda_decompress_add(t->cuda, in, in_bytes, acc, n, flags_p,
+                                                   stream);
+    }
+#endif
     (void)stream;
     if ((acc == NULL) || (n != t->count)) {
         return TERSE_ERR_INVALID;
@@ -620,12 +669,25 @@ cmp_topk_decompress_add(void *ctx, const void *in, size_t in_bytes, float *acc, 
     return TERSE_OK;
 }
 
+#if CMP_TOPK_CUDA
+/* The device state (the `cuda` argument of topk_cuda.h's launchers, e.g. for the lazy
+ * terse__cmp_topk_cuda_stat) of an ops instance of topk or topkt; NULL for a host instance.
+ * Borrowed: owned by the instance. */
+void *terse__cmp_topk_cuda_handle(void *ctx);
+
+void *
+terse__cmp_topk_cuda_handle(void *ctx)
+{
+    return (ctx != NULL) ? ((cmp_topk_t *)ctx)->cuda : NULL;
+}
+#endif
+
 static const double cmp_topk_grid[] = {0.001, 0.003, 0.01, 0.03, 0.1, -1.0};
 
 const terse_cmp_ops_t terse_cmp_topk_ops = {
     .size           = sizeof(terse_cmp_ops_t),
     .name           = "topk",
-    .caps           = TERSE_CMP_CAP_CPU | TERSE_CMP_CAP_SPARSE,
+    .caps           = TERSE_CMP_CAP_CPU | TERSE_CMP_CAP_SPARSE | CMP_TOPK_CAP_CUDA,
     .param_doc      = "density in (0, 1]",
     .sum_dtype      = TERSE_FLOAT32,
     .grid           = cmp_topk_grid,
@@ -644,7 +706,8 @@ const terse_cmp_ops_t terse_cmp_topk_ops = {
 const terse_cmp_ops_t terse_cmp_topkt_ops = {
     .size           = sizeof(terse_cmp_ops_t),
     .name           = "topkt",
-    .caps           = TERSE_CMP_CAP_CPU | TERSE_CMP_CAP_SPARSE | TERSE_CMP_CAP_RNG,
+    .caps           = TERSE_CMP_CAP_CPU | TERSE_CMP_CAP_SPARSE | TERSE_CMP_CAP_RNG |
+                      CMP_TOPK_CAP_CUDA,
     .param_doc      = "density in (0, 1]",
     .sum_dtype      = TERSE_FLOAT32,
     .grid           = cmp_topk_grid,
