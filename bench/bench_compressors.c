@@ -91,7 +91,9 @@ typedef struct bc_bufs {
     void    *out;      /* count elements of dtype */
     float   *dec;      /* fp32 decode for relerr and checks */
     float   *acc;
-    uint8_t *payload;
+    uint8_t *payload;  /* stage payloads alternate between payload and payload2 */
+    uint8_t *payload2;
+    void    *last;     /* the last stage's payload of the latest round trip */
     size_t   payload_cap;
 } bc_bufs_t;
 
@@ -111,13 +113,39 @@ bc_rng(const terse_bench_opts_t *opts, const terse_cmp_ops_t *ops, uint32_t step
     return terse_rng_make(opts->seed, TERSE_RNG_QUANT, 0, step, 0);
 }
 
+/* One single-rank round trip: compress (stage 0), then every later stage of a multi-stage
+ * summable family with its own payload standing in for the sum over ranks, then decompress the
+ * last stage's payload into dec. bytes[s] are the stage sizes; the last payload is left in
+ * b->payload or b->payload2 (returned through last_p). */
+static terse_status_t
+bc_roundtrip(const terse_cmp_ops_t *ops, void *ctx, const terse_buf_t *in, float *residual,
+             const terse_rng_t *rng, bc_bufs_t *b, const size_t *bytes, unsigned nstages,
+             uint32_t *flags_p, double *sq_p, const terse_buf_t *dec, int do_decompress)
+{
+    void *cur = b->payload, *next = b->payload2, *tmp;
+    unsigned st;
+
+    TERSE_CHECK(ops->compress(ctx, in, residual, rng, cur, bytes[0], flags_p, sq_p, NULL));
+    for (st = 1; st < nstages; ++st) {
+        TERSE_CHECK(ops->stage(ctx, st, cur, bytes[st - 1], next, bytes[st], sq_p, NULL));
+        tmp  = cur;
+        cur  = next;
+        next = tmp;
+    }
+    if (do_decompress) {
+        TERSE_CHECK(ops->decompress(ctx, cur, bytes[nstages - 1], 1.0f, dec, NULL));
+    }
+    b->last = cur;
+    return TERSE_OK;
+}
+
 /* Runs one (size, compressor) row. Returns 0, or -1 when the family cannot run it (skipped). */
 static int
 bc_run(const terse_bench_opts_t *opts, const bc_spec_t *sp, size_t count, bc_bufs_t *b,
        bc_row_t *row)
 {
     const terse_cmp_ops_t *ops = sp->ops;
-    size_t esize = terse_dtype_size(opts->dtype), bytes = 0, i;
+    size_t esize = terse_dtype_size(opts->dtype), bytes[4] = {0, 0, 0, 0}, total = 0, i;
     terse_cmp_params_t p;
     terse_buf_t in  = {b->in, count, opts->dtype, TERSE_MEM_HOST};
     terse_buf_t out = {b->out, count, opts->dtype, TERSE_MEM_HOST};
@@ -126,7 +154,8 @@ bc_run(const terse_bench_opts_t *opts, const bc_spec_t *sp, size_t count, bc_buf
     uint32_t flags = 0;
     double sq = 0.0, err = 0.0, norm = 0.0, t0 = 0.0, t1;
     void *ctx = NULL;
-    int it;
+    unsigned nst = 0, st;
+    int it, warm;
 
     memset(&p, 0, sizeof(p));
     p.size   = sizeof(p);
@@ -136,20 +165,43 @@ bc_run(const terse_bench_opts_t *opts, const bc_spec_t *sp, size_t count, bc_buf
     p.mem    = TERSE_MEM_HOST;
     p.nranks = 1;
     p.seed   = opts->seed;
-    if ((ops->create(&p, &ctx) != TERSE_OK) || (ops->nstages(ctx) != 1) ||
-        (ops->payload_size(ctx, count, 0, &bytes) != TERSE_OK) || (bytes > b->payload_cap)) {
-        if (ctx != NULL) {
-            ops->destroy(ctx);
-        }
+    /* low-rank and real-gradient inputs are matrices of 1024 columns; gaussian input is flat
+     * (PowerSGD then applies its reshape rule) */
+    if ((ops->caps & TERSE_CMP_CAP_MATRIX) && (opts->dist != TERSE_BENCH_GAUSSIAN) &&
+        (count % 1024 == 0)) {
+        p.rows = count / 1024;
+        p.cols = 1024;
+    }
+    if (ops->create(&p, &ctx) != TERSE_OK) {
         return -1;
     }
+    nst = ops->nstages(ctx);
+    for (st = 0; st < nst; ++st) {
+        if ((st >= sizeof(bytes) / sizeof(bytes[0])) ||
+            (ops->payload_size(ctx, count, st, &bytes[st]) != TERSE_OK) ||
+            (bytes[st] > b->payload_cap)) {
+            ops->destroy(ctx);
+            return -1;
+        }
+        total += bytes[st];
+    }
     memset(row, 0, sizeof(*row));
-    row->ratio = (double)(count * esize) / (double)bytes;
+    row->ratio = (double)(count * esize) / (double)total;
 
-    /* error and checks: one compress of x alone */
-    rng = bc_rng(opts, ops, 0);
-    if ((ops->compress(ctx, &in, NULL, &rng, b->payload, bytes, &flags, &sq, NULL) != TERSE_OK) ||
-        (ops->decompress(ctx, b->payload, bytes, 1.0f, &dec, NULL) != TERSE_OK)) {
+    /* error and checks: one compress of x alone (multi-stage families first warm their
+     * factors up for a few steps, as in training) */
+    warm = ((nst > 1) || (ops->caps & TERSE_CMP_CAP_MATRIX)) ? 5 : 0;
+    for (it = 0; it < warm; ++it) {
+        rng = bc_rng(opts, ops, (uint32_t)it);
+        if (bc_roundtrip(ops, ctx, &in, NULL, &rng, b, bytes, nst, &flags, &sq, &dec, 1) !=
+            TERSE_OK) {
+            ops->destroy(ctx);
+            return -1;
+        }
+    }
+    rng = bc_rng(opts, ops, (uint32_t)warm); /* steps keep increasing (powersgd1 alternates) */
+    if (bc_roundtrip(ops, ctx, &in, NULL, &rng, b, bytes, nst, &flags, &sq, &dec, 1) !=
+        TERSE_OK) {
         ops->destroy(ctx);
         return -1;
     }
@@ -168,7 +220,7 @@ bc_run(const terse_bench_opts_t *opts, const bc_spec_t *sp, size_t count, bc_buf
         }
         if (ops->decompress_add != NULL) {
             memset(b->acc, 0, count * sizeof(float));
-            if (ops->decompress_add(ctx, b->payload, bytes, b->acc, count, &flags, NULL) !=
+            if (ops->decompress_add(ctx, b->last, bytes[nst - 1], b->acc, count, &flags, NULL) !=
                 TERSE_OK) {
                 row->wrong += (long)count;
             } else {
@@ -179,14 +231,14 @@ bc_run(const terse_bench_opts_t *opts, const bc_spec_t *sp, size_t count, bc_buf
         }
     }
 
-    /* compress with error feedback */
+    /* compress (all stages) with error feedback */
     memset(b->residual, 0, count * sizeof(float));
     for (it = 0; it < opts->warmup + opts->iters; ++it) {
         if (it == opts->warmup) {
             t0 = terse_bench_now();
         }
-        rng = bc_rng(opts, ops, (uint32_t)it);
-        ops->compress(ctx, &in, b->residual, &rng, b->payload, bytes, &flags, NULL, NULL);
+        rng = bc_rng(opts, ops, (uint32_t)(warm + 1 + it));
+        bc_roundtrip(ops, ctx, &in, b->residual, &rng, b, bytes, nst, &flags, NULL, &dec, 0);
     }
     t1            = terse_bench_now();
     row->comp_gbs = 4.0 * (double)count * opts->iters / (t1 - t0) / 1e9;
@@ -195,7 +247,7 @@ bc_run(const terse_bench_opts_t *opts, const bc_spec_t *sp, size_t count, bc_buf
         if (it == opts->warmup) {
             t0 = terse_bench_now();
         }
-        ops->decompress(ctx, b->payload, bytes, 1.0f, &out, NULL);
+        ops->decompress(ctx, b->last, bytes[nst - 1], 1.0f, &out, NULL);
     }
     t1              = terse_bench_now();
     row->decomp_gbs = 4.0 * (double)count * opts->iters / (t1 - t0) / 1e9;
@@ -215,6 +267,7 @@ bc_free(bc_bufs_t *b, terse_dtype_t dtype)
     free(b->dec);
     free(b->acc);
     free(b->payload);
+    free(b->payload2);
 }
 
 int
@@ -240,8 +293,10 @@ terse_bench_compressors(const terse_bench_opts_t *opts, int argc, char **argv)
     b.acc         = malloc(maxn * sizeof(float) + 64);
     b.payload_cap = 2 * maxn * sizeof(float) + 4096;
     b.payload     = malloc(b.payload_cap);
+    b.payload2    = malloc(b.payload_cap);
     if ((b.in == NULL) || (b.x == NULL) || (b.residual == NULL) || (b.out == NULL) ||
-        (b.dec == NULL) || (b.acc == NULL) || (b.payload == NULL)) {
+        (b.dec == NULL) || (b.acc == NULL) || (b.payload == NULL) ||
+        (b.payload2 == NULL)) {
         fprintf(stderr, "terse-bench: out of memory for %zu bytes\n", opts->max_bytes);
         bc_free(&b, opts->dtype);
         return 2;
