@@ -359,7 +359,7 @@ slot_remove(terse_ctx_t *ctx, terse_slot_t *slot)
 }
 
 /* ---------------------------------------------------------------- context */
-static terse_status_t ctx_pin_plan_file(terse_ctx_t *ctx, const char *pattern);
+
 static terse_status_t ctx_read_layout(terse_ctx_t *ctx, const char *pattern);
 
 static terse_status_t
@@ -457,7 +457,7 @@ terse_ctx_create(const terse_ctx_params_t *params, terse_ctx_t **ctx_p)
         terse__log_set_rank(ctx->rank);
     }
     if (ctx->cfg->PLAN[0] != '\0') {
-        TERSE_CHECK_GOTO(ctx_pin_plan_file(ctx, ctx->cfg->PLAN), status, err_fini);
+        TERSE_CHECK_GOTO(terse__ctx_pin_plan(ctx, ctx->cfg->PLAN), status, err_fini);
     }
     if (ctx->cfg->LAYOUT[0] != '\0') {
         TERSE_CHECK_GOTO(ctx_read_layout(ctx, ctx->cfg->LAYOUT), status, err_fini);
@@ -849,8 +849,17 @@ sched_solve(terse_ctx_t *ctx, const terse_slot_t *slot, const double *stats,
     }
     for (l = 0; l < nl; ++l) {
         const terse_layer_state_t *ly = &slot->layers[l];
+        const double *st = stats + l * stride;
         for (i = 0; i < grid->n; ++i) {
             bytes[i] = sched_option_bytes(ctx, ly, grid->opt[i].fam, grid->opt[i].param);
+            /* error feedback delays what a step loses; an option that drops most of a layer
+             * every step (random-k at 0.1 %) delays that layer by hundreds of steps, whatever
+             * its share of the total error */
+            if ((grid->opt[i].fam != TERSE_SCHED_FAM_NONE) &&
+                !(st[TERSE_SCHED_STATS_HEAD + i] <=
+                  ctx->cfg->LAYER_ERROR_CAP * st[TERSE_SCHED_STATS_NORM])) {
+                bytes[i] = UINT64_MAX;
+            }
         }
         TERSE_CHECK_GOTO(terse__sched_layer_fill(grid, &ctx->cost, ly->count, stats + l * stride,
                                                  bytes, NULL, cand + l * grid->n, &nc),
@@ -1132,8 +1141,8 @@ sched_telemetry(terse_ctx_t *ctx, const terse_slot_t *slot, uint32_t step, doubl
 
 /* TERSE_PLAN: reads the rows of a plan file. Local; the registered layers bind to it at their
  * first allreduce and every rank compares the result in the layout agreement. */
-static terse_status_t
-ctx_pin_plan_file(terse_ctx_t *ctx, const char *pattern)
+terse_status_t
+terse__ctx_pin_plan(terse_ctx_t *ctx, const char *pattern)
 {
     char file[1024], why[256];
     terse_plan_t rows;
@@ -1147,6 +1156,9 @@ ctx_pin_plan_file(terse_ctx_t *ctx, const char *pattern)
     }
     terse__sched_plan_free(&ctx->pinned);
     ctx->pinned = rows;
+    if (slot_find(ctx, TERSE_KEY_REG) != NULL) {
+        slot_remove(ctx, slot_find(ctx, TERSE_KEY_REG)); /* rebuilt, pinned, at the next call */
+    }
     return TERSE_OK;
 }
 
@@ -1650,7 +1662,20 @@ terse_stats_get(const terse_ctx_t *ctx, terse_stats_t *stats)
 }
 
 /* ---------------------------------------------------------------- state files */
-#define TERSE_STATE_MAGIC "TERSEST1"
+/*
+ * One file per rank (binary, this machine's byte order):
+ *   head                 state_head_t
+ *   specs                nlayers terse_plan_entry_t: the plan in force
+ *   pending specs        nlayers entries when head.pending (a plan solved, not yet in force)
+ *   cost model           terse_sched_cost_t when head.cost_ready (so re-plans after a restart
+ *                        solve on the same model)
+ *   residuals            fb_total floats (sender), rq_total floats (chunk owners)
+ * PowerSGD's Q lives inside its compressor instance, which has no way to export it: a restart
+ * re-seeds Q (its initial value), so runs whose plan uses PowerSGD continue close to, not
+ * bitwise equal to, an uninterrupted run. Random streams are counters of (seed, layer, step,
+ * rank): saving the step and the seed restores them.
+ */
+#define TERSE_STATE_MAGIC "TERSEST2"
 
 typedef struct state_head {
     char     magic[8];
@@ -1661,7 +1686,12 @@ typedef struct state_head {
     uint64_t seed;
     uint64_t layout;      /* hash of the registered counts and shapes */
     uint32_t step;
-    uint32_t pad;
+    uint32_t sched;       /* the scheduler plans these layers */
+    uint32_t next_plan;
+    uint32_t switch_step;
+    uint32_t pending;
+    uint32_t cost_ready;
+    uint64_t plan_sum;    /* checksum of the specs in force (agreed across ranks on load) */
     uint64_t fb_total;
     uint64_t rq_total;
 } state_head_t;
@@ -1680,45 +1710,170 @@ state_layout_hash(const terse_ctx_t *ctx)
     return h;
 }
 
+static uint64_t
+state_specs_hash(const terse_plan_entry_t *e, size_t n)
+{
+    uint64_t h = 0x706c616eull;
+    size_t l;
+
+    for (l = 0; l < n; ++l) {
+        h = terse__hash64(e[l].compressor, strlen(e[l].compressor), h);
+        h = terse__hash64(&e[l].param, sizeof(e[l].param), h);
+    }
+    return h;
+}
+
+static void
+state_entries(const terse_cmp_spec_t *specs, size_t n, terse_plan_entry_t *e)
+{
+    size_t l;
+
+    memset(e, 0, n * sizeof(*e));
+    for (l = 0; l < n; ++l) {
+        e[l].layer = (int)l;
+        snprintf(e[l].compressor, sizeof(e[l].compressor), "%s", specs[l].ops->name);
+        e[l].param = specs[l].param;
+    }
+}
+
+static terse_status_t
+state_specs(const terse_plan_entry_t *e, size_t n, terse_cmp_spec_t *specs)
+{
+    size_t l;
+
+    for (l = 0; l < n; ++l) {
+        char text[TERSE_NAME_MAX * 2];
+        const terse_cmp_ops_t *ops;
+        char c[TERSE_NAME_MAX];
+        memcpy(c, e[l].compressor, TERSE_NAME_MAX);
+        c[TERSE_NAME_MAX - 1] = '\0';
+        ops = terse__cmp_find(c);
+        if (ops == NULL) {
+            return TERSE_ERR_INVALID;
+        }
+        terse__cmp_spec_format(ops, e[l].param, text, sizeof(text));
+        if (terse__cmp_spec_parse(text, &specs[l], NULL, 0) != TERSE_OK) {
+            return TERSE_ERR_INVALID;
+        }
+    }
+    return TERSE_OK;
+}
+
+/* The solved plan (kept for telemetry and its checksum): its count, rows, then totals. */
+static int
+state_write_plan(FILE *f, const terse_plan_t *plan)
+{
+    uint64_t n = plan->nlayers;
+    double tot[4] = {plan->predicted_time, plan->wire_bytes, plan->sq_err, plan->budget};
+
+    return (fwrite(&n, sizeof(n), 1, f) == 1) &&
+           (fwrite(plan->layer, sizeof(*plan->layer), plan->nlayers, f) == plan->nlayers) &&
+           (fwrite(tot, sizeof(tot), 1, f) == 1) &&
+           (fwrite(&plan->wire_set, sizeof(plan->wire_set), 1, f) == 1);
+}
+
+static int
+state_read_plan(FILE *f, size_t nlayers, terse_plan_t *plan)
+{
+    uint64_t n;
+    double tot[4];
+
+    memset(plan, 0, sizeof(*plan));
+    if ((fread(&n, sizeof(n), 1, f) != 1) || ((n != 0) && (n != nlayers))) {
+        return 0;
+    }
+    if ((n > 0) && (terse__sched_plan_alloc((size_t)n, plan) != TERSE_OK)) {
+        return 0;
+    }
+    if ((fread(plan->layer, sizeof(*plan->layer), (size_t)n, f) != n) ||
+        (fread(tot, sizeof(tot), 1, f) != 1) ||
+        (fread(&plan->wire_set, sizeof(plan->wire_set), 1, f) != 1)) {
+        terse__sched_plan_free(plan);
+        return 0;
+    }
+    plan->predicted_time = tot[0];
+    plan->wire_bytes     = tot[1];
+    plan->sq_err         = tot[2];
+    plan->budget         = tot[3];
+    return 1;
+}
+
 terse_status_t
 terse_state_save(const terse_ctx_t *ctx, const char *path)
 {
     const terse_slot_t *slot;
+    terse_plan_entry_t *e = NULL;
     state_head_t head;
     char file[1024];
-    terse_plan_entry_t e;
     FILE *f;
-    size_t l;
+    size_t n;
     int ok;
 
     if ((ctx == NULL) || (path == NULL)) {
         return TERSE_ERR_INVALID;
     }
     TERSE_CHECK(terse__path_expand(path, ctx->rank, file, sizeof(file)));
+    n    = ctx->nreg;
     slot = slot_find((terse_ctx_t *)ctx, TERSE_KEY_REG);
+    e    = calloc(2 * TERSE_MAX(n, 1), sizeof(*e));
+    if (e == NULL) {
+        return TERSE_ERR_NOMEM;
+    }
     memset(&head, 0, sizeof(head));
     memcpy(head.magic, TERSE_STATE_MAGIC, 8);
-    head.version  = TERSE_VERSION_CODE;
-    head.nranks   = (uint32_t)ctx->nranks;
-    head.rank     = (uint32_t)ctx->rank;
-    head.nlayers  = (uint32_t)ctx->nreg;
-    head.seed     = ctx->seed;
-    head.layout   = state_layout_hash(ctx);
-    head.step     = (slot != NULL) ? slot->step : 0;
-    head.fb_total = ((slot != NULL) && slot->alloc_ok) ? slot->fb.total : 0;
-    head.rq_total = ((slot != NULL) && slot->alloc_ok) ? slot->rq_fb.total : 0;
+    head.version     = TERSE_VERSION_CODE;
+    head.nranks      = (uint32_t)ctx->nranks;
+    head.rank        = (uint32_t)ctx->rank;
+    head.nlayers     = (uint32_t)n;
+    head.seed        = ctx->seed;
+    head.layout      = state_layout_hash(ctx);
+    head.cost_ready  = (uint32_t)ctx->cost_ready;
+    if (slot != NULL) {
+        state_entries(slot->specs, n, e);
+        head.step        = slot->step;
+        head.sched       = (uint32_t)slot->sched;
+        head.next_plan   = slot->next_plan;
+        head.switch_step = slot->switch_step;
+        head.pending     = (slot->pending != NULL);
+        if (slot->pending != NULL) {
+            state_entries(slot->pending, n, e + n);
+        }
+        head.fb_total = slot->alloc_ok ? slot->fb.total : 0;
+        head.rq_total = slot->alloc_ok ? slot->rq_fb.total : 0;
+    } else {
+        terse_cmp_spec_t *sp = calloc(TERSE_MAX(n, 1), sizeof(*sp));
+        size_t l;
+        if (sp == NULL) {
+            free(e);
+            return TERSE_ERR_NOMEM;
+        }
+        for (l = 0; l < n; ++l) {
+            sp[l] = ctx->auto_reg ? (terse_cmp_spec_t){terse__cmp_find("none"), 0.0, 0}
+                                  : ctx->plan[l];
+        }
+        state_entries(sp, n, e);
+        free(sp);
+        head.sched     = (uint32_t)ctx->auto_reg;
+        head.next_plan = (uint32_t)TERSE_MAX(ctx->sched_warmup, 1) - 1;
+    }
+    head.plan_sum = state_specs_hash(e, n);
     f = fopen(file, "wb");
     if (f == NULL) {
         terse_error(TERSE_LOG_COMM, "cannot write state file %s: %m", file);
+        free(e);
         return TERSE_ERR_SYSTEM;
     }
-    ok = (fwrite(&head, sizeof(head), 1, f) == 1);
-    for (l = 0; ok && (l < ctx->nreg); ++l) {
-        memset(&e, 0, sizeof(e));
-        e.layer = (int)l;
-        snprintf(e.compressor, sizeof(e.compressor), "%s", ctx->plan[l].ops->name);
-        e.param = ctx->plan[l].param;
-        ok      = (fwrite(&e, sizeof(e), 1, f) == 1);
+    ok = (fwrite(&head, sizeof(head), 1, f) == 1) && (fwrite(e, sizeof(*e), n, f) == n);
+    if (ok && head.pending) {
+        ok = (fwrite(e + n, sizeof(*e), n, f) == n);
+    }
+    if (ok && head.cost_ready) {
+        ok = (fwrite(&ctx->cost, sizeof(ctx->cost), 1, f) == 1);
+    }
+    if (ok) {
+        static const terse_plan_t none;
+        ok = state_write_plan(f, (slot != NULL) ? &slot->plan : &none) &&
+             state_write_plan(f, (slot != NULL) ? &slot->pending_plan : &none);
     }
     if (ok && (head.fb_total > 0)) {
         ok = (fwrite(slot->fb.data, sizeof(float), head.fb_total, f) == head.fb_total);
@@ -1726,6 +1881,7 @@ terse_state_save(const terse_ctx_t *ctx, const char *path)
     if (ok && (head.rq_total > 0)) {
         ok = (fwrite(slot->rq_fb.data, sizeof(float), head.rq_total, f) == head.rq_total);
     }
+    free(e);
     if ((fclose(f) != 0) || !ok) {
         terse_error(TERSE_LOG_COMM, "failed to write state file %s", file);
         return TERSE_ERR_SYSTEM;
@@ -1733,21 +1889,22 @@ terse_state_save(const terse_ctx_t *ctx, const char *path)
     return TERSE_OK;
 }
 
-terse_status_t
-terse_state_load(terse_ctx_t *ctx, const char *path)
+/* Reads and checks this rank's file and builds the registered slot from it (local). */
+static terse_status_t
+state_load_local(terse_ctx_t *ctx, const char *file, uint64_t *sum_p)
 {
-    terse_plan_entry_t *entries = NULL;
-    terse_slot_t *slot;
+    terse_plan_entry_t *e = NULL;
+    terse_cmp_spec_t *specs = NULL, *pending = NULL;
+    terse_sched_cost_t cost;
+    terse_plan_t plan, pplan;
+    terse_slot_t *slot, *old;
     terse_status_t status = TERSE_OK;
     state_head_t head;
-    char file[1024];
+    size_t n = ctx->nreg;
     FILE *f;
-    size_t l;
 
-    if ((ctx == NULL) || (path == NULL)) {
-        return TERSE_ERR_INVALID;
-    }
-    TERSE_CHECK(terse__path_expand(path, ctx->rank, file, sizeof(file)));
+    memset(&plan, 0, sizeof(plan));
+    memset(&pplan, 0, sizeof(pplan));
     f = fopen(file, "rb");
     if (f == NULL) {
         terse_error(TERSE_LOG_COMM, "cannot read state file %s: %m", file);
@@ -1755,40 +1912,58 @@ terse_state_load(terse_ctx_t *ctx, const char *path)
     }
     if ((fread(&head, sizeof(head), 1, f) != 1) ||
         (memcmp(head.magic, TERSE_STATE_MAGIC, 8) != 0)) {
-        terse_error(TERSE_LOG_COMM, "%s is not a terse state file", file);
+        terse_error(TERSE_LOG_COMM, "%s is not a terse state file (of this version)", file);
         status = TERSE_ERR_INVALID;
-        goto out_close;
+        goto out;
     }
     if ((head.version != TERSE_VERSION_CODE) || (head.nranks != (uint32_t)ctx->nranks) ||
-        (head.rank != (uint32_t)ctx->rank) || (head.nlayers != ctx->nreg) ||
-        (head.layout != state_layout_hash(ctx)) || (ctx->nreg == 0)) {
+        (head.rank != (uint32_t)ctx->rank) || (head.nlayers != n) ||
+        (head.layout != state_layout_hash(ctx)) || (n == 0)) {
         terse_error(TERSE_LOG_COMM, "state file %s was saved by another version, world size, "
-                    "rank or layer layout (%u ranks, %u layers)", file, head.nranks,
-                    head.nlayers);
+                    "rank or layer layout (%u ranks, %u layers; here %d ranks, %zu layers)",
+                    file, head.nranks, head.nlayers, ctx->nranks, n);
         status = TERSE_ERR_MISMATCH;
-        goto out_close;
+        goto out;
     }
-    entries = calloc(ctx->nreg, sizeof(*entries));
-    if (entries == NULL) {
+    e       = calloc(2 * n, sizeof(*e));
+    specs   = calloc(n, sizeof(*specs));
+    pending = calloc(n, sizeof(*pending));
+    if ((e == NULL) || (specs == NULL) || (pending == NULL)) {
         status = TERSE_ERR_NOMEM;
-        goto out_close;
+        goto out;
     }
-    if (fread(entries, sizeof(*entries), ctx->nreg, f) != ctx->nreg) {
+    if ((fread(e, sizeof(*e), n, f) != n) ||
+        (head.pending && (fread(e + n, sizeof(*e), n, f) != n)) ||
+        (head.cost_ready && (fread(&cost, sizeof(cost), 1, f) != 1)) ||
+        (state_specs(e, n, specs) != TERSE_OK) ||
+        (head.pending && (state_specs(e + n, n, pending) != TERSE_OK)) ||
+        (state_specs_hash(e, n) != head.plan_sum) || !state_read_plan(f, n, &plan) ||
+        !state_read_plan(f, n, &pplan)) {
+        terse_error(TERSE_LOG_COMM, "state file %s is truncated or holds an unknown plan", file);
         status = TERSE_ERR_INVALID;
-        goto out_free;
+        goto out;
     }
-    for (l = 0; l < ctx->nreg; ++l) {
-        entries[l].compressor[TERSE_NAME_MAX - 1] = '\0';
+    *sum_p = head.plan_sum;
+    /* build the registered slot from the saved plan */
+    old = slot_find(ctx, TERSE_KEY_REG);
+    if (old != NULL) {
+        slot_remove(ctx, old);
     }
-    TERSE_CHECK_GOTO(terse_plan_set(ctx, entries, ctx->nreg), status, out_free);
-    ctx->seed = head.seed;
-    TERSE_CHECK_GOTO(ctx_get_slot(ctx, TERSE_KEY_REG, ctx->reg_total, TERSE_FLOAT32, &slot),
-                     status, out_free);
+    memcpy(ctx->plan, specs, n * sizeof(*specs));
+    ctx->auto_reg = (int)head.sched;
+    terse__sched_plan_free(&ctx->pinned);
+    TERSE_CHECK_GOTO(slot_build(ctx, TERSE_KEY_REG, n, ctx->reg_count, ctx->reg_rows,
+                                ctx->reg_cols, specs,
+                                (const char (*)[TERSE_NAME_MAX])ctx->reg_name, TERSE_FLOAT32,
+                                &slot),
+                     status, out);
+    slot->next = ctx->slots;
+    ctx->slots = slot;
     if (slot->alloc_ok && ((head.fb_total != slot->fb.total) ||
                            (head.rq_total != slot->rq_fb.total))) {
         terse_error(TERSE_LOG_COMM, "state file %s holds residuals of another plan", file);
         status = TERSE_ERR_MISMATCH;
-        goto out_free;
+        goto out;
     }
     if (slot->alloc_ok &&
         (((head.fb_total > 0) &&
@@ -1797,14 +1972,70 @@ terse_state_load(terse_ctx_t *ctx, const char *path)
           (fread(slot->rq_fb.data, sizeof(float), head.rq_total, f) != head.rq_total)))) {
         terse_error(TERSE_LOG_COMM, "state file %s is truncated", file);
         status = TERSE_ERR_INVALID;
-        goto out_free;
+        goto out;
     }
-    slot->step  = head.step;
+    slot->step        = head.step;
+    slot->sched       = (int)head.sched;
+    slot->next_plan   = head.next_plan;
+    slot->switch_step = head.switch_step;
+    if (head.pending) {
+        slot->pending = pending;
+        pending       = NULL;
+    }
+    slot->plan         = plan;
+    slot->pending_plan = pplan;
+    slot->plan_sum     = (plan.nlayers > 0) ? terse__sched_plan_checksum(&plan) : 0;
+    memset(&plan, 0, sizeof(plan));
+    memset(&pplan, 0, sizeof(pplan));
+    if (head.cost_ready) {
+        ctx->cost       = cost;
+        ctx->cost_ready = 1;
+    }
+    ctx->seed   = head.seed;
     ctx->frozen = 1;
 
-out_free:
-    free(entries);
-out_close:
+out:
+    terse__sched_plan_free(&plan);
+    terse__sched_plan_free(&pplan);
+    free(pending);
+    free(specs);
+    free(e);
     fclose(f);
+    return status;
+}
+
+terse_status_t
+terse_state_load(terse_ctx_t *ctx, const char *path)
+{
+    terse_status_t status;
+    uint64_t v[3], sum = 0;
+    char file[1024];
+    terse_slot_t *slot;
+
+    if ((ctx == NULL) || (path == NULL)) {
+        return TERSE_ERR_INVALID;
+    }
+    status = terse__path_expand(path, ctx->rank, file, sizeof(file));
+    if (status == TERSE_OK) {
+        status = state_load_local(ctx, file, &sum);
+    }
+    /* collective: every rank loaded the same plan, or every rank refuses */
+    v[0] = sum;
+    v[1] = ~sum;
+    v[2] = (status == TERSE_OK) ? 0 : 1;
+    TERSE_CHECK(terse__tp_allreduce(ctx->tp, v, v, 3, TERSE_TP_MAX_U64));
+    if ((status == TERSE_OK) && ((v[0] != sum) || (v[1] != ~sum) || (v[2] != 0))) {
+        terse_error(TERSE_LOG_COMM, "state file %s: %s", file, (v[2] != 0)
+                    ? "another rank could not load its state file"
+                    : "ranks saved different plans (plan checksums differ)");
+        status = TERSE_ERR_MISMATCH;
+    }
+    if (status != TERSE_OK) {
+        /* nothing half-loaded stays: the layers start afresh */
+        slot = slot_find(ctx, TERSE_KEY_REG);
+        if (slot != NULL) {
+            slot_remove(ctx, slot);
+        }
+    }
     return status;
 }

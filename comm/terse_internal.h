@@ -185,6 +185,11 @@ terse_status_t terse__ctx_set_uniform(terse_ctx_t *ctx, const char *spec);
 /* Fixes the scheduler's cost model (tests, tools): no calibration is measured. `cost` is
  * copied. Local: every rank must call it alike. */
 void terse__ctx_set_cost(terse_ctx_t *ctx, const terse_sched_cost_t *cost);
+/* Pins the plan CSV at `pattern` (%h %p %r expanded) for the registered layers, as TERSE_PLAN
+ * does: the rows bind at the first allreduce and the scheduler stops re-planning them.
+ * Returns TERSE_OK, TERSE_ERR_INVALID (unreadable or malformed file: logged with the line),
+ * TERSE_ERR_NOMEM. */
+terse_status_t terse__ctx_pin_plan(terse_ctx_t *ctx, const char *pattern);
 /* 1 when the uniform plan would send every layer natively (compression is off). */
 int terse__ctx_plan_is_native(const terse_ctx_t *ctx);
 /* Hash of the decision-relevant TERSE_* values (every variable but TERSE_LOG_*) and the

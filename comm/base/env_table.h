@@ -63,3 +63,5 @@ TERSE_ENV(LAYOUT,         PATH,   "",        "a file of lines: count rows cols n
           "layer map for unregistered buffers whose size matches the file's total (shim mode)")
 TERSE_ENV(SEGMENT_BYTES,  SIZE,   "0",       "bytes, with an optional K, M, G or T suffix; 0 off",
           "auto: cut unregistered buffers into segments of this size, planned separately")
+TERSE_ENV(LAYER_ERROR_CAP, DOUBLE, "0.5",    "0..inf",
+          "auto: a layer's candidate may lose at most this fraction of its squared norm per step")
