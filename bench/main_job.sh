@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job: a real compressed training run against plain, with a summary table.
 # Builds terse (release) if needed, then trains the C trainer's byte-level language model on the
-# Python standard library's sources with 4 MPI ranks: once with a plain MPI_Allreduce, once through
-# terse (TERSE_COMPRESSOR, default of the library), and prints both summaries side by side.
+# Python standard library's sources with 4 MPI ranks: with a plain MPI_Allreduce, through terse's
+# scheduler (auto), and through uniform quant:4, and prints the summaries side by side.
 # Usage: bash bench/main_job.sh [steps]   (env: NP=4, BUILD=build, TERSE_* as usual)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,16 +16,23 @@ if [ ! -x "$BUILD/examples/c_trainer/c_trainer" ]; then
     cmake --build "$BUILD" -j "$(nproc)" >/dev/null
 fi
 MPIRUN=(mpirun -np "$NP" --oversubscribe --allow-run-as-root --bind-to none)
-for v in $(env | grep -o '^TERSE_[A-Z_]*'); do MPIRUN+=(-x "$v"); done
 OUT=${OUT_DIR:-$BUILD/main_job}
 mkdir -p "$OUT"
 
-echo "== plain MPI_Allreduce, $NP ranks, $STEPS steps =="
-"${MPIRUN[@]}" "$BUILD/examples/c_trainer/c_trainer" -P -s "$STEPS" -o "$OUT/plain.csv" -L plain | tee "$OUT/plain.log"
-echo
-echo "== terse (TERSE_COMPRESSOR=${TERSE_COMPRESSOR:-default}), $NP ranks, $STEPS steps =="
-"${MPIRUN[@]}" "$BUILD/examples/c_trainer/c_trainer" -s "$STEPS" -o "$OUT/terse.csv" -L terse | tee "$OUT/terse.log"
-echo
+run() { # label, extra environment...
+    local label=$1; shift
+    echo "== $label: $NP ranks, $STEPS steps =="
+    env "$@" "${MPIRUN[@]}" $(for kv in "$@"; do printf -- '-x %s ' "${kv%%=*}"; done) \
+        "$BUILD/examples/c_trainer/c_trainer" -s "$STEPS" -o "$OUT/$label.csv" -L "$label" \
+        $( [ "$label" = plain ] && echo -P ) | tee "$OUT/$label.log"
+    echo
+}
+# plain: MPI_Allreduce, no terse. auto: the scheduler with its cost model told the link is
+# 1 Gbit/s (this machine's shared memory is fast enough that compressing would not pay, and
+# auto would rightly send everything uncompressed). quant:4: the uniform reference setting.
+run plain
+run auto-1gbit TERSE_COMPRESSOR=auto TERSE_LINK_BANDWIDTH=1.25e8
+run quant4 TERSE_COMPRESSOR=quant:4
 echo "== summary: $NP ranks, $STEPS steps, byte-level LM on the Python standard library =="
 printf '# %-12s %6s %10s %10s %9s %14s %8s %9s %9s\n' run steps loss held-loss held-acc bytes/step ratio ms/step comm-ms
-grep -h -A1 '^# run' "$OUT/plain.log" "$OUT/terse.log" | grep -v '^#' | grep -v '^--'
+for l in plain auto-1gbit quant4; do grep -h -A1 '^# run' "$OUT/$l.log" | grep -v '^#'; done
