@@ -661,8 +661,9 @@ sched_fam_ops(int fam)
  *   [out] scale_p              count / n: multiplies the summed statistics
  * Returns TERSE_OK or TERSE_ERR_NOMEM. */
 static terse_status_t
-sched_sample(const void *buf, terse_dtype_t dtype, const terse_layer_state_t *ly, float **tmp_p,
-             size_t *cap_p, size_t *n_p, size_t *rows_p, size_t *cols_p, double *scale_p)
+sched_sample(const void *buf, terse_dtype_t dtype, const terse_layer_state_t *ly,
+             const float *res, float **tmp_p, size_t *cap_p, size_t *n_p, size_t *rows_p,
+             size_t *cols_p, double *scale_p)
 {
     size_t n = ly->count, rows = ly->rows, cols = ly->cols, i, k, nb, step, r, nr;
     float *t;
@@ -688,13 +689,14 @@ sched_sample(const void *buf, terse_dtype_t dtype, const terse_layer_state_t *ly
     t = *tmp_p;
     if (n == ly->count) {
         for (i = 0; i < n; ++i) {
-            t[i] = terse__load_f32(buf, dtype, ly->offset + i);
+            t[i] = terse__load_f32(buf, dtype, ly->offset + i) + ((res != NULL) ? res[i] : 0.0f);
         }
     } else if (rows > 0) {
         k = TERSE_DIV_UP(ly->count, SCHED_SAMPLE_MAX);
         for (r = 0; r < n / cols; ++r) {
             for (i = 0; i < cols; ++i) {
-                t[r * cols + i] = terse__load_f32(buf, dtype, ly->offset + r * k * cols + i);
+                t[r * cols + i] = terse__load_f32(buf, dtype, ly->offset + r * k * cols + i) +
+                                  ((res != NULL) ? res[r * k * cols + i] : 0.0f);
             }
         }
         rows = n / cols;
@@ -703,8 +705,9 @@ sched_sample(const void *buf, terse_dtype_t dtype, const terse_layer_state_t *ly
         step = nb / (n / SCHED_SAMPLE_BLOCK);
         for (r = 0; r < n / SCHED_SAMPLE_BLOCK; ++r) {
             for (i = 0; i < SCHED_SAMPLE_BLOCK; ++i) {
-                t[r * SCHED_SAMPLE_BLOCK + i] =
-                    terse__load_f32(buf, dtype, ly->offset + r * step * SCHED_SAMPLE_BLOCK + i);
+                const size_t at = r * step * SCHED_SAMPLE_BLOCK + i;
+                t[r * SCHED_SAMPLE_BLOCK + i] = terse__load_f32(buf, dtype, ly->offset + at) +
+                                                ((res != NULL) ? res[at] : 0.0f);
             }
         }
     }
@@ -939,8 +942,15 @@ sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dt
     slot->next_plan = slot->step + (uint32_t)ctx->sched_replan;
     for (l = 0; ok && (l < nl); ++l) {
         double *s = stats + l * stride;
-        ok = (sched_sample(sendbuf, dtype, &slot->layers[l], &tmp, &cap, &n, &rows, &cols,
-                           &scale) == TERSE_OK) &&
+        /* what the compressor really sees: the gradient plus the residual that error
+         * feedback carries (a biased compressor's residual grows far above one step's error) */
+        const float *res = (slot->alloc_ok && (slot->fb.data != NULL) &&
+                            (l < slot->fb.nlayers) &&
+                            (slot->layers[l].cls != TERSE_CLASS_NATIVE))
+                               ? slot->fb.data + slot->fb.offset[l] : NULL;
+        ok = (sched_sample(sendbuf, dtype, &slot->layers[l], res, &tmp, &cap, &n, &rows, &cols,
+                           &scale) == TERSE_OK);
+        ok = ok &&
              (terse__sched_stats_layer(&ctx->grid, tmp, n, rows, cols,
                                        terse_rng_mix64(ctx->seed ^ (0x5ced000000ull + l)),
                                        s) == TERSE_OK);
