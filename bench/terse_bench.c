@@ -23,16 +23,20 @@
 /* Provided by bench/bench_allreduce.c when the build has it. */
 extern int terse_bench_allreduce(const terse_bench_opts_t *opts, int argc, char **argv)
     __attribute__((weak));
+/* Provided by bench/bench_workload.c (bench/workload.cmake) when the build has MPI. */
+extern int terse_bench_workload(const terse_bench_opts_t *opts, const char *model)
+    __attribute__((weak));
 
 static void
 bench_usage(FILE *f)
 {
     fprintf(f,
-            "usage: terse-bench [-m compressors|allreduce] [-b minBytes] [-e maxBytes] [-f factor]\n"
+            "usage: terse-bench [-m compressors|allreduce|workload] [-b minBytes] [-e maxBytes] [-f factor]\n"
             "                   [-n iters] [-w warmup] [-c 0|1] [-d float|half|bfloat16]\n"
             "                   [-o sum|avg] [-C spec]... [-D gaussian|lowrank|file[:path]]\n"
-            "                   [-s seed] [-J file.json]\n"
+            "                   [-s seed] [-J file.json] [-M model]\n"
             "  -m  mode (default compressors)\n"
+            "  -M  workload mode: resnet50, bert-base, gpt2-small or a shape file\n"
             "  -b  smallest buffer in bytes, K/M/G suffixes (default 1M)\n"
             "  -e  largest buffer (default 256M)\n"
             "  -f  size factor between rows (default 2)\n"
@@ -260,6 +264,7 @@ int
 main(int argc, char **argv)
 {
     terse_bench_opts_t opts;
+    const char *model = NULL;
     int opt, rc;
     long v;
 
@@ -277,7 +282,7 @@ main(int argc, char **argv)
     opts.seed        = 1;
 
     /* '+': stop at the first non-option, so a mode may take its own arguments after "--" */
-    while ((opt = getopt(argc, argv, "+b:e:f:n:w:c:d:o:m:C:D:J:s:h")) != -1) {
+    while ((opt = getopt(argc, argv, "+b:e:f:n:w:c:d:o:m:C:D:J:s:M:h")) != -1) {
         switch (opt) {
         case 'b':
         case 'e':
@@ -326,8 +331,9 @@ main(int argc, char **argv)
             opts.op = optarg;
             break;
         case 'm':
-            if ((strcmp(optarg, "compressors") != 0) && (strcmp(optarg, "allreduce") != 0)) {
-                fprintf(stderr, "terse-bench: -m takes compressors or allreduce\n");
+            if ((strcmp(optarg, "compressors") != 0) && (strcmp(optarg, "allreduce") != 0) &&
+                (strcmp(optarg, "workload") != 0)) {
+                fprintf(stderr, "terse-bench: -m takes compressors, allreduce or workload\n");
                 return 2;
             }
             opts.mode = optarg;
@@ -363,6 +369,9 @@ main(int argc, char **argv)
         case 's':
             opts.seed = strtoull(optarg, NULL, 10);
             break;
+        case 'M':
+            model = optarg;
+            break;
         case 'h':
             bench_usage(stdout);
             return 0;
@@ -381,6 +390,10 @@ main(int argc, char **argv)
             return 2;
         }
     }
+    if ((strcmp(opts.mode, "workload") == 0) && (terse_bench_workload == NULL)) {
+        fprintf(stderr, "workload mode is not in this build\n");
+        return 2;
+    }
     if (opts.json_path != NULL) {
         opts.json = fopen(opts.json_path, "w");
         if (opts.json == NULL) {
@@ -391,6 +404,8 @@ main(int argc, char **argv)
     }
     if (strcmp(opts.mode, "allreduce") == 0) {
         rc = terse_bench_allreduce(&opts, argc, argv);
+    } else if (strcmp(opts.mode, "workload") == 0) {
+        rc = terse_bench_workload(&opts, model);
     } else {
         rc = terse_bench_compressors(&opts, argc, argv);
     }
