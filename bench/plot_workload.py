@@ -12,6 +12,8 @@ files, and draws two panels:
          the bottom of the axis, as for the plain rows)
 Each point of a workload row is labelled with its speed-up over plain MPI. Rows with
 #wrong > 0 are drawn with a red cross: they are bugs, not data.
+When every row is a workload row and all of one size (one model), the x axis is the setting
+instead (bars: step time with the speed-up over plain MPI, and relative error).
 
 Needs matplotlib (Debian: apt-get install python3-matplotlib); the CI does not run it.
 """
@@ -42,6 +44,48 @@ def load(paths):
     return rows
 
 
+def plot_settings(plt, rows, out):
+    """One model: bars of step time and relative error per setting."""
+    settings = []
+    for r in rows:
+        if r["setting"] not in settings:
+            settings.append(r["setting"])
+    settings.sort(key=lambda s: (s != "plain", s != "auto"))
+    last = {r["setting"]: r for r in rows}  # the last run of a setting wins
+    fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(12, 4.8))
+    xs = range(len(settings))
+    colors = ["black" if s == "plain" else "C%d" % i for i, s in enumerate(settings)]
+    times = [last[s]["time_ms"] for s in settings]
+    errs = [last[s]["relerr"] for s in settings]
+    ax_t.bar(xs, times, color=colors)
+    ax_e.bar(xs, errs, color=colors)
+    for i, s in enumerate(settings):
+        r = last[s]
+        note = "%.0f ms" % r["time_ms"]
+        if s != "plain" and r["speedup"]:
+            note += "\n%.1fx" % r["speedup"]
+        ax_t.annotate(note, (i, r["time_ms"]), ha="center", va="bottom", fontsize=8)
+        ax_e.annotate("%.2g" % r["relerr"] if r["relerr"] > 0 else "0 (reference)",
+                      (i, r["relerr"]), ha="center", va="bottom", fontsize=8)
+        if r["wrong"]:
+            for ax, y in ((ax_t, r["time_ms"]), (ax_e, r["relerr"])):
+                ax.plot([i], [y], marker="x", color="red", markersize=14)
+    for ax in (ax_t, ax_e):
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(settings)
+        ax.set_xlabel("setting")
+        ax.grid(True, axis="y", linewidth=0.3)
+    name, size = rows[0]["label"], rows[0]["size"]
+    ax_t.set_ylabel("step time (ms, slowest rank)")
+    ax_e.set_ylabel("relative error against plain MPI_Allreduce")
+    ax_t.set_title("%s: one allreduce of %.0f MiB per step" % (name, size / 1048576.0))
+    ax_e.set_title("%s: error of the result" % name)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print("plot_workload.py: wrote %s (%d settings)" % (out, len(settings)))
+    return 0
+
+
 def main(argv):
     if len(argv) < 3:
         sys.stderr.write(__doc__)
@@ -57,6 +101,8 @@ def main(argv):
     if not rows:
         sys.stderr.write("plot_workload.py: no workload or allreduce rows in %s\n" % argv[2:])
         return 1
+    if all(r["label"] is not None for r in rows) and len({r["size"] for r in rows}) == 1:
+        return plot_settings(plt, rows, argv[1])
     by_setting = defaultdict(list)
     for r in rows:
         by_setting[r["setting"]].append(r)
