@@ -360,7 +360,6 @@ slot_remove(terse_ctx_t *ctx, terse_slot_t *slot)
 
 /* ---------------------------------------------------------------- context */
 
-static terse_status_t ctx_read_layout(terse_ctx_t *ctx, const char *pattern);
 
 static terse_status_t
 ctx_pick_transport(const terse_ctx_params_t *params, const terse_transport_ops_t **ops_p)
@@ -440,7 +439,10 @@ terse_ctx_create(const terse_ctx_params_t *params, terse_ctx_t **ctx_p)
     ctx->sched_alpha     = ctx->cfg->ERROR_BUDGET;
     ctx->sched_fraction  = ctx->cfg->ERROR_FRACTION;
     ctx->sched_objective = ctx->cfg->SCHED_OBJECTIVE;
+    ctx->sched_segment   = ctx->cfg->SEGMENT_BYTES;
     terse__sched_grid_default(&ctx->grid, (uint32_t)ctx->cfg->QUANT_BUCKET);
+    ctx->ref_grid        = ctx->grid;
+    ctx->ref_grid.n      = 1;
     if ((terse__cmp_spec_parse(ctx->cfg->REFERENCE, &ctx->reference, why, sizeof(why)) !=
          TERSE_OK) || ctx->reference.is_auto ||
         (terse__sched_grid_find(&ctx->grid, terse__sched_fam_find(ctx->reference.ops->name),
@@ -450,6 +452,8 @@ terse_ctx_create(const terse_ctx_params_t *params, terse_ctx_t **ctx_p)
         free(ctx);
         return TERSE_ERR_INVALID;
     }
+    ctx->ref_grid.opt[0].fam   = terse__sched_fam_find(ctx->reference.ops->name);
+    ctx->ref_grid.opt[0].param = ctx->reference.param;
     TERSE_CHECK_GOTO(tops->init(params->comm, &ctx->tp), status, err_free_ctx);
     ctx->rank   = ctx->tp->rank;
     ctx->nranks = ctx->tp->nranks;
@@ -460,7 +464,7 @@ terse_ctx_create(const terse_ctx_params_t *params, terse_ctx_t **ctx_p)
         TERSE_CHECK_GOTO(terse__ctx_pin_plan(ctx, ctx->cfg->PLAN), status, err_fini);
     }
     if (ctx->cfg->LAYOUT[0] != '\0') {
-        TERSE_CHECK_GOTO(ctx_read_layout(ctx, ctx->cfg->LAYOUT), status, err_fini);
+        TERSE_CHECK_GOTO(terse__ctx_set_layout(ctx, ctx->cfg->LAYOUT), status, err_fini);
     }
     if (ctx->cfg->STATS[0] != '\0') {
         char file[1024];
@@ -841,6 +845,7 @@ sched_solve(terse_ctx_t *ctx, const terse_slot_t *slot, const double *stats,
     int *ref                     = calloc(nl, sizeof(*ref));
     const int ref_fam            = terse__sched_fam_find(ctx->reference.ops->name);
     uint64_t bytes[TERSE_SCHED_GRID_MAX];
+    double ef[TERSE_SCHED_STATS_HEAD + TERSE_SCHED_GRID_MAX];
     terse_sched_problem_t prob;
     terse_status_t status = TERSE_OK;
     size_t l, i, nc;
@@ -852,7 +857,18 @@ sched_solve(terse_ctx_t *ctx, const terse_slot_t *slot, const double *stats,
     }
     for (l = 0; l < nl; ++l) {
         const terse_layer_state_t *ly = &slot->layers[l];
-        const double *st = stats + l * stride;
+        double *st = ef;
+        memcpy(ef, stats + l * stride, stride * sizeof(double));
+        /* Error feedback's steady state: a compressor losing a fraction r of its input per
+         * step carries a residual e with |e|^2 = r (|g|^2 + |e|^2), so every step loses
+         * err / (1 - r) of the gradient's scale, not err: heavy compression costs more than one
+         * step's error says (r -> 1: unbounded). The same for every rank: IEEE ops only. */
+        for (i = 0; i < grid->n; ++i) {
+            const double e = ef[TERSE_SCHED_STATS_HEAD + i], nrm = ef[TERSE_SCHED_STATS_NORM];
+            if ((grid->opt[i].fam != TERSE_SCHED_FAM_NONE) && (e > 0.0) && (nrm > 0.0)) {
+                ef[TERSE_SCHED_STATS_HEAD + i] = (e < nrm) ? e / (1.0 - e / nrm) : INFINITY;
+            }
+        }
         for (i = 0; i < grid->n; ++i) {
             bytes[i] = sched_option_bytes(ctx, ly, grid->opt[i].fam, grid->opt[i].param);
             /* error feedback delays what a step loses; an option that drops most of a layer
@@ -864,7 +880,7 @@ sched_solve(terse_ctx_t *ctx, const terse_slot_t *slot, const double *stats,
                 bytes[i] = UINT64_MAX;
             }
         }
-        TERSE_CHECK_GOTO(terse__sched_layer_fill(grid, &ctx->cost, ly->count, stats + l * stride,
+        TERSE_CHECK_GOTO(terse__sched_layer_fill(grid, &ctx->cost, ly->count, ef,
                                                  bytes, NULL, cand + l * grid->n, &nc),
                          status, out);
         layers[l].name  = slot->names[l];
@@ -881,12 +897,27 @@ sched_solve(terse_ctx_t *ctx, const terse_slot_t *slot, const double *stats,
             }
         }
     }
-    if (ctx->sched_fraction > 0.0) {
-        budget = terse__sched_budget_fraction(stats, nl, stride, ctx->sched_fraction);
-    } else {
-        TERSE_CHECK_GOTO(terse__sched_budget_reference(layers, nl, ref_fam, ctx->reference.param,
-                                                       ctx->sched_alpha, &budget),
-                         status, out);
+    /* the budget comes from the raw gradient (stats + nl * stride: per layer norm, flag and
+     * reference error without the residual), not from gradient plus residual: the residual
+     * depends on the plan in force, and a budget that grows with it makes plans oscillate */
+    {
+        const double *raw = stats + nl * stride;
+        double sum = 0.0;
+        if (!(ctx->sched_alpha >= 0.0)) {
+            status = TERSE_ERR_INVALID;
+            goto out;
+        }
+        for (l = 0; l < nl; ++l) {
+            const double nrm = raw[3 * l + TERSE_SCHED_STATS_NORM];
+            double e         = raw[3 * l + TERSE_SCHED_STATS_HEAD];
+            /* the reference under error feedback, as the candidates below */
+            e = ((e > 0.0) && (nrm > 0.0)) ? ((e < nrm) ? e / (1.0 - e / nrm) : INFINITY) : e;
+            if (ctx->sched_fraction > 0.0) {
+                e = nrm;
+            }
+            sum += isfinite(e) ? e : 0.0; /* a layer without the reference: 0 (conservative) */
+        }
+        budget = sum * ((ctx->sched_fraction > 0.0) ? ctx->sched_fraction : ctx->sched_alpha);
     }
     memset(&prob, 0, sizeof(prob));
     prob.nlayers   = nl;
@@ -925,7 +956,7 @@ static terse_status_t
 sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dtype_t dtype)
 {
     const size_t stride = terse__sched_stats_stride(&ctx->grid), nl = slot->nlayers;
-    const size_t nstat  = nl * stride;
+    const size_t nstat  = nl * stride + nl * 3; /* candidates, then the raw budget stats */
     const double t0     = terse__time_now();
     double *stats = calloc(nstat + 1, sizeof(double)), scale;
     void *ws      = malloc(terse__algo_sum_ws_size(ctx->nranks, nstat, TERSE_FLOAT64));
@@ -942,14 +973,23 @@ sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dt
     slot->next_plan = slot->step + (uint32_t)ctx->sched_replan;
     for (l = 0; ok && (l < nl); ++l) {
         double *s = stats + l * stride;
-        /* what the compressor really sees: the gradient plus the residual that error
-         * feedback carries (a biased compressor's residual grows far above one step's error) */
-        const float *res = (slot->alloc_ok && (slot->fb.data != NULL) &&
-                            (l < slot->fb.nlayers) &&
-                            (slot->layers[l].cls != TERSE_CLASS_NATIVE))
-                               ? slot->fb.data + slot->fb.offset[l] : NULL;
-        ok = (sched_sample(sendbuf, dtype, &slot->layers[l], res, &tmp, &cap, &n, &rows, &cols,
-                           &scale) == TERSE_OK);
+        /* Statistics of the raw gradient, not of gradient plus residual: the residual belongs
+         * to the plan in force, and measuring through it made plans oscillate (an aggressive
+         * plan inflates the next statistics, which then ask for a timid one, and back) on the
+         * C trainer. Error feedback's accumulation is modelled in sched_solve instead. */
+        const float *res = NULL;
+        double *raw = stats + nl * stride + 3 * l;
+        ok = (sched_sample(sendbuf, dtype, &slot->layers[l], NULL, &tmp, &cap, &n, &rows, &cols,
+                           &scale) == TERSE_OK) &&
+             (terse__sched_stats_layer(&ctx->ref_grid, tmp, n, rows, cols,
+                                       terse_rng_mix64(ctx->seed ^ (0x5cef000000ull + l)),
+                                       raw) == TERSE_OK);
+        if (ok && (scale != 1.0)) {
+            raw[TERSE_SCHED_STATS_NORM] *= scale;
+            raw[TERSE_SCHED_STATS_HEAD] *= scale;
+        }
+        ok = ok && (sched_sample(sendbuf, dtype, &slot->layers[l], res, &tmp, &cap, &n, &rows,
+                                 &cols, &scale) == TERSE_OK);
         ok = ok &&
              (terse__sched_stats_layer(&ctx->grid, tmp, n, rows, cols,
                                        terse_rng_mix64(ctx->seed ^ (0x5ced000000ull + l)),
@@ -978,7 +1018,8 @@ sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dt
     TERSE_CHECK_GOTO(terse__algo_sum(ctx->tp, stats, stats, nstat, TERSE_FLOAT64, 1.0f, ws),
                      status, out);
     for (l = 0; l < nl; ++l) {
-        if (stats[l * stride + TERSE_SCHED_STATS_NONFINITE] != 0.0) {
+        if ((stats[l * stride + TERSE_SCHED_STATS_NONFINITE] != 0.0) ||
+            (stats[nl * stride + 3 * l + TERSE_SCHED_STATS_NONFINITE] != 0.0)) {
             why = "a gradient held Inf or NaN at the statistics step";
             break;
         }
@@ -1174,8 +1215,8 @@ terse__ctx_pin_plan(terse_ctx_t *ctx, const char *pattern)
 
 /* TERSE_LAYOUT: lines "count rows cols name" in buffer order ('#' starts a comment; rows and
  * cols 0 for a flat tensor; the name is optional). */
-static terse_status_t
-ctx_read_layout(terse_ctx_t *ctx, const char *pattern)
+terse_status_t
+terse__ctx_set_layout(terse_ctx_t *ctx, const char *pattern)
 {
     char file[1024], line[512], name[TERSE_NAME_MAX];
     unsigned long long c, r, k;
@@ -1185,6 +1226,13 @@ ctx_read_layout(terse_ctx_t *ctx, const char *pattern)
     int n;
 
     TERSE_CHECK(terse__path_expand(pattern, ctx->rank, file, sizeof(file)));
+    free(ctx->lay_count);
+    free(ctx->lay_rows);
+    free(ctx->lay_cols);
+    free(ctx->lay_name);
+    ctx->lay_count = ctx->lay_rows = ctx->lay_cols = NULL;
+    ctx->lay_name  = NULL;
+    ctx->lay_n = ctx->lay_total = 0;
     f = fopen(file, "r");
     if (f == NULL) {
         terse_error(TERSE_LOG_COMM, "TERSE_LAYOUT: cannot open %s: %m", file);
@@ -1368,9 +1416,9 @@ ctx_build_slot(terse_ctx_t *ctx, uint64_t key, size_t count, terse_dtype_t dtype
         rows   = ctx->lay_rows;
         cols   = ctx->lay_cols;
         names  = (const char (*)[TERSE_NAME_MAX])ctx->lay_name;
-    } else if (sched && (ctx->cfg->SEGMENT_BYTES > 0)) {
+    } else if (sched && (ctx->sched_segment > 0)) {
         /* whole quant buckets per segment, so segment boundaries do not cut buckets */
-        size_t per = TERSE_ALIGN_UP(TERSE_MAX(ctx->cfg->SEGMENT_BYTES / terse__esize(dtype),
+        size_t per = TERSE_ALIGN_UP(TERSE_MAX(ctx->sched_segment / terse__esize(dtype),
                                               (size_t)1),
                                     (size_t)ctx->cfg->QUANT_BUCKET);
         nl  = TERSE_DIV_UP(count, per);
@@ -1777,7 +1825,8 @@ state_write_plan(FILE *f, const terse_plan_t *plan)
     double tot[4] = {plan->predicted_time, plan->wire_bytes, plan->sq_err, plan->budget};
 
     return (fwrite(&n, sizeof(n), 1, f) == 1) &&
-           (fwrite(plan->layer, sizeof(*plan->layer), plan->nlayers, f) == plan->nlayers) &&
+           ((plan->nlayers == 0) ||
+            (fwrite(plan->layer, sizeof(*plan->layer), plan->nlayers, f) == plan->nlayers)) &&
            (fwrite(tot, sizeof(tot), 1, f) == 1) &&
            (fwrite(&plan->wire_set, sizeof(plan->wire_set), 1, f) == 1);
 }
@@ -1795,7 +1844,7 @@ state_read_plan(FILE *f, size_t nlayers, terse_plan_t *plan)
     if ((n > 0) && (terse__sched_plan_alloc((size_t)n, plan) != TERSE_OK)) {
         return 0;
     }
-    if ((fread(plan->layer, sizeof(*plan->layer), (size_t)n, f) != n) ||
+    if (((n > 0) && (fread(plan->layer, sizeof(*plan->layer), (size_t)n, f) != n)) ||
         (fread(tot, sizeof(tot), 1, f) != 1) ||
         (fread(&plan->wire_set, sizeof(plan->wire_set), 1, f) != 1)) {
         terse__sched_plan_free(plan);

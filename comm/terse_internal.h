@@ -158,8 +158,10 @@ struct terse_ctx {
     double                 sched_alpha;  /* TERSE_ERROR_BUDGET */
     double                 sched_fraction; /* TERSE_ERROR_FRACTION (> 0: used instead) */
     int                    sched_objective; /* terse_sched_objective_t */
+    size_t                 sched_segment;   /* TERSE_SEGMENT_BYTES */
     terse_cmp_spec_t       reference;    /* TERSE_REFERENCE */
     terse_sched_grid_t     grid;
+    terse_sched_grid_t     ref_grid;     /* the reference option alone (the budget) */
     terse_sched_cost_t     cost;         /* valid when cost_ready */
     int                    cost_ready;
     terse_plan_t           pinned;       /* TERSE_PLAN rows (nlayers 0: none) */
@@ -190,6 +192,12 @@ void terse__ctx_set_cost(terse_ctx_t *ctx, const terse_sched_cost_t *cost);
  * Returns TERSE_OK, TERSE_ERR_INVALID (unreadable or malformed file: logged with the line),
  * TERSE_ERR_NOMEM. */
 terse_status_t terse__ctx_pin_plan(terse_ctx_t *ctx, const char *pattern);
+/* Reads a TERSE_LAYOUT file (lines "count rows cols [name]" in buffer order, '#' comments,
+ * rows and cols 0 for a flat tensor): unregistered buffers of the file's total size are then
+ * cut into these layers. Call before the first allreduce of that size; local, every rank alike.
+ * Returns TERSE_OK, TERSE_ERR_INVALID (unreadable, malformed: logged with the line),
+ * TERSE_ERR_NOMEM. */
+terse_status_t terse__ctx_set_layout(terse_ctx_t *ctx, const char *pattern);
 /* 1 when the uniform plan would send every layer natively (compression is off). */
 int terse__ctx_plan_is_native(const terse_ctx_t *ctx);
 /* Hash of the decision-relevant TERSE_* values (every variable but TERSE_LOG_*) and the

@@ -627,6 +627,121 @@ test_sched_state_world_size(void)
     }
 }
 
+/* ---------------------------------------------------------------- unregistered buffers */
+typedef struct sched_unreg {
+    size_t         segment;     /* bytes, or 0 */
+    const char    *layout;      /* TERSE_LAYOUT file, or NULL */
+    size_t         nlayers[SCHED_MAXP];
+    char           names[SCHED_MAXP][SCHED_NL][TERSE_NAME_MAX];
+    char           cmp[SCHED_MAXP][8][TERSE_NAME_MAX];
+    uint64_t       out[SCHED_MAXP];
+    terse_status_t status[SCHED_MAXP];
+} sched_unreg_t;
+
+static void
+sched_unreg_rank(void *ep, int rank, int nranks, void *arg)
+{
+    sched_unreg_t *u     = arg;
+    sched_run_t *run     = sched_run_new();
+    terse_ctx_t *ctx     = NULL;
+    const terse_slot_t *slot;
+    float *x = malloc(SCHED_TOTAL * sizeof(float)), *y = malloc(SCHED_TOTAL * sizeof(float));
+    size_t l;
+    int s;
+
+    (void)nranks;
+    u->status[rank] = sched_ctx(ep, run, rank, &ctx);
+    if (u->status[rank] == TERSE_OK) {
+        ctx->auto_unreg    = 1;
+        ctx->sched_segment = u->segment;
+        if (u->layout != NULL) {
+            u->status[rank] = terse__ctx_set_layout(ctx, u->layout);
+        }
+    }
+    for (s = 0; (u->status[rank] == TERSE_OK) && (s < run->steps); ++s) {
+        sched_input(rank, s, x);
+        /* one element short of the registered total: the unregistered path */
+        u->status[rank] = terse_allreduce(ctx, x, y, SCHED_TOTAL - 1, TERSE_FLOAT32,
+                                          TERSE_OP_SUM, TERSE_MEM_HOST, NULL);
+    }
+    slot = (ctx != NULL) ? ctx->slots : NULL;
+    while ((slot != NULL) && (slot->key != SCHED_TOTAL - 1)) {
+        slot = slot->next;
+    }
+    if (slot != NULL) {
+        u->nlayers[rank] = slot->nlayers;
+        for (l = 0; l < slot->nlayers; ++l) {
+            if (l < SCHED_NL) {
+                snprintf(u->names[rank][l], TERSE_NAME_MAX, "%s", slot->names[l]);
+            }
+            if (l < 8) {
+                snprintf(u->cmp[rank][l], TERSE_NAME_MAX, "%s", slot->layers[l].ops->name);
+            }
+        }
+        u->out[rank] = sched_hash(y, SCHED_TOTAL - 1);
+    }
+    terse_ctx_destroy(ctx);
+    free(run);
+    free(x);
+    free(y);
+}
+
+static void
+test_sched_segments(void)
+{
+    sched_unreg_t *u = calloc(1, sizeof(*u));
+    size_t l;
+
+    u->segment = 8192; /* 2048 floats: 5 segments of 9079 values */
+    TERSE_TEST_OK(terse_loop_run(2, sched_unreg_rank, u));
+    CU_ASSERT_EQUAL(u->status[0], TERSE_OK);
+    CU_ASSERT_EQUAL(u->status[1], TERSE_OK);
+    CU_ASSERT_EQUAL(u->nlayers[0], 5);
+    CU_ASSERT_EQUAL(u->nlayers[1], 5);
+    CU_ASSERT_EQUAL(u->out[0], u->out[1]);
+    for (l = 0; l < 5; ++l) {
+        CU_ASSERT_STRING_EQUAL(u->cmp[0][l], u->cmp[1][l]);
+    }
+    CU_ASSERT(strcmp(u->cmp[0][2], "none") != 0); /* a slow link: compressed */
+    free(u);
+}
+
+static void
+test_sched_layout_file(void)
+{
+    sched_unreg_t *u = calloc(1, sizeof(*u));
+    char path[128];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/tmp/terse_test_layout_%d.txt", (int)getpid());
+    f = fopen(path, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fprintf(f, "# count rows cols name\n3072 64 48 mat\n\n6000 0 0 vec  # flat\n39 0 0\n");
+    fclose(f);
+    u->layout = path;
+    TERSE_TEST_OK(terse_loop_run(2, sched_unreg_rank, u));
+    CU_ASSERT_EQUAL(u->status[0], TERSE_OK);
+    CU_ASSERT_EQUAL(u->nlayers[0], 3);
+    CU_ASSERT_STRING_EQUAL(u->names[0][0], "mat");
+    CU_ASSERT_STRING_EQUAL(u->names[0][1], "vec");
+    CU_ASSERT_STRING_EQUAL(u->names[0][2], "layer2");
+    CU_ASSERT_EQUAL(u->out[0], u->out[1]);
+    free(u);
+
+    /* malformed: rows x cols != count */
+    f = fopen(path, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fprintf(f, "3072 64 47 mat\n");
+    fclose(f);
+    u = calloc(1, sizeof(*u));
+    u->layout = path;
+    TERSE_TEST_OK(terse_loop_run(2, sched_unreg_rank, u));
+    CU_ASSERT_EQUAL(u->status[0], TERSE_ERR_INVALID);
+    CU_ASSERT_EQUAL(u->status[1], TERSE_ERR_INVALID);
+    free(u);
+    unlink(path);
+}
+
 static CU_TestInfo test_sched_tests[] = {
     {"slow link compresses, switch at one step", test_sched_slow_link_compresses},
     {"fast link sends uncompressed", test_sched_fast_link_stops},
@@ -636,6 +751,8 @@ static CU_TestInfo test_sched_tests[] = {
     {"TERSE_STATS lines are JSON", test_sched_stats_json},
     {"state round trip bitwise across re-plans", test_sched_state_roundtrip},
     {"state of another world size refused", test_sched_state_world_size},
+    {"TERSE_SEGMENT_BYTES segments plan apart", test_sched_segments},
+    {"TERSE_LAYOUT maps unregistered buffers", test_sched_layout_file},
     CU_TEST_INFO_NULL,
 };
 
