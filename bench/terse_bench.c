@@ -1,9 +1,12 @@
 /*
  * terse-bench: nccl-tests-style benchmark of terse (STYLE.md section 11).
  *
- * Usage: terse-bench [-m compressors|allreduce] [-b minBytes] [-e maxBytes] [-f factor]
- *                    [-n iters] [-w warmup] [-c 0|1] [-d float|half|bfloat16] [-o sum|avg]
- *                    [-C spec]... [-D gaussian|lowrank|file[:path]] [-s seed] [-J file.json]
+ * Usage: terse-bench [-m compressors|allreduce|workload] [-b minBytes] [-e maxBytes]
+ *                    [-f factor] [-n iters] [-w warmup] [-c 0|1] [-d float|half|bfloat16]
+ *                    [-o sum|avg] [-C spec]... [-D gaussian|lowrank|file[:path]] [-s seed]
+ *                    [-J file.json] [-M model]
+ * -M names the model of -m workload (bench/bench_workload.c): resnet50, bert-base,
+ * gpt2-small or a shape file.
  * Sizes take K, M, G suffixes (powers of 1024). -C is repeatable; without it each mode runs
  * its default set (compressors: every family and grid parameter that works on flat host
  * buffers). -J writes one JSON object per line: a header, then one per table row.
