@@ -31,14 +31,14 @@
 # TERSE_TOPOLOGY=<ranks-per-node> overrides it.
 #
 # Environment:
-#   TERSE_CLUSTER_PREFIX       name prefix of the namespaces (default terse)
-#   TERSE_CLUSTER_NET          first three octets of the /24 test subnet (default 10.77.0)
-#   TERSE_CLUSTER_BTL          Open MPI btl list (default tcp,self; vader,tcp,self lets
+#   TSIM_PREFIX       name prefix of the namespaces (default terse)
+#   TSIM_NET          first three octets of the /24 test subnet (default 10.77.0)
+#   TSIM_BTL          Open MPI btl list (default tcp,self; vader,tcp,self lets
 #                              ranks of one host use shared memory among themselves: each
 #                              rank then starts through bench/cluster_rank.sh, which gives
 #                              every host its own vader segment directory)
-#   TERSE_CLUSTER_MPIRUN_ARGS  extra mpirun arguments (split on spaces)
-#   TERSE_CLUSTER_TIMEOUT      seconds allowed to `run` (default 600)
+#   TSIM_MPIRUN_ARGS  extra mpirun arguments (split on spaces)
+#   TSIM_TIMEOUT      seconds allowed to `run` (default 600)
 # TERSE_*, LD_PRELOAD, LD_LIBRARY_PATH, ASAN_OPTIONS and UBSAN_OPTIONS are passed to the
 # ranks with -x.
 #
@@ -46,10 +46,10 @@
 # otherwise the status of the command that `run` started.
 set -euo pipefail
 
-PREFIX=${TERSE_CLUSTER_PREFIX:-terse}
-NET=${TERSE_CLUSTER_NET:-10.77.0}
-BTL=${TERSE_CLUSTER_BTL:-tcp,self}
-RUN_TIMEOUT=${TERSE_CLUSTER_TIMEOUT:-600}
+PREFIX=${TSIM_PREFIX:-terse}
+NET=${TSIM_NET:-10.77.0}
+BTL=${TSIM_BTL:-tcp,self}
+RUN_TIMEOUT=${TSIM_TIMEOUT:-600}
 STEP_TIMEOUT=20                       # seconds allowed to each setup/teardown command
 BRNS=${PREFIX}-br
 STATE=/run/${PREFIX}-cluster          # state file, hostfile, per-host TMPDIRs
@@ -256,25 +256,25 @@ cmd_run() {
     done
     for var in $(compgen -e); do
         case $var in
-        TERSE_CLUSTER_*) ;;
+        TSIM_*) ;;
         TERSE_* | LD_PRELOAD | LD_LIBRARY_PATH | ASAN_OPTIONS | UBSAN_OPTIONS) args+=(-x "$var") ;;
         esac
     done
     # shellcheck disable=SC2206
-    args+=(${TERSE_CLUSTER_MPIRUN_ARGS:-})
+    args+=(${TSIM_MPIRUN_ARGS:-})
     # Shared memory inside a host: each host needs its own segment directory.
     case ,$BTL, in
     *,vader,* | *,sm,*) set -- "$HERE/cluster_rank.sh" "$@" ;;
     esac
-    # mpirun runs inside host 0; TERSE_CLUSTER_STATE tells the agent where the TMPDIRs are.
-    TERSE_CLUSTER_STATE=$STATE TMPDIR=$STATE/tmp/$(host_ns 0) \
+    # mpirun runs inside host 0; TSIM_STATE tells the agent where the TMPDIRs are.
+    TSIM_STATE=$STATE TMPDIR=$STATE/tmp/$(host_ns 0) \
         timeout -k 10 "$RUN_TIMEOUT" ip netns exec "$(host_ns 0)" \
         mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$np" \
         --hostfile "$STATE/hostfile" --map-by slot \
         --mca plm_rsh_agent "$AGENT" --mca plm_rsh_no_tree_spawn 1 \
         --mca pml ob1 --mca btl "$BTL" --mca osc '^ucx' --mca mpi_yield_when_idle 1 \
         --mca btl_tcp_if_include "${NET}.0/24" --mca oob_tcp_if_include "${NET}.0/24" \
-        -x TERSE_CLUSTER_HOSTS="$hosts" -x TERSE_CLUSTER_STATE="$STATE" \
+        -x TSIM_HOSTS="$hosts" -x TSIM_STATE="$STATE" \
         "${args[@]}" "$@"
 }
 
@@ -293,7 +293,7 @@ cmd_bw() {
     t mpicc -O2 -o "$dir/cluster_bw" "$HERE/cluster_bw.c"
     hosts=$(state_get hosts)
     bits=$(state_get rate_bits)
-    out=$(TERSE_CLUSTER_TIMEOUT=${TERSE_CLUSTER_TIMEOUT:-180} \
+    out=$(TSIM_TIMEOUT=${TSIM_TIMEOUT:-180} \
         cmd_run $((2 * hosts)) -- "$dir/cluster_bw" -r "$(state_get rate)" -d "$(state_get delay)") || rc=$?
     echo "$out"
     [ "$rc" = 0 ] || die "cluster_bw failed (status $rc)"

@@ -36,7 +36,7 @@ if [ ! -e "/run/netns/$host" ]; then
     exit 255
 fi
 
-state=${TERSE_CLUSTER_STATE:-/run/terse-cluster}
+state=${TSIM_STATE:-/run/terse-cluster}
 tmp=$state/tmp/$host
 mkdir -p "$tmp"
 TMPDIR=$tmp

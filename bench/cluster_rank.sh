@@ -6,11 +6,11 @@
 # namespace) its own backing directory instead.
 set -eu
 ns=$(ip netns identify $$ 2>/dev/null || true)
-if [ -z "$ns" ] || [ -z "${TERSE_CLUSTER_STATE:-}" ]; then
+if [ -z "$ns" ] || [ -z "${TSIM_STATE:-}" ]; then
     echo "cluster_rank.sh: not inside a cluster.sh host" >&2
     exit 1
 fi
-dir=$TERSE_CLUSTER_STATE/tmp/$ns/shm
+dir=$TSIM_STATE/tmp/$ns/shm
 mkdir -p "$dir"
 OMPI_MCA_btl_vader_backing_directory=$dir
 export OMPI_MCA_btl_vader_backing_directory

@@ -22,9 +22,9 @@ BENCH=${1:-}
 WORK=${2:-$(mktemp -d /tmp/terse-cluster-test.XXXXXX)}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CLUSTER=$HERE/cluster.sh
-export TERSE_CLUSTER_PREFIX=${TERSE_CLUSTER_PREFIX:-terse-ci}
-export TERSE_CLUSTER_NET=${TERSE_CLUSTER_NET:-10.78.0}
-export TERSE_CLUSTER_TIMEOUT=${TERSE_CLUSTER_TIMEOUT:-45}
+export TSIM_PREFIX=${TSIM_PREFIX:-terse-ci}
+export TSIM_NET=${TSIM_NET:-10.78.0}
+export TSIM_TIMEOUT=${TSIM_TIMEOUT:-45}
 
 skip() {
     echo "SKIP: cluster_test: $*"
@@ -41,7 +41,7 @@ fail() {
 for tool in ip tc mpirun timeout awk; do
     command -v "$tool" >/dev/null 2>&1 || skip "needs '$tool'"
 done
-probe=${TERSE_CLUSTER_PREFIX}-probe$$
+probe=${TSIM_PREFIX}-probe$$
 if ! timeout 10 ip netns add "$probe" 2>/dev/null; then
     skip "ip netns is not usable here (no CAP_SYS_ADMIN or no netns support)"
 fi
