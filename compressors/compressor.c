@@ -147,6 +147,45 @@ terse__cmp_check_mem(const char *name, terse_mem_t mem)
     return TERSE_ERR_UNSUPPORTED;
 }
 
+/* ---------------------------------------------------------------- energies */
+double
+terse__cmp_energy(const float *v, size_t n)
+{
+    double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, t = 0.0;
+    size_t i, l;
+
+    for (i = 0; i + 8 <= n; i += 8) {
+        for (l = 0; l < 8; ++l) {
+            s[l] += (double)v[i + l] * (double)v[i + l];
+        }
+    }
+    for (; i < n; ++i) {
+        t += (double)v[i] * (double)v[i];
+    }
+    return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) + t;
+}
+
+double
+terse__cmp_add_energy(float *dst, const float *src, size_t n)
+{
+    double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, t = 0.0;
+    size_t i, l;
+
+    for (i = 0; i + 8 <= n; i += 8) {
+        for (l = 0; l < 8; ++l) {
+            float x    = dst[i + l] + src[i + l];
+            dst[i + l] = x;
+            s[l] += (double)x * (double)x;
+        }
+    }
+    for (; i < n; ++i) {
+        float x = dst[i] + src[i];
+        dst[i]  = x;
+        t += (double)x * (double)x;
+    }
+    return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) + t;
+}
+
 /* ---------------------------------------------------------------- half precision */
 float
 terse__half_to_float(uint16_t h)

@@ -225,6 +225,13 @@ void terse__convert_to_f32(const void *src, terse_dtype_t dtype, float *dst, siz
 void terse__convert_from_f32(const float *src, float scale, void *dst, terse_dtype_t dtype,
                              size_t n);
 
+/* Squared norm of v[0..n) in double over 8 fixed lanes (vectorisable; the same bits on every
+ * call for the same input). */
+double terse__cmp_energy(const float *v, size_t n);
+/* dst += src, returning terse__cmp_energy(dst) of the result (same lanes, same order) in one
+ * pass. */
+double terse__cmp_add_energy(float *dst, const float *src, size_t n);
+
 /* Checks a CUDA-memory request against this build. */
 terse_status_t terse__cmp_check_mem(const char *name, terse_mem_t mem);
 

@@ -109,47 +109,6 @@ psgd_ddot(const float *a, const float *b, size_t n)
     return ((s[0] + s[1]) + (s[2] + s[3])) + t;
 }
 
-/* Energy in double, 8 lanes (vectorisable, fixed order). */
-static double
-psgd_energy(const float *v, size_t n)
-{
-    double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, t = 0.0;
-    size_t i, l;
-
-    for (i = 0; i + 8 <= n; i += 8) {
-        for (l = 0; l < 8; ++l) {
-            s[l] += (double)v[i + l] * (double)v[i + l];
-        }
-    }
-    for (; i < n; ++i) {
-        t += (double)v[i] * (double)v[i];
-    }
-    return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) + t;
-}
-
-/* dst += src, returning the energy of the result exactly as psgd_energy(dst) would (same
- * lanes, same order), in one pass. */
-static double
-psgd_add_energy(float *dst, const float *src, size_t n)
-{
-    double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, t = 0.0;
-    size_t i, l;
-
-    for (i = 0; i + 8 <= n; i += 8) {
-        for (l = 0; l < 8; ++l) {
-            float x    = dst[i + l] + src[i + l];
-            dst[i + l] = x;
-            s[l] += (double)x * (double)x;
-        }
-    }
-    for (; i < n; ++i) {
-        float x = dst[i] + src[i];
-        dst[i]  = x;
-        t += (double)x * (double)x;
-    }
-    return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) + t;
-}
-
 /* Four dot products of a with b0..b3 in one pass over a; each is bit-identical to
  * psgd_dot(a, bc, n). */
 static void
@@ -304,7 +263,7 @@ psgd_sub_pqt(const cmp_psgd_t *s, float *m, const float *pt, const float *qt)
         for (; k < s->rank; ++k) {
             psgd_axpy(mi, -pt[k * s->rows + i], qt + k * c, len);
         }
-        err += psgd_energy(mi, len);
+        err += terse__cmp_energy(mi, len);
     }
     return err;
 }
@@ -574,12 +533,12 @@ psgd_prepare(cmp_psgd_t *s, const terse_buf_t *in, float *residual, double *tota
     if (residual != NULL) {
         m = residual;
         if (in->dtype == TERSE_FLOAT32) {
-            total = psgd_add_energy(m, in->ptr, n);
+            total = terse__cmp_add_energy(m, in->ptr, n);
         } else {
             for (i = 0; i < n; ++i) {
                 m[i] += terse__load_f32(in->ptr, in->dtype, i);
             }
-            total = psgd_energy(m, n);
+            total = terse__cmp_energy(m, n);
         }
     } else {
         if (s->scratch == NULL) {
@@ -591,7 +550,7 @@ psgd_prepare(cmp_psgd_t *s, const terse_buf_t *in, float *residual, double *tota
         }
         m = s->scratch;
         terse__convert_to_f32(in->ptr, in->dtype, m, n);
-        total = psgd_energy(m, n);
+        total = terse__cmp_energy(m, n);
     }
     /* the energy is non-finite exactly when some m[i] is */
     s->m         = m;

@@ -123,47 +123,6 @@ cmp_randomk_nstages(void *ctx)
     return 1;
 }
 
-/* Energy in double, 8 lanes (vectorisable, fixed order). */
-static double
-randomk_energy(const float *v, size_t n)
-{
-    double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, t = 0.0;
-    size_t i, l;
-
-    for (i = 0; i + 8 <= n; i += 8) {
-        for (l = 0; l < 8; ++l) {
-            s[l] += (double)v[i + l] * (double)v[i + l];
-        }
-    }
-    for (; i < n; ++i) {
-        t += (double)v[i] * (double)v[i];
-    }
-    return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) + t;
-}
-
-/* dst += src, returning the energy of the result exactly as randomk_energy(dst) would (same
- * lanes, same order), in one pass. */
-static double
-randomk_add_energy(float *dst, const float *src, size_t n)
-{
-    double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, t = 0.0;
-    size_t i, l;
-
-    for (i = 0; i + 8 <= n; i += 8) {
-        for (l = 0; l < 8; ++l) {
-            float x    = dst[i + l] + src[i + l];
-            dst[i + l] = x;
-            s[l] += (double)x * (double)x;
-        }
-    }
-    for (; i < n; ++i) {
-        float x = dst[i] + src[i];
-        dst[i]  = x;
-        t += (double)x * (double)x;
-    }
-    return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) + t;
-}
-
 static terse_status_t
 cmp_randomk_compress(void *ctx, const terse_buf_t *in, float *residual, const terse_rng_t *rng,
                      void *out, size_t out_bytes, uint32_t *flags_p, double *sq_err_p,
@@ -200,15 +159,15 @@ cmp_randomk_compress(void *ctx, const terse_buf_t *in, float *residual, const te
     if (residual != NULL) {
         if (in->dtype == TERSE_FLOAT32) {
             src   = in->ptr;
-            total = randomk_add_energy(residual, src, n);
+            total = terse__cmp_add_energy(residual, src, n);
         } else {
             for (i = 0; i < n; ++i) {
                 residual[i] += terse__load_f32(in->ptr, in->dtype, i);
             }
-            total = randomk_energy(residual, n);
+            total = terse__cmp_energy(residual, n);
         }
     } else if (in->dtype == TERSE_FLOAT32) {
-        total = randomk_energy(in->ptr, n);
+        total = terse__cmp_energy(in->ptr, n);
     } else {
         for (i = 0; i < n; ++i) {
             float x = terse__load_f32(in->ptr, in->dtype, i);

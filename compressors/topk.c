@@ -386,49 +386,6 @@ topk_select_sampled(cmp_topk_t *t, const float *v, float *residual, const terse_
     return topk_select_candidates(t, c, v, residual, pairs, kept_p);
 }
 
-/* Energy of v[0..n) in double, 8 lanes (vectorisable, fixed order). A non-finite v gives a
- * non-finite sum and a finite v cannot overflow it (n * FLT_MAX^2 < DBL_MAX): the sum alone
- * tells whether the layer is finite. */
-static double
-topk_energy(const float *v, size_t n)
-{
-    double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, t = 0.0;
-    size_t i, l;
-
-    for (i = 0; i + 8 <= n; i += 8) {
-        for (l = 0; l < 8; ++l) {
-            s[l] += (double)v[i + l] * (double)v[i + l];
-        }
-    }
-    for (; i < n; ++i) {
-        t += (double)v[i] * (double)v[i];
-    }
-    return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) + t;
-}
-
-/* dst += src, returning the energy of the result exactly as topk_energy(dst) would (same
- * lanes, same order), in one pass. */
-static double
-topk_add_energy(float *dst, const float *src, size_t n)
-{
-    double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}, t = 0.0;
-    size_t i, l;
-
-    for (i = 0; i + 8 <= n; i += 8) {
-        for (l = 0; l < 8; ++l) {
-            float x    = dst[i + l] + src[i + l];
-            dst[i + l] = x;
-            s[l] += (double)x * (double)x;
-        }
-    }
-    for (; i < n; ++i) {
-        float x = dst[i] + src[i];
-        dst[i]  = x;
-        t += (double)x * (double)x;
-    }
-    return (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) + t;
-}
-
 /* v = in + residual, stored in the residual (or scratch, or in itself for fp32 without
  * feedback); returns v and its energy; with hist (exact family) also fills
  * topk_hist_high(v). NULL when the scratch cannot be allocated. */
@@ -443,7 +400,7 @@ topk_prepare(cmp_topk_t *t, const terse_buf_t *in, float *residual, uint32_t *hi
     if (residual != NULL) {
         dst = residual;
         if (in->dtype == TERSE_FLOAT32) {
-            *total_p = topk_add_energy(dst, src, n);
+            *total_p = terse__cmp_add_energy(dst, src, n);
             if (hist != NULL) {
                 topk_hist_high(dst, n, hist);
             }
@@ -466,7 +423,7 @@ topk_prepare(cmp_topk_t *t, const terse_buf_t *in, float *residual, uint32_t *hi
         dst = t->scratch;
         terse__convert_to_f32(in->ptr, in->dtype, dst, n);
     }
-    *total_p = topk_energy(dst, n);
+    *total_p = terse__cmp_energy(dst, n);
     if (hist != NULL) {
         topk_hist_high(dst, n, hist);
     }
