@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "terse_test.h"
+#include "terse_test_cuda.h"
 #include "compressor.h"
 #include "cuda_util.h"
 #include "cast_cuda.h"
@@ -51,18 +52,6 @@ static const oc_family_t oc_families[] = {
 #define OC_PSGD_TOL  1e-4
 
 static void *
-oc_dev(const void *host, size_t bytes)
-{
-    void *d = NULL;
-
-    CU_ASSERT_FATAL(terse__cuda_calloc(&d, (bytes > 0) ? bytes : 1) == TERSE_OK);
-    if ((host != NULL) && (bytes > 0)) {
-        CU_ASSERT_FATAL(terse__cuda_memcpy(d, host, bytes) == TERSE_OK);
-    }
-    return d;
-}
-
-static void *
 oc_get(const void *dev, size_t bytes)
 {
     void *h = malloc((bytes > 0) ? bytes : 1);
@@ -72,12 +61,6 @@ oc_get(const void *dev, size_t bytes)
         CU_ASSERT_FATAL(terse__cuda_memcpy(h, dev, bytes) == TERSE_OK);
     }
     return h;
-}
-
-static size_t
-oc_esize(terse_dtype_t dt)
-{
-    return (dt == TERSE_FLOAT32) ? 4 : 2;
 }
 
 /* ||a - b|| / ||b|| over n elements of dtype */
@@ -175,7 +158,7 @@ oc_compress(oc_pair_t *t, const void *in, terse_dtype_t dt, float *res_h, float 
             uint32_t *flags_h_p, double *err_h_p)
 {
     size_t n = t->count, pb = 0, qb = 0;
-    void *d_in = oc_dev(in, n * oc_esize(dt)), *pay_h, *d_pay, *pay_g;
+    void *d_in = terse_test_cuda_dev(in, n * terse_dtype_size(dt)), *pay_h, *d_pay, *pay_g;
     terse_buf_t bh = {(void *)in, n, dt, TERSE_MEM_HOST};
     terse_buf_t bg = {d_in, n, dt, TERSE_MEM_CUDA};
     uint32_t flags_g = 7;
@@ -183,7 +166,7 @@ oc_compress(oc_pair_t *t, const void *in, terse_dtype_t dt, float *res_h, float 
 
     TERSE_TEST_OK(t->ops->payload_size(t->host, n, 0, &pb));
     pay_h = malloc(pb);
-    d_pay = oc_dev(NULL, pb);
+    d_pay = terse_test_cuda_dev(NULL, pb);
     TERSE_TEST_OK(t->ops->compress(t->host, &bh, res_h, rng, pay_h, pb, flags_h_p, err_h_p,
                                    NULL));
     TERSE_TEST_OK(t->ops->compress(t->dev, &bg, d_res, rng, d_pay, pb, &flags_g, &err_g, NULL));
@@ -199,7 +182,7 @@ oc_compress(oc_pair_t *t, const void *in, terse_dtype_t dt, float *res_h, float 
             free(pay_g);
         }
         q_h = malloc(qb);
-        d_q = oc_dev(NULL, qb);
+        d_q = terse_test_cuda_dev(NULL, qb);
         TERSE_TEST_OK(t->ops->stage(t->host, 1, pay_h, pb, q_h, qb, err_h_p, NULL));
         TERSE_TEST_OK(t->ops->stage(t->dev, 1, d_p, pb, d_q, qb, &err_g, NULL));
         CU_ASSERT_EQUAL(err_g, 0.0);
@@ -223,7 +206,7 @@ oc_round(const oc_family_t *fam, size_t count, size_t rows, size_t cols, terse_d
          uint64_t seed)
 {
     oc_pair_t t;
-    size_t n = count, pb = 0, es = oc_esize(dt);
+    size_t n = count, pb = 0, es = terse_dtype_size(dt);
     float *x = malloc(n * sizeof(float)), *res_h = malloc(n * sizeof(float)), *res_g;
     void *in = malloc(n * 4), *pay_h = NULL, *pay_g = NULL, *d_pay, *out_h, *out_g, *d_out;
     float *d_res;
@@ -243,7 +226,7 @@ oc_round(const oc_family_t *fam, size_t count, size_t rows, size_t cols, terse_d
     for (i = 0; i < n; ++i) {
         res_h[i] *= 0.05f;
     }
-    d_res = oc_dev(res_h, n * sizeof(float));
+    d_res = terse_test_cuda_dev(res_h, n * sizeof(float));
     rng   = terse_rng_make(seed, TERSE_RNG_RANDOMK, 3, 11, TERSE_RNG_SHARED);
 
     oc_compress(&t, in, dt, res_h, d_res, &rng, &pay_h, &pay_g, &pb, &flags_h, &err_h);
@@ -264,9 +247,9 @@ oc_round(const oc_family_t *fam, size_t count, size_t rows, size_t cols, terse_d
     }
 
     /* decode the payload (as this rank's sum) through both instances */
-    d_pay = oc_dev(pay_h, pb);
+    d_pay = terse_test_cuda_dev(pay_h, pb);
     out_h = malloc(n * es);
-    d_out = oc_dev(NULL, n * es);
+    d_out = terse_test_cuda_dev(NULL, n * es);
     {
         terse_buf_t oh = {out_h, n, dt, TERSE_MEM_HOST};
         terse_buf_t og = {d_out, n, dt, TERSE_MEM_CUDA};
@@ -281,7 +264,7 @@ oc_round(const oc_family_t *fam, size_t count, size_t rows, size_t cols, terse_d
     }
     if (t.ops->decompress_add != NULL) {
         /* acc = the residual: a non-trivial base to add to */
-        float *d_acc = oc_dev(res_h, n * sizeof(float)), *acc_g;
+        float *d_acc = terse_test_cuda_dev(res_h, n * sizeof(float)), *acc_g;
         uint32_t fh = 7, fg = 7;
         TERSE_TEST_OK(t.ops->decompress_add(t.host, pay_h, pb, res_h, n, &fh, NULL));
         TERSE_TEST_OK(t.ops->decompress_add(t.dev, d_pay, pb, d_acc, n, &fg, NULL));
@@ -326,7 +309,7 @@ oc_nonfinite(const oc_family_t *fam, size_t count, size_t rows, size_t cols, uin
     terse_test_gaussian(seed, x, n);
     x[n / 3] = NAN;
     terse_test_gaussian(seed + 1, res_h, n);
-    d_res = oc_dev(res_h, n * sizeof(float));
+    d_res = terse_test_cuda_dev(res_h, n * sizeof(float));
     oc_compress(&t, x, TERSE_FLOAT32, res_h, d_res, &rng, &pay_h, &pay_g, &pb, &flags_h, &err_h);
     CU_ASSERT_EQUAL(flags_h, TERSE_CMP_NONFINITE);
     TERSE_TEST_OK(fam->stat(t.cuda, NULL, &flags_g, &err_g));
@@ -492,8 +475,8 @@ test_ops_feedback(void)
         TERSE_TEST_OK(q->create(&p, &gc));
         TERSE_TEST_OK(q->payload_size(hc, 4096, 0, &pb));
         pay_h = malloc(pb);
-        d_pay = oc_dev(NULL, pb);
-        d_in  = oc_dev(x, 4096 * sizeof(float));
+        d_pay = terse_test_cuda_dev(NULL, pb);
+        d_in  = terse_test_cuda_dev(x, 4096 * sizeof(float));
         bh    = (terse_buf_t){x, 4096, TERSE_FLOAT32, TERSE_MEM_HOST};
         bg    = (terse_buf_t){d_in, 4096, TERSE_FLOAT32, TERSE_MEM_CUDA};
         TERSE_TEST_OK(q->compress(hc, &bh, res_h, &rng, pay_h, pb, &flags, NULL, NULL));

@@ -10,69 +10,11 @@
 #include <string.h>
 
 #include "terse_test.h"
+#include "terse_test_cuda.h"
 #include "compressor.h"
 #include "cuda_util.h"
 #include "powersgd.h"
 #include "powersgd_cuda.h"
-
-static void *
-pc_dev(const void *host, size_t bytes)
-{
-    void *d = NULL;
-
-    CU_ASSERT_FATAL(terse__cuda_calloc(&d, bytes) == TERSE_OK);
-    if ((host != NULL) && (bytes > 0)) {
-        CU_ASSERT_FATAL(terse__cuda_memcpy(d, host, bytes) == TERSE_OK);
-    }
-    return d;
-}
-
-static void
-pc_get(void *host, const void *dev, size_t bytes)
-{
-    if (bytes > 0) {
-        CU_ASSERT_FATAL(terse__cuda_memcpy(host, dev, bytes) == TERSE_OK);
-    }
-}
-
-/* n values of dtype from gaussians times sigma (inject: 1 NaN, 2 +Inf at n / 2). */
-static void *
-pc_input(uint64_t seed, size_t n, terse_dtype_t dt, float sigma, int inject)
-{
-    float *x  = malloc((n + 1) * sizeof(float));
-    void *out = malloc((n + 1) * 4);
-    size_t i;
-
-    terse_test_gaussian(seed, x, n);
-    for (i = 0; i < n; ++i) {
-        x[i] *= sigma;
-    }
-    if ((inject != 0) && (n > 0)) {
-        x[n / 2] = (inject == 1) ? NAN : INFINITY;
-    }
-    terse__convert_from_f32(x, 1.0f, out, dt, n);
-    free(x);
-    return out;
-}
-
-static size_t
-pc_esize(terse_dtype_t dt)
-{
-    return (dt == TERSE_FLOAT32) ? 4 : 2;
-}
-
-static int
-pc_all_nan(const void *x, terse_dtype_t dt, size_t n)
-{
-    size_t i;
-
-    for (i = 0; i < n; ++i) {
-        if (!isnan(terse__load_f32(x, dt, i))) {
-            return 0;
-        }
-    }
-    return 1;
-}
 
 static double
 pc_rel(const float *a, const float *b, size_t n)
@@ -129,7 +71,7 @@ pc_case(size_t count, size_t rows, size_t cols, size_t rank, terse_dtype_t dt, i
     }
     in = malloc(count * 4);
     terse__convert_from_f32(f32, 1.0f, in, dt, count);
-    res_c = pc_input(seed + 1, count, TERSE_FLOAT32, (kind == 1) ? 0.0f : 0.05f, 0);
+    res_c = terse_test_input(seed + 1, count, TERSE_FLOAT32, (kind == 1) ? 0.0f : 0.05f, 0);
     res_g = malloc(count * sizeof(float));
     pc = malloc(pb);
     pg = malloc(pb);
@@ -137,11 +79,11 @@ pc_case(size_t count, size_t rows, size_t cols, size_t rank, terse_dtype_t dt, i
     qg = malloc(qb);
     oc = malloc(count * sizeof(float));
     og = malloc(count * sizeof(float));
-    d_in  = pc_dev(in, count * pc_esize(dt));
-    d_res = pc_dev(res_c, count * sizeof(float));
-    d_p   = pc_dev(NULL, pb);
-    d_q   = pc_dev(NULL, qb);
-    d_out = pc_dev(NULL, count * sizeof(float));
+    d_in  = terse_test_cuda_dev(in, count * terse_dtype_size(dt));
+    d_res = terse_test_cuda_dev(res_c, count * sizeof(float));
+    d_p   = terse_test_cuda_dev(NULL, pb);
+    d_q   = terse_test_cuda_dev(NULL, qb);
+    d_out = terse_test_cuda_dev(NULL, count * sizeof(float));
     buf.ptr   = in;
     buf.count = count;
     buf.dtype = dt;
@@ -157,23 +99,23 @@ pc_case(size_t count, size_t rows, size_t cols, size_t rank, terse_dtype_t dt, i
                                                     NULL, NULL));
         TERSE_TEST_OK(terse__cmp_psgd_cuda_stat(cuda, NULL, &flags_g, NULL));
         CU_ASSERT_EQUAL(flags_c & TERSE_CMP_NONFINITE, flags_g & TERSE_CMP_NONFINITE);
-        pc_get(pg, d_p, pb);
+        terse_test_cuda_get(pg, d_p, pb);
         /* each side continues from its own P: the comparison measures one step's drift */
         TERSE_TEST_OK(ops->stage(ctx, 1, pc, pb, qc, qb, &err_c, NULL));
         TERSE_TEST_OK(terse__cmp_psgd_cuda_stage(cuda, 1, d_p, pb, d_q, qb, NULL, NULL));
         TERSE_TEST_OK(terse__cmp_psgd_cuda_stat(cuda, NULL, NULL, &err_g));
-        pc_get(qg, d_q, qb);
+        terse_test_cuda_get(qg, d_q, qb);
         TERSE_TEST_OK(ops->decompress(ctx, qc, qb, 1.0f, &ob, NULL));
         TERSE_TEST_OK(terse__cmp_psgd_cuda_decompress(cuda, d_q, qb, 1.0f, d_out, TERSE_FLOAT32,
                                                       count, NULL));
-        pc_get(og, d_out, count * sizeof(float));
-        pc_get(res_g, d_res, count * sizeof(float));
+        terse_test_cuda_get(og, d_out, count * sizeof(float));
+        terse_test_cuda_get(res_g, d_res, count * sizeof(float));
         if (kind == 2) {
             CU_ASSERT(flags_g & TERSE_CMP_NONFINITE);
             CU_ASSERT(isinf(err_g));
-            CU_ASSERT(pc_all_nan(pg, TERSE_FLOAT32, pb / 4));
-            CU_ASSERT(pc_all_nan(qg, TERSE_FLOAT32, qb / 4));
-            CU_ASSERT(pc_all_nan(og, TERSE_FLOAT32, count));
+            CU_ASSERT(terse_test_all_nan(pg, TERSE_FLOAT32, pb / 4));
+            CU_ASSERT(terse_test_all_nan(qg, TERSE_FLOAT32, qb / 4));
+            CU_ASSERT(terse_test_all_nan(og, TERSE_FLOAT32, count));
             for (i = 0; i < count; ++i) {
                 CU_ASSERT_EQUAL_FATAL(res_g[i], 0.0f);
             }
@@ -204,8 +146,8 @@ pc_case(size_t count, size_t rows, size_t cols, size_t rank, terse_dtype_t dt, i
         void *fresh = NULL;
         float *q1 = malloc(C * rank * sizeof(float)), *q2 = malloc(C * rank * sizeof(float));
         TERSE_TEST_OK(terse__cmp_psgd_cuda_create(count, rows, cols, rank, seed, 7, 0, &fresh));
-        pc_get(q1, terse__cmp_psgd_cuda_q(cuda), C * rank * sizeof(float));
-        pc_get(q2, terse__cmp_psgd_cuda_q(fresh), C * rank * sizeof(float));
+        terse_test_cuda_get(q1, terse__cmp_psgd_cuda_q(cuda), C * rank * sizeof(float));
+        terse_test_cuda_get(q2, terse__cmp_psgd_cuda_q(fresh), C * rank * sizeof(float));
         CU_ASSERT(memcmp(q1, q2, C * rank * sizeof(float)) == 0);
         terse__cmp_psgd_cuda_destroy(fresh);
         free(q1);

@@ -8,57 +8,12 @@
 #include <string.h>
 
 #include "terse_test.h"
+#include "terse_test_cuda.h"
 #include "compressor.h"
 #include "cuda_util.h"
 #include "quant.h"
 #include "quant_cuda.h"
 #include "sign_cuda.h"
-
-static void *
-qc_dev(const void *host, size_t bytes)
-{
-    void *d = NULL;
-
-    CU_ASSERT_FATAL(terse__cuda_calloc(&d, bytes) == TERSE_OK);
-    if ((host != NULL) && (bytes > 0)) {
-        CU_ASSERT_FATAL(terse__cuda_memcpy(d, host, bytes) == TERSE_OK);
-    }
-    return d;
-}
-
-static void
-qc_get(void *host, const void *dev, size_t bytes)
-{
-    if (bytes > 0) {
-        CU_ASSERT_FATAL(terse__cuda_memcpy(host, dev, bytes) == TERSE_OK);
-    }
-}
-
-/* n values of dtype from gaussians (inject: 1 NaN, 2 +Inf at n / 2). */
-static void *
-qc_input(uint64_t seed, size_t n, terse_dtype_t dt, float sigma, int inject)
-{
-    float *x   = malloc((n + 1) * sizeof(float));
-    void *out  = malloc((n + 1) * 4);
-    size_t i;
-
-    terse_test_gaussian(seed, x, n);
-    for (i = 0; i < n; ++i) {
-        x[i] *= sigma;
-    }
-    if ((inject != 0) && (n > 0)) {
-        x[n / 2] = (inject == 1) ? NAN : INFINITY;
-    }
-    terse__convert_from_f32(x, 1.0f, out, dt, n);
-    free(x);
-    return out;
-}
-
-static size_t
-qc_esize(terse_dtype_t dt)
-{
-    return (dt == TERSE_FLOAT32) ? 4 : 2;
-}
 
 static int
 qc_all_nan(const float *x, size_t n)
@@ -107,16 +62,16 @@ qc_case(int sign, unsigned bits, uint32_t bucket, size_t n, terse_dtype_t dt, in
         TERSE_TEST_OK(terse__cmp_quant_cuda_create(TERSE_QUANT_FAMILY_QUANT, bits, bucket, &cuda));
     }
     rng.offset = offset;
-    in         = qc_input(seed, n, dt, 1.0f, inject);
+    in         = terse_test_input(seed, n, dt, 1.0f, inject);
     if (with_res) {
-        res_c = qc_input(seed + 1, n, TERSE_FLOAT32, 0.3f, 0);
+        res_c = terse_test_input(seed + 1, n, TERSE_FLOAT32, 0.3f, 0);
         res_g = malloc((n + 1) * sizeof(float));
-        d_res = qc_dev(res_c, n * sizeof(float));
+        d_res = terse_test_cuda_dev(res_c, n * sizeof(float));
     }
     pay_c = malloc(bytes);
     pay_g = malloc(bytes);
-    d_in  = qc_dev(in, n * qc_esize(dt));
-    d_out = qc_dev(NULL, bytes);
+    d_in  = terse_test_cuda_dev(in, n * terse_dtype_size(dt));
+    d_out = terse_test_cuda_dev(NULL, bytes);
 
     buf.ptr   = in;
     buf.count = n;
@@ -126,7 +81,7 @@ qc_case(int sign, unsigned bits, uint32_t bucket, size_t n, terse_dtype_t dt, in
     TERSE_TEST_OK(terse__cmp_quant_cuda_compress(cuda, d_in, dt, n, d_res, &rng, d_out, bytes,
                                                  NULL, NULL, NULL));
     TERSE_TEST_OK(terse__cmp_quant_cuda_stat(cuda, NULL, &flags_g, &err_g));
-    qc_get(pay_g, d_out, bytes);
+    terse_test_cuda_get(pay_g, d_out, bytes);
     if (memcmp(pay_c, pay_g, bytes) != 0) {
         size_t i;
         for (i = 0; (i < bytes) && (pay_c[i] == pay_g[i]); ++i) {
@@ -136,7 +91,7 @@ qc_case(int sign, unsigned bits, uint32_t bucket, size_t n, terse_dtype_t dt, in
         fail = 1;
     }
     if (with_res) {
-        qc_get(res_g, d_res, n * sizeof(float));
+        terse_test_cuda_get(res_g, d_res, n * sizeof(float));
         if (memcmp(res_c, res_g, n * sizeof(float)) != 0) {
             fprintf(stderr, "residual differs\n");
             fail = 1;
@@ -158,10 +113,10 @@ qc_case(int sign, unsigned bits, uint32_t bucket, size_t n, terse_dtype_t dt, in
     /* decompress (scale 0.5, the input's dtype) and decompress_add, from the GPU payload */
     {
         terse_buf_t ob;
-        size_t ob_bytes = n * qc_esize(dt);
+        size_t ob_bytes = n * terse_dtype_size(dt);
         dec_c = malloc(ob_bytes + 4);
         dec_g = malloc(ob_bytes + 4);
-        d_dec = qc_dev(NULL, ob_bytes);
+        d_dec = terse_test_cuda_dev(NULL, ob_bytes);
         ob.ptr   = dec_c;
         ob.count = n;
         ob.dtype = dt;
@@ -169,16 +124,16 @@ qc_case(int sign, unsigned bits, uint32_t bucket, size_t n, terse_dtype_t dt, in
         TERSE_TEST_OK(ops->decompress(ctx, pay_c, bytes, 0.5f, &ob, NULL));
         TERSE_TEST_OK(terse__cmp_quant_cuda_decompress(cuda, d_out, bytes, 0.5f, d_dec, dt, n,
                                                        NULL));
-        qc_get(dec_g, d_dec, ob_bytes);
+        terse_test_cuda_get(dec_g, d_dec, ob_bytes);
         CU_ASSERT(memcmp(dec_c, dec_g, ob_bytes) == 0);
 
-        acc_c = qc_input(seed + 2, n, TERSE_FLOAT32, 1.0f, 0);
+        acc_c = terse_test_input(seed + 2, n, TERSE_FLOAT32, 1.0f, 0);
         acc_g = malloc((n + 1) * sizeof(float));
-        d_acc = qc_dev(acc_c, n * sizeof(float));
+        d_acc = terse_test_cuda_dev(acc_c, n * sizeof(float));
         TERSE_TEST_OK(ops->decompress_add(ctx, pay_c, bytes, acc_c, n, &flags_c, NULL));
         TERSE_TEST_OK(terse__cmp_quant_cuda_decompress_add(cuda, d_out, bytes, d_acc, n, NULL,
                                                            NULL));
-        qc_get(acc_g, d_acc, n * sizeof(float));
+        terse_test_cuda_get(acc_g, d_acc, n * sizeof(float));
         CU_ASSERT(memcmp(acc_c, acc_g, n * sizeof(float)) == 0);
         TERSE_TEST_OK(terse__cmp_quant_cuda_stat(cuda, NULL, &flags_g, NULL));
         CU_ASSERT_EQUAL(flags_g & TERSE_CU_ERR_PAYLOAD, 0);
@@ -284,12 +239,12 @@ test_nonfinite(void)
             x[i] = (i % 2) ? 3e38f : -3e38f;
         }
         TERSE_TEST_OK(terse__cmp_quant_cuda_create(TERSE_QUANT_FAMILY_QUANT, 4, 32, &cuda));
-        d_in  = qc_dev(x, sizeof(x));
-        d_out = qc_dev(NULL, bytes);
+        d_in  = terse_test_cuda_dev(x, sizeof(x));
+        d_out = terse_test_cuda_dev(NULL, bytes);
         TERSE_TEST_OK(terse__cmp_quant_cuda_compress(cuda, d_in, TERSE_FLOAT32, 64, NULL, &rng,
                                                      d_out, bytes, NULL, NULL, NULL));
         TERSE_TEST_OK(terse__cmp_quant_cuda_stat(cuda, NULL, &flags, &err));
-        qc_get(pay, d_out, bytes);
+        terse_test_cuda_get(pay, d_out, bytes);
         CU_ASSERT(flags & TERSE_CMP_NONFINITE);
         CU_ASSERT(isinf(err));
         CU_ASSERT_EQUAL(pay[7], TERSE_CMP_NONFINITE);
@@ -311,7 +266,7 @@ qc_corrupt_family(int sign)
     const unsigned bits = sign ? 1 : 4;
     const size_t bytes  = terse_quant_payload_bytes(n, bits, bucket, sign ? 4 : 8);
     terse_rng_t rng     = terse_rng_make(5, TERSE_RNG_QUANT, 1, 1, 1);
-    void *cuda, *in = qc_input(40, n, TERSE_FLOAT32, 1.0f, 0), *d_in, *d_pay, *d_out;
+    void *cuda, *in = terse_test_input(40, n, TERSE_FLOAT32, 1.0f, 0), *d_in, *d_pay, *d_out;
     uint8_t *good = malloc(bytes), *bad = malloc(bytes);
     float *out = malloc(n * sizeof(float));
     uint32_t flags;
@@ -322,12 +277,12 @@ qc_corrupt_family(int sign)
     } else {
         TERSE_TEST_OK(terse__cmp_quant_cuda_create(TERSE_QUANT_FAMILY_QUANT, bits, bucket, &cuda));
     }
-    d_in  = qc_dev(in, n * sizeof(float));
-    d_pay = qc_dev(NULL, bytes);
-    d_out = qc_dev(NULL, n * sizeof(float));
+    d_in  = terse_test_cuda_dev(in, n * sizeof(float));
+    d_pay = terse_test_cuda_dev(NULL, bytes);
+    d_out = terse_test_cuda_dev(NULL, n * sizeof(float));
     TERSE_TEST_OK(terse__cmp_quant_cuda_compress(cuda, d_in, TERSE_FLOAT32, n, NULL, &rng, d_pay,
                                                  bytes, NULL, NULL, NULL));
-    qc_get(good, d_pay, bytes);
+    terse_test_cuda_get(good, d_pay, bytes);
     for (v = 0; v < 10; ++v) {
         size_t use = bytes;
         terse_status_t want = TERSE_OK, got;
@@ -356,7 +311,7 @@ qc_corrupt_family(int sign)
         CU_ASSERT_EQUAL(got, want);
         TERSE_TEST_OK(terse__cmp_quant_cuda_stat(cuda, NULL, &flags, NULL));
         CU_ASSERT(flags & TERSE_CU_ERR_PAYLOAD);
-        qc_get(out, d_out, n * sizeof(float));
+        terse_test_cuda_get(out, d_out, n * sizeof(float));
         if (!qc_all_nan(out, n)) {
             fprintf(stderr, "%s corruption %d: output not all NaN\n", sign ? "sign" : "quant", v);
             CU_FAIL("output not NaN");
@@ -366,7 +321,7 @@ qc_corrupt_family(int sign)
         CU_ASSERT_EQUAL(got, want);
         TERSE_TEST_OK(terse__cmp_quant_cuda_stat(cuda, NULL, &flags, NULL));
         CU_ASSERT(flags & TERSE_CU_ERR_PAYLOAD);
-        qc_get(out, d_out, n * sizeof(float));
+        terse_test_cuda_get(out, d_out, n * sizeof(float));
         CU_ASSERT(qc_all_nan(out, n));
     }
     /* the flag is per call: a good payload decodes cleanly afterwards */
@@ -375,7 +330,7 @@ qc_corrupt_family(int sign)
                                                    TERSE_FLOAT32, n, NULL));
     TERSE_TEST_OK(terse__cmp_quant_cuda_stat(cuda, NULL, &flags, NULL));
     CU_ASSERT_EQUAL(flags, 0);
-    qc_get(out, d_out, n * sizeof(float));
+    terse_test_cuda_get(out, d_out, n * sizeof(float));
     CU_ASSERT(isfinite(out[0]) && isfinite(out[n - 1]));
     terse__cuda_free(d_in);
     terse__cuda_free(d_pay);
@@ -437,13 +392,13 @@ test_table(void)
         TERSE_TEST_OK(terse__cmp_quant_cuda_create(sign[l] ? TERSE_QUANT_FAMILY_SIGN
                                                            : TERSE_QUANT_FAMILY_QUANT,
                                                    bits[l], buckets[l], &cuda[l]));
-        in[l]    = qc_input(500 + l, n, dts[l], 1.0f, 0);
-        res_c[l] = res[l] ? qc_input(600 + l, n, TERSE_FLOAT32, 0.2f, 0) : NULL;
+        in[l]    = terse_test_input(500 + l, n, dts[l], 1.0f, 0);
+        res_c[l] = res[l] ? terse_test_input(600 + l, n, TERSE_FLOAT32, 0.2f, 0) : NULL;
         pay_c[l] = malloc(bytes[l]);
         L[l].cuda     = cuda[l];
-        L[l].in       = qc_dev(in[l], n * qc_esize(dts[l]));
-        L[l].residual = res[l] ? qc_dev(res_c[l], n * sizeof(float)) : NULL;
-        L[l].out      = qc_dev(NULL, bytes[l]);
+        L[l].in       = terse_test_cuda_dev(in[l], n * terse_dtype_size(dts[l]));
+        L[l].residual = res[l] ? terse_test_cuda_dev(res_c[l], n * sizeof(float)) : NULL;
+        L[l].out      = terse_test_cuda_dev(NULL, bytes[l]);
         L[l].n        = n;
         L[l].bytes    = bytes[l];
         L[l].rng      = terse_rng_make(77, TERSE_RNG_QUANT, (uint32_t)l, 0, 2); /* step set by run */
@@ -459,7 +414,7 @@ test_table(void)
         {
             terse_buf_t ob;
             dec_c[l] = malloc(n * sizeof(float) + 4);
-            acc_c[l] = qc_input(700 + l, n, TERSE_FLOAT32, 1.0f, 0);
+            acc_c[l] = terse_test_input(700 + l, n, TERSE_FLOAT32, 1.0f, 0);
             ob.ptr   = dec_c[l];
             ob.count = n;
             ob.dtype = TERSE_FLOAT32;
@@ -473,14 +428,14 @@ test_table(void)
     TERSE_TEST_OK(terse__cmp_quant_cuda_table_run(tc, step, NULL));
     for (l = 0; l < NL; ++l) {
         uint8_t *g = malloc(bytes[l]);
-        qc_get(g, L[l].out, bytes[l]);
+        terse_test_cuda_get(g, L[l].out, bytes[l]);
         if (memcmp(g, pay_c[l], bytes[l]) != 0) {
             fprintf(stderr, "table layer %d: payload differs\n", l);
             CU_FAIL("table payload");
         }
         if (res[l]) {
             float *r = malloc(ns[l] * sizeof(float) + 4);
-            qc_get(r, L[l].residual, ns[l] * sizeof(float));
+            terse_test_cuda_get(r, L[l].residual, ns[l] * sizeof(float));
             CU_ASSERT(memcmp(r, res_c[l], ns[l] * sizeof(float)) == 0);
             free(r);
         }
@@ -492,13 +447,13 @@ test_table(void)
         for (l = 0; l < NL; ++l) {
             D[l]       = L[l];
             D[l].in    = L[l].out;
-            D[l].out   = qc_dev(NULL, ns[l] * sizeof(float));
+            D[l].out   = terse_test_cuda_dev(NULL, ns[l] * sizeof(float));
             D[l].dtype = TERSE_FLOAT32;
             A[l]       = D[l];
         }
         for (l = 0; l < NL; ++l) {
-            float *tmp = qc_input(700 + l, ns[l], TERSE_FLOAT32, 1.0f, 0);
-            A[l].out   = qc_dev(tmp, ns[l] * sizeof(float));
+            float *tmp = terse_test_input(700 + l, ns[l], TERSE_FLOAT32, 1.0f, 0);
+            A[l].out   = terse_test_cuda_dev(tmp, ns[l] * sizeof(float));
             free(tmp);
         }
         TERSE_TEST_OK(terse__cmp_quant_cuda_table_create(D, NL, TERSE_CU_Q_DECOMPRESS, &td));
@@ -508,9 +463,9 @@ test_table(void)
         for (l = 0; l < NL; ++l) {
             float *g = malloc(ns[l] * sizeof(float) + 4);
             uint32_t flags = 0;
-            qc_get(g, D[l].out, ns[l] * sizeof(float));
+            terse_test_cuda_get(g, D[l].out, ns[l] * sizeof(float));
             CU_ASSERT(memcmp(g, dec_c[l], ns[l] * sizeof(float)) == 0);
-            qc_get(g, A[l].out, ns[l] * sizeof(float));
+            terse_test_cuda_get(g, A[l].out, ns[l] * sizeof(float));
             CU_ASSERT(memcmp(g, acc_c[l], ns[l] * sizeof(float)) == 0);
             TERSE_TEST_OK(terse__cmp_quant_cuda_stat(cuda[l], NULL, &flags, NULL));
             CU_ASSERT_EQUAL(flags, 0);

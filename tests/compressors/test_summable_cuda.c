@@ -7,71 +7,13 @@
 #include <string.h>
 
 #include "terse_test.h"
+#include "terse_test_cuda.h"
 #include "cast.h"
 #include "cast_cuda.h"
 #include "compressor.h"
 #include "cuda_util.h"
 #include "randomk_cuda.h"
 #include "topk.h"
-
-static void *
-sc_dev(const void *host, size_t bytes)
-{
-    void *d = NULL;
-
-    CU_ASSERT_FATAL(terse__cuda_calloc(&d, bytes) == TERSE_OK);
-    if ((host != NULL) && (bytes > 0)) {
-        CU_ASSERT_FATAL(terse__cuda_memcpy(d, host, bytes) == TERSE_OK);
-    }
-    return d;
-}
-
-static void
-sc_get(void *host, const void *dev, size_t bytes)
-{
-    if (bytes > 0) {
-        CU_ASSERT_FATAL(terse__cuda_memcpy(host, dev, bytes) == TERSE_OK);
-    }
-}
-
-/* n values of dtype from gaussians times sigma (inject: 1 NaN, 2 +Inf at n / 2). */
-static void *
-sc_input(uint64_t seed, size_t n, terse_dtype_t dt, float sigma, int inject)
-{
-    float *x  = malloc((n + 1) * sizeof(float));
-    void *out = malloc((n + 1) * 4);
-    size_t i;
-
-    terse_test_gaussian(seed, x, n);
-    for (i = 0; i < n; ++i) {
-        x[i] *= sigma;
-    }
-    if ((inject != 0) && (n > 0)) {
-        x[n / 2] = (inject == 1) ? NAN : INFINITY;
-    }
-    terse__convert_from_f32(x, 1.0f, out, dt, n);
-    free(x);
-    return out;
-}
-
-static size_t
-sc_esize(terse_dtype_t dt)
-{
-    return (dt == TERSE_FLOAT32) ? 4 : 2;
-}
-
-static int
-sc_all_nan(const void *x, terse_dtype_t dt, size_t n)
-{
-    size_t i;
-
-    for (i = 0; i < n; ++i) {
-        if (!isnan(terse__load_f32(x, dt, i))) {
-            return 0;
-        }
-    }
-    return 1;
-}
 
 static float sc_sigma = 1.0f; /* input scale of sc_case */
 
@@ -112,16 +54,16 @@ sc_case(const char *family, double param, int nranks, size_t n, terse_dtype_t dt
         CU_ASSERT_EQUAL_FATAL(bytes, k * sizeof(float));
         TERSE_TEST_OK(terse__cmp_randomk_cuda_create(n, k, &cuda));
     }
-    in = sc_input(seed, n, dt, sc_sigma, inject);
+    in = terse_test_input(seed, n, dt, sc_sigma, inject);
     if (with_res) {
-        res_c = sc_input(seed + 1, n, TERSE_FLOAT32, 0.3f, 0);
+        res_c = terse_test_input(seed + 1, n, TERSE_FLOAT32, 0.3f, 0);
         res_g = malloc((n + 1) * sizeof(float));
-        d_res = sc_dev(res_c, n * sizeof(float));
+        d_res = terse_test_cuda_dev(res_c, n * sizeof(float));
     }
     pay_c = malloc(bytes + 1);
     pay_g = malloc(bytes + 1);
-    d_in  = sc_dev(in, n * sc_esize(dt));
-    d_out = sc_dev(NULL, bytes);
+    d_in  = terse_test_cuda_dev(in, n * terse_dtype_size(dt));
+    d_out = terse_test_cuda_dev(NULL, bytes);
     buf.ptr   = in;
     buf.count = n;
     buf.dtype = dt;
@@ -136,16 +78,16 @@ sc_case(const char *family, double param, int nranks, size_t n, terse_dtype_t dt
                                                        bytes, NULL, NULL, NULL));
         TERSE_TEST_OK(terse__cmp_randomk_cuda_stat(cuda, NULL, &flags_g, &err_g));
     }
-    sc_get(pay_g, d_out, bytes);
+    terse_test_cuda_get(pay_g, d_out, bytes);
     /* randomk leaves the payload unspecified on a non-finite input (the sentinel carries it) */
     if (!is_cast && (flags_c & TERSE_CMP_NONFINITE)) {
-        CU_ASSERT(sc_all_nan(pay_g, TERSE_FLOAT32, k)); /* the sum carries the flag */
+        CU_ASSERT(terse_test_all_nan(pay_g, TERSE_FLOAT32, k)); /* the sum carries the flag */
     } else if (memcmp(pay_c, pay_g, bytes) != 0) {
         fprintf(stderr, "payload differs\n");
         fail = 1;
     }
     if (with_res) {
-        sc_get(res_g, d_res, n * sizeof(float));
+        terse_test_cuda_get(res_g, d_res, n * sizeof(float));
         if (memcmp(res_c, res_g, n * sizeof(float)) != 0) {
             fprintf(stderr, "residual differs\n");
             fail = 1;
@@ -165,9 +107,9 @@ sc_case(const char *family, double param, int nranks, size_t n, terse_dtype_t dt
     CU_ASSERT(!fail);
 
     /* decompress of the CPU payload (as if summed), scale 0.5, into the input's dtype */
-    dec_c    = malloc(n * sc_esize(dt) + 4);
-    dec_g    = malloc(n * sc_esize(dt) + 4);
-    d_dec    = sc_dev(NULL, n * sc_esize(dt));
+    dec_c    = malloc(n * terse_dtype_size(dt) + 4);
+    dec_g    = malloc(n * terse_dtype_size(dt) + 4);
+    d_dec    = terse_test_cuda_dev(NULL, n * terse_dtype_size(dt));
     ob.ptr   = dec_c;
     ob.count = n;
     ob.dtype = dt;
@@ -181,8 +123,8 @@ sc_case(const char *family, double param, int nranks, size_t n, terse_dtype_t dt
         TERSE_TEST_OK(terse__cmp_randomk_cuda_decompress(cuda, d_out, bytes, 0.5f, d_dec, dt, n,
                                                          NULL));
     }
-    sc_get(dec_g, d_dec, n * sc_esize(dt));
-    CU_ASSERT(memcmp(dec_c, dec_g, n * sc_esize(dt)) == 0);
+    terse_test_cuda_get(dec_g, d_dec, n * terse_dtype_size(dt));
+    CU_ASSERT(memcmp(dec_c, dec_g, n * terse_dtype_size(dt)) == 0);
     /* a payload of the wrong size: TERSE_ERR_PAYLOAD, device flag, NaN output */
     if (n > 0) {
         uint32_t flags = 0;
@@ -198,8 +140,8 @@ sc_case(const char *family, double param, int nranks, size_t n, terse_dtype_t dt
             TERSE_TEST_OK(terse__cmp_randomk_cuda_stat(cuda, NULL, &flags, NULL));
         }
         CU_ASSERT(flags & TERSE_CU_ERR_PAYLOAD);
-        sc_get(dec_g, d_dec, n * sc_esize(dt));
-        CU_ASSERT(sc_all_nan(dec_g, dt, n));
+        terse_test_cuda_get(dec_g, d_dec, n * terse_dtype_size(dt));
+        CU_ASSERT(terse_test_all_nan(dec_g, dt, n));
     }
     terse__cuda_free(d_dec);
     terse__cuda_free(d_in);

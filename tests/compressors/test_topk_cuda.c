@@ -8,69 +8,11 @@
 #include <string.h>
 
 #include "terse_test.h"
+#include "terse_test_cuda.h"
 #include "compressor.h"
 #include "cuda_util.h"
 #include "topk.h"
 #include "topk_cuda.h"
-
-static void *
-tc_dev(const void *host, size_t bytes)
-{
-    void *d = NULL;
-
-    CU_ASSERT_FATAL(terse__cuda_calloc(&d, bytes) == TERSE_OK);
-    if ((host != NULL) && (bytes > 0)) {
-        CU_ASSERT_FATAL(terse__cuda_memcpy(d, host, bytes) == TERSE_OK);
-    }
-    return d;
-}
-
-static void
-tc_get(void *host, const void *dev, size_t bytes)
-{
-    if (bytes > 0) {
-        CU_ASSERT_FATAL(terse__cuda_memcpy(host, dev, bytes) == TERSE_OK);
-    }
-}
-
-/* n values of dtype from gaussians times sigma (inject: 1 NaN, 2 +Inf at n / 2). */
-static void *
-tc_input(uint64_t seed, size_t n, terse_dtype_t dt, float sigma, int inject)
-{
-    float *x  = malloc((n + 1) * sizeof(float));
-    void *out = malloc((n + 1) * 4);
-    size_t i;
-
-    terse_test_gaussian(seed, x, n);
-    for (i = 0; i < n; ++i) {
-        x[i] *= sigma;
-    }
-    if ((inject != 0) && (n > 0)) {
-        x[n / 2] = (inject == 1) ? NAN : INFINITY;
-    }
-    terse__convert_from_f32(x, 1.0f, out, dt, n);
-    free(x);
-    return out;
-}
-
-static size_t
-tc_esize(terse_dtype_t dt)
-{
-    return (dt == TERSE_FLOAT32) ? 4 : 2;
-}
-
-static int
-tc_all_nan(const void *x, terse_dtype_t dt, size_t n)
-{
-    size_t i;
-
-    for (i = 0; i < n; ++i) {
-        if (!isnan(terse__load_f32(x, dt, i))) {
-            return 0;
-        }
-    }
-    return 1;
-}
 
 /* input kinds: 0 gaussian, 1 few distinct magnitudes (ties), 2 all equal, 3 all zero,
  * 4 gaussian with a NaN, 5 gaussian with an Inf */
@@ -82,7 +24,7 @@ tc_make(int kind, uint64_t seed, size_t n, terse_dtype_t dt)
     size_t i;
 
     if ((kind == 0) || (kind >= 4)) {
-        return tc_input(seed, n, dt, 1.0f, (kind >= 4) ? kind - 3 : 0);
+        return terse_test_input(seed, n, dt, 1.0f, (kind >= 4) ? kind - 3 : 0);
     }
     x   = malloc((n + 1) * sizeof(float));
     out = malloc((n + 1) * 4);
@@ -136,14 +78,14 @@ tc_case(const char *family, int kind, size_t n, double density, terse_dtype_t dt
                                               &cuda));
     in = tc_make(kind, seed, n, dt);
     if (with_res) {
-        res_c = tc_input(seed + 1, n, TERSE_FLOAT32, 0.25f, 0);
+        res_c = terse_test_input(seed + 1, n, TERSE_FLOAT32, 0.25f, 0);
         res_g = malloc((n + 1) * sizeof(float));
-        d_res = tc_dev(res_c, n * sizeof(float));
+        d_res = terse_test_cuda_dev(res_c, n * sizeof(float));
     }
     pay_c = malloc(bytes);
     pay_g = malloc(bytes);
-    d_in  = tc_dev(in, n * tc_esize(dt));
-    d_out = tc_dev(NULL, bytes);
+    d_in  = terse_test_cuda_dev(in, n * terse_dtype_size(dt));
+    d_out = terse_test_cuda_dev(NULL, bytes);
     buf.ptr   = in;
     buf.count = n;
     buf.dtype = dt;
@@ -161,7 +103,7 @@ tc_case(const char *family, int kind, size_t n, double density, terse_dtype_t dt
     TERSE_TEST_OK(terse__cmp_topk_cuda_compress(cuda, d_in, dt, n, d_res, &rng, d_out, bytes,
                                                 NULL, NULL, NULL));
     TERSE_TEST_OK(terse__cmp_topk_cuda_stat(cuda, NULL, &flags_g, &err_g));
-    tc_get(pay_g, d_out, bytes);
+    terse_test_cuda_get(pay_g, d_out, bytes);
     if (memcmp(pay_c, pay_g, bytes) != 0) {
         size_t i;
         for (i = 0; (i < bytes) && (pay_c[i] == pay_g[i]); ++i) {
@@ -170,7 +112,7 @@ tc_case(const char *family, int kind, size_t n, double density, terse_dtype_t dt
         fail = 1;
     }
     if (with_res) {
-        tc_get(res_g, d_res, n * sizeof(float));
+        terse_test_cuda_get(res_g, d_res, n * sizeof(float));
         if (memcmp(res_c, res_g, n * sizeof(float)) != 0) {
             fprintf(stderr, "residual differs\n");
             fail = 1;
@@ -191,10 +133,10 @@ tc_case(const char *family, int kind, size_t n, double density, terse_dtype_t dt
     /* decoders, from the GPU payload */
     {
         terse_buf_t ob;
-        size_t ob_bytes = n * tc_esize(dt);
+        size_t ob_bytes = n * terse_dtype_size(dt);
         dec_c    = malloc(ob_bytes + 4);
         dec_g    = malloc(ob_bytes + 4);
-        d_dec    = tc_dev(NULL, ob_bytes);
+        d_dec    = terse_test_cuda_dev(NULL, ob_bytes);
         ob.ptr   = dec_c;
         ob.count = n;
         ob.dtype = dt;
@@ -202,15 +144,15 @@ tc_case(const char *family, int kind, size_t n, double density, terse_dtype_t dt
         TERSE_TEST_OK(ops->decompress(ctx, pay_c, bytes, 0.5f, &ob, NULL));
         TERSE_TEST_OK(terse__cmp_topk_cuda_decompress(cuda, d_out, bytes, 0.5f, d_dec, dt, n,
                                                       NULL));
-        tc_get(dec_g, d_dec, ob_bytes);
+        terse_test_cuda_get(dec_g, d_dec, ob_bytes);
         CU_ASSERT(memcmp(dec_c, dec_g, ob_bytes) == 0);
-        acc_c = tc_input(seed + 2, n, TERSE_FLOAT32, 1.0f, 0);
+        acc_c = terse_test_input(seed + 2, n, TERSE_FLOAT32, 1.0f, 0);
         acc_g = malloc((n + 1) * sizeof(float));
-        d_acc = tc_dev(acc_c, n * sizeof(float));
+        d_acc = terse_test_cuda_dev(acc_c, n * sizeof(float));
         TERSE_TEST_OK(ops->decompress_add(ctx, pay_c, bytes, acc_c, n, &flags_c, NULL));
         TERSE_TEST_OK(terse__cmp_topk_cuda_decompress_add(cuda, d_out, bytes, d_acc, n, NULL,
                                                           NULL));
-        tc_get(acc_g, d_acc, n * sizeof(float));
+        terse_test_cuda_get(acc_g, d_acc, n * sizeof(float));
         CU_ASSERT(memcmp(acc_c, acc_g, n * sizeof(float)) == 0);
         TERSE_TEST_OK(terse__cmp_topk_cuda_stat(cuda, NULL, &flags_g, NULL));
         CU_ASSERT_EQUAL(flags_g & TERSE_CU_ERR_PAYLOAD, 0);
@@ -279,19 +221,19 @@ test_topk_corrupt(void)
 {
     const size_t n = 10000, k = 100;
     const size_t bytes = TERSE_TOPK_HEADER_BYTES + k * TERSE_TOPK_PAIR_BYTES;
-    void *cuda, *in = tc_input(50, n, TERSE_FLOAT32, 1.0f, 0), *d_in, *d_pay, *d_out;
+    void *cuda, *in = terse_test_input(50, n, TERSE_FLOAT32, 1.0f, 0), *d_in, *d_pay, *d_out;
     uint8_t *good = malloc(bytes), *bad = malloc(bytes);
     float *out = malloc(n * sizeof(float));
     uint32_t flags;
     int v;
 
     TERSE_TEST_OK(terse__cmp_topk_cuda_create(n, k, TERSE_TOPK_FAMILY_EXACT, &cuda));
-    d_in  = tc_dev(in, n * sizeof(float));
-    d_pay = tc_dev(NULL, bytes);
-    d_out = tc_dev(NULL, n * sizeof(float));
+    d_in  = terse_test_cuda_dev(in, n * sizeof(float));
+    d_pay = terse_test_cuda_dev(NULL, bytes);
+    d_out = terse_test_cuda_dev(NULL, n * sizeof(float));
     TERSE_TEST_OK(terse__cmp_topk_cuda_compress(cuda, d_in, TERSE_FLOAT32, n, NULL, NULL, d_pay,
                                                 bytes, NULL, NULL, NULL));
-    tc_get(good, d_pay, bytes);
+    terse_test_cuda_get(good, d_pay, bytes);
     for (v = 0; v < 13; ++v) {
         size_t use = bytes;
         terse_status_t want = TERSE_OK, got;
@@ -324,8 +266,8 @@ test_topk_corrupt(void)
         CU_ASSERT_EQUAL(got, want);
         TERSE_TEST_OK(terse__cmp_topk_cuda_stat(cuda, NULL, &flags, NULL));
         CU_ASSERT(flags & TERSE_CU_ERR_PAYLOAD);
-        tc_get(out, d_out, n * sizeof(float));
-        if (!tc_all_nan(out, TERSE_FLOAT32, n)) {
+        terse_test_cuda_get(out, d_out, n * sizeof(float));
+        if (!terse_test_all_nan(out, TERSE_FLOAT32, n)) {
             fprintf(stderr, "topk corruption %d: output not all NaN\n", v);
             CU_FAIL("output not NaN");
         }
@@ -334,8 +276,8 @@ test_topk_corrupt(void)
         CU_ASSERT_EQUAL(got, want);
         TERSE_TEST_OK(terse__cmp_topk_cuda_stat(cuda, NULL, &flags, NULL));
         CU_ASSERT(flags & TERSE_CU_ERR_PAYLOAD);
-        tc_get(out, d_out, n * sizeof(float));
-        CU_ASSERT(tc_all_nan(out, TERSE_FLOAT32, n));
+        terse_test_cuda_get(out, d_out, n * sizeof(float));
+        CU_ASSERT(terse_test_all_nan(out, TERSE_FLOAT32, n));
     }
     CU_ASSERT_FATAL(terse__cuda_memcpy(d_pay, good, bytes) == TERSE_OK);
     TERSE_TEST_OK(terse__cmp_topk_cuda_decompress(cuda, d_pay, bytes, 1.0f, d_out, TERSE_FLOAT32,
