@@ -1082,6 +1082,42 @@ out:
     return status;
 }
 
+/* A layer that keeps a PowerSGD family across a plan switch with another rank keeps the
+ * first min(r, r') columns of its old Q (issue 5 item 4); the new instance's other columns
+ * stay as seeded from the shared stream. Q is identical on every rank, so is the result.
+ * Only a kept factor that is a Q (powersgd1 after a P step starts afresh). Best effort: a
+ * layer that cannot take the columns keeps its seeded Q (identically on every rank). */
+static void
+slot_carry_psgd(const terse_layer_state_t *o, terse_layer_state_t *n)
+{
+    size_t ob = 0, nb = 0, keep;
+    uint32_t ow[2], nw[2];
+    char *obuf = NULL, *nbuf = NULL;
+
+    if ((o->cmp == NULL) || (n->cmp == NULL) || (o->ops != n->ops) ||
+        (n->ops->state_get == NULL) || (strncmp(n->ops->name, "powersgd", 8) != 0) ||
+        (n->ops->state_size(o->cmp, &ob) != TERSE_OK) ||
+        (n->ops->state_size(n->cmp, &nb) != TERSE_OK) || (ob == nb)) {
+        return; /* not PowerSGD, device instances, or the same rank: nothing to carry */
+    }
+    obuf = malloc(ob);
+    nbuf = malloc(nb);
+    if ((obuf != NULL) && (nbuf != NULL) &&
+        (n->ops->state_get(o->cmp, obuf, ob) == TERSE_OK) &&
+        (n->ops->state_get(n->cmp, nbuf, nb) == TERSE_OK)) {
+        memcpy(ow, obuf, sizeof(ow));
+        memcpy(nw, nbuf, sizeof(nw));
+        if ((ow[0] == nw[0]) && (ow[1] == nw[1])) {
+            /* the layout of powersgd.h: a prefix of columns is a prefix of bytes */
+            keep = TERSE_MIN(ob, nb);
+            memcpy(nbuf, obuf, keep);
+            (void)n->ops->state_set(n->cmp, nbuf, nb);
+        }
+    }
+    free(obuf);
+    free(nbuf);
+}
+
 /* Builds a slot like `old` (same key, layout, step and scheduler state) from `specs`, and
  * puts it in old's place in the list. On failure the old slot stays. */
 static terse_status_t
@@ -1106,6 +1142,11 @@ slot_rebuild(terse_ctx_t *ctx, terse_slot_t *old, const terse_cmp_spec_t *specs,
                         (const char (*)[TERSE_NAME_MAX])old->names, old->dtype, &ns);
     free(counts);
     TERSE_CHECK(status);
+    if (ns->nlayers == nl) {
+        for (l = 0; l < nl; ++l) {
+            slot_carry_psgd(&old->layers[l], &ns->layers[l]);
+        }
+    }
     ns->step        = old->step;
     ns->sched       = old->sched;
     ns->next_plan   = old->next_plan;
@@ -1728,12 +1769,13 @@ terse_stats_get(const terse_ctx_t *ctx, terse_stats_t *stats)
  *   cost model           terse_sched_cost_t when head.cost_ready (so re-plans after a restart
  *                        solve on the same model)
  *   residuals            fb_total floats (sender), rq_total floats (chunk owners)
- * PowerSGD's Q lives inside its compressor instance, which has no way to export it: a restart
- * re-seeds Q (its initial value), so runs whose plan uses PowerSGD continue close to, not
- * bitwise equal to, an uninterrupted run. Random streams are counters of (seed, layer, step,
- * rank): saving the step and the seed restores them.
+ *   compressor states    per layer: uint64 bytes, then that many bytes of the instance's
+ *                        state_get (0 for families without state, native layers or no
+ *                        slot): PowerSGD's Q, so a restart continues bitwise identically
+ * Random streams are counters of (seed, layer, step, rank): saving the step and the seed
+ * restores them.
  */
-#define TERSE_STATE_MAGIC "TERSEST2"
+#define TERSE_STATE_MAGIC "TERSEST3"
 
 typedef struct state_head {
     char     magic[8];
@@ -1857,6 +1899,65 @@ state_read_plan(FILE *f, size_t nlayers, terse_plan_t *plan)
     return 1;
 }
 
+/* The compressor states section (format above). */
+static int
+state_write_cmp(FILE *f, const terse_slot_t *slot, size_t n)
+{
+    size_t l;
+    int ok = 1;
+
+    for (l = 0; ok && (l < n); ++l) {
+        const terse_layer_state_t *ly = (slot != NULL) ? &slot->layers[l] : NULL;
+        uint64_t bytes = 0;
+        size_t b = 0;
+        void *buf = NULL;
+        if ((ly != NULL) && (ly->cmp != NULL) && (ly->ops->state_get != NULL) &&
+            (ly->ops->state_size(ly->cmp, &b) == TERSE_OK) && (b > 0)) {
+            buf = malloc(b);
+            if ((buf == NULL) || (ly->ops->state_get(ly->cmp, buf, b) != TERSE_OK)) {
+                free(buf);
+                return 0;
+            }
+            bytes = b;
+        }
+        ok = (fwrite(&bytes, sizeof(bytes), 1, f) == 1) &&
+             ((bytes == 0) || (fwrite(buf, 1, b, f) == b));
+        free(buf);
+    }
+    return ok;
+}
+
+/* Reads the compressor states section into the slot's instances. */
+static int
+state_read_cmp(FILE *f, terse_slot_t *slot, size_t n)
+{
+    size_t l;
+
+    for (l = 0; l < n; ++l) {
+        terse_layer_state_t *ly = &slot->layers[l];
+        uint64_t bytes;
+        void *buf;
+        int ok;
+        if (fread(&bytes, sizeof(bytes), 1, f) != 1) {
+            return 0;
+        }
+        if (bytes == 0) {
+            continue;
+        }
+        if ((ly->cmp == NULL) || (ly->ops->state_set == NULL) || (bytes > ((uint64_t)1 << 40))) {
+            return 0;
+        }
+        buf = malloc((size_t)bytes);
+        ok  = (buf != NULL) && (fread(buf, 1, (size_t)bytes, f) == bytes) &&
+              (ly->ops->state_set(ly->cmp, buf, (size_t)bytes) == TERSE_OK);
+        free(buf);
+        if (!ok) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 terse_status_t
 terse_state_save(const terse_ctx_t *ctx, const char *path)
 {
@@ -1939,6 +2040,9 @@ terse_state_save(const terse_ctx_t *ctx, const char *path)
     }
     if (ok && (head.rq_total > 0)) {
         ok = (fwrite(slot->rq_fb.data, sizeof(float), head.rq_total, f) == head.rq_total);
+    }
+    if (ok) {
+        ok = state_write_cmp(f, slot, n);
     }
     free(e);
     if ((fclose(f) != 0) || !ok) {
@@ -2030,6 +2134,12 @@ state_load_local(terse_ctx_t *ctx, const char *file, uint64_t *sum_p)
          ((head.rq_total > 0) &&
           (fread(slot->rq_fb.data, sizeof(float), head.rq_total, f) != head.rq_total)))) {
         terse_error(TERSE_LOG_COMM, "state file %s is truncated", file);
+        status = TERSE_ERR_INVALID;
+        goto out;
+    }
+    if (!state_read_cmp(f, slot, n)) {
+        terse_error(TERSE_LOG_COMM, "state file %s: compressor state truncated or of another "
+                    "plan", file);
         status = TERSE_ERR_INVALID;
         goto out;
     }

@@ -135,6 +135,20 @@ typedef struct terse_cmp_ops {
     void (*reset)(void *ctx);
 
     void (*destroy)(void *ctx);
+
+    /* The instance's own state between steps (what its next step depends on besides the
+     * residual: PowerSGD's Q), for terse_state_save/load and plan switches. Optional: NULL for
+     * families without such state (all three NULL, or all three set). Call only between
+     * steps (after decompress or before the first compress). The bytes are the family's
+     * documented layout (powersgd.h), host memory, the same on every rank.
+     *   state_size  [out] bytes_p  the size state_get writes now (may change between steps)
+     *   state_get   [out] buf      bytes == state_size bytes
+     *   state_set   [in]  buf      copied; a size or shape this instance cannot take is
+     *                              TERSE_ERR_INVALID and leaves the state as it was
+     * Return TERSE_OK, TERSE_ERR_INVALID, or TERSE_ERR_UNSUPPORTED (device instances). */
+    terse_status_t (*state_size)(void *ctx, size_t *bytes_p);
+    terse_status_t (*state_get)(void *ctx, void *buf, size_t bytes);
+    terse_status_t (*state_set)(void *ctx, const void *buf, size_t bytes);
 } terse_cmp_ops_t;
 
 /* ---------------------------------------------------------------- registry and specs */

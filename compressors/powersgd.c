@@ -788,6 +788,65 @@ terse__cmp_psgd_cuda_handle(void *ctx)
 }
 #endif
 
+/* ---------------------------------------------------------------- state (powersgd.h) */
+static terse_status_t
+cmp_psgd_state_size(void *ctx, size_t *bytes_p)
+{
+    const cmp_psgd_t *s = ctx;
+
+    if (s->cuda != NULL) {
+        return TERSE_ERR_UNSUPPORTED;
+    }
+    *bytes_p = 2 * sizeof(uint32_t) + s->rank * (s->f_is_p ? s->rows : s->cols) * sizeof(float);
+    return TERSE_OK;
+}
+
+static terse_status_t
+cmp_psgd_state_get(void *ctx, void *buf, size_t bytes)
+{
+    const cmp_psgd_t *s = ctx;
+    uint32_t w[2];
+    size_t need;
+
+    TERSE_CHECK(cmp_psgd_state_size(ctx, &need));
+    if ((buf == NULL) || (bytes != need)) {
+        return TERSE_ERR_INVALID;
+    }
+    w[0] = s->f_is_p ? 1u : 0u;
+    w[1] = (uint32_t)(s->f_is_p ? s->rows : s->cols);
+    memcpy(buf, w, sizeof(w));
+    memcpy((char *)buf + sizeof(w), s->q, bytes - sizeof(w));
+    return TERSE_OK;
+}
+
+static terse_status_t
+cmp_psgd_state_set(void *ctx, const void *buf, size_t bytes)
+{
+    cmp_psgd_t *s = ctx;
+    uint32_t w[2];
+    size_t len;
+
+    if (s->cuda != NULL) {
+        return TERSE_ERR_UNSUPPORTED;
+    }
+    if ((buf == NULL) || (bytes < sizeof(w))) {
+        return TERSE_ERR_INVALID;
+    }
+    memcpy(w, buf, sizeof(w));
+    if ((w[0] > 1u) || ((w[0] == 1u) && !s->alternating)) {
+        return TERSE_ERR_INVALID;
+    }
+    len = (w[0] == 1u) ? s->rows : s->cols;
+    if ((w[1] != len) || (bytes != sizeof(w) + s->rank * len * sizeof(float))) {
+        return TERSE_ERR_INVALID;
+    }
+    memcpy(s->q, (const char *)buf + sizeof(w), bytes - sizeof(w));
+    s->f_is_p   = (int)w[0];
+    s->basis_ok = 0;
+    s->next     = 0;
+    return TERSE_OK;
+}
+
 static const double cmp_psgd_grid[] = {1.0, 2.0, 4.0, 8.0, 16.0, 32.0, -1.0};
 
 const terse_cmp_ops_t terse_cmp_powersgd_ops = {
@@ -808,6 +867,9 @@ const terse_cmp_ops_t terse_cmp_powersgd_ops = {
     .decompress_add = NULL,
     .reset          = cmp_psgd_reset,
     .destroy        = cmp_psgd_destroy,
+    .state_size     = cmp_psgd_state_size,
+    .state_get      = cmp_psgd_state_get,
+    .state_set      = cmp_psgd_state_set,
 };
 
 const terse_cmp_ops_t terse_cmp_powersgd1_ops = {
@@ -827,4 +889,7 @@ const terse_cmp_ops_t terse_cmp_powersgd1_ops = {
     .decompress_add = NULL,
     .reset          = cmp_psgd_reset,
     .destroy        = cmp_psgd_destroy,
+    .state_size     = cmp_psgd_state_size,
+    .state_get      = cmp_psgd_state_get,
+    .state_set      = cmp_psgd_state_set,
 };

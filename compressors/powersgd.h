@@ -54,6 +54,15 @@
  * stream (params->seed, TERSE_RNG_PSGD_Q, layer, step 0, TERSE_RNG_SHARED): an Irwin-Hall
  * approximation of N(0, 1) without libm, so every rank, CPU or GPU, draws the same bits.
  *
+ * State (state_size/get/set, between steps; host instances only). Two uint32 then floats:
+ *   word 0  flags: bit 0 set when the kept factor is a P (powersgd1 after a P step)
+ *   word 1  len: the kept factor's column length (cols for a Q, rows for a P)
+ *   then    the kept factor k-major: r columns of len floats (powersgd: the warm-start Q;
+ *           powersgd1: F)
+ * So the first c columns of a Q are the first 8 + 4 * c * cols bytes: a rank change keeps
+ * columns by copying a prefix (comm/terse.c). state_set takes any such buffer with this
+ * instance's r and a len matching its flag (powersgd: a Q only).
+ *
  * Non-finite: compress flags it, zeroes the residual and sends NaN. Stage 1 meeting a
  * non-finite summed P sends NaN and zeroes the residual it still holds; decompress meeting a
  * non-finite sum writes NaN over the layer and restores the initial Q. powersgd1 learns of
