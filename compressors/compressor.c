@@ -132,6 +132,23 @@ terse__cmp_spec_format(const terse_cmp_ops_t *ops, double param, char *buf, size
 }
 
 terse_status_t
+terse__cmp_parse_density(const char *text, double *param_p)
+{
+    char *end;
+    double d;
+
+    if ((text == NULL) || (text[0] == '\0')) {
+        return TERSE_ERR_INVALID;
+    }
+    d = strtod(text, &end);
+    if ((*end != '\0') || !isfinite(d) || !(d > 0.0) || (d > 1.0)) {
+        return TERSE_ERR_INVALID;
+    }
+    *param_p = d;
+    return TERSE_OK;
+}
+
+terse_status_t
 terse__cmp_check_mem(const char *name, terse_mem_t mem)
 {
     if (mem == TERSE_MEM_HOST) {

@@ -246,6 +246,9 @@ double terse__cmp_energy(const float *v, size_t n);
  * pass. */
 double terse__cmp_add_energy(float *dst, const float *src, size_t n);
 
+/* Parses a density in (0, 1] (top-k, random-k). Returns TERSE_OK or TERSE_ERR_INVALID. */
+terse_status_t terse__cmp_parse_density(const char *text, double *param_p);
+
 /* Checks a CUDA-memory request against this build. */
 terse_status_t terse__cmp_check_mem(const char *name, terse_mem_t mem);
 

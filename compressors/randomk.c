@@ -27,23 +27,6 @@ typedef struct cmp_randomk {
     void     *cuda;   /* device state (randomk_cuda.h) of a TERSE_MEM_CUDA instance, else NULL */
 } cmp_randomk_t;
 
-static terse_status_t
-cmp_randomk_param_parse(const char *text, double *param_p)
-{
-    char *end;
-    double d;
-
-    if ((text == NULL) || (text[0] == '\0')) {
-        return TERSE_ERR_INVALID;
-    }
-    d = strtod(text, &end);
-    if ((*end != '\0') || !isfinite(d) || !(d > 0.0) || (d > 1.0)) {
-        return TERSE_ERR_INVALID;
-    }
-    *param_p = d;
-    return TERSE_OK;
-}
-
 static void
 cmp_randomk_destroy(void *ctx)
 {
@@ -268,7 +251,7 @@ const terse_cmp_ops_t terse_cmp_randomk_ops = {
     .param_doc      = "density in (0, 1]",
     .sum_dtype      = TERSE_FLOAT32,
     .grid           = cmp_randomk_grid,
-    .param_parse    = cmp_randomk_param_parse,
+    .param_parse    = terse__cmp_parse_density,
     .create         = cmp_randomk_create,
     .payload_size   = cmp_randomk_payload_size,
     .nstages        = cmp_randomk_nstages,

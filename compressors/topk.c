@@ -38,23 +38,6 @@ typedef struct cmp_topk {
                             such an instance has none of the host buffers above */
 } cmp_topk_t;
 
-static terse_status_t
-cmp_topk_param_parse(const char *text, double *param_p)
-{
-    char *end;
-    double d;
-
-    if ((text == NULL) || (text[0] == '\0')) {
-        return TERSE_ERR_INVALID;
-    }
-    d = strtod(text, &end);
-    if ((*end != '\0') || !isfinite(d) || !(d > 0.0) || (d > 1.0)) {
-        return TERSE_ERR_INVALID;
-    }
-    *param_p = d;
-    return TERSE_OK;
-}
-
 static void
 cmp_topk_destroy(void *ctx)
 {
@@ -648,7 +631,7 @@ const terse_cmp_ops_t terse_cmp_topk_ops = {
     .param_doc      = "density in (0, 1]",
     .sum_dtype      = TERSE_FLOAT32,
     .grid           = cmp_topk_grid,
-    .param_parse    = cmp_topk_param_parse,
+    .param_parse    = terse__cmp_parse_density,
     .create         = cmp_topk_create,
     .payload_size   = cmp_topk_payload_size,
     .nstages        = cmp_topk_nstages,
@@ -668,7 +651,7 @@ const terse_cmp_ops_t terse_cmp_topkt_ops = {
     .param_doc      = "density in (0, 1]",
     .sum_dtype      = TERSE_FLOAT32,
     .grid           = cmp_topk_grid,
-    .param_parse    = cmp_topk_param_parse,
+    .param_parse    = terse__cmp_parse_density,
     .create         = cmp_topkt_create,
     .payload_size   = cmp_topk_payload_size,
     .nstages        = cmp_topk_nstages,
