@@ -21,38 +21,10 @@ static const char *const algo_specs[] = {"none",      "quant:4",     "quant:8", 
                                          "sign",      "cast:bf16",   "cast:fp16", "topk:0.01",
                                          "topk:0.2",  "randomk:0.1", "powersgd:4", NULL};
 
-/* The fixed specs above, plus one spec (the middle of its parameter grid) for every registered
- * family they do not name, so that a family added to the registry is exercised too. */
 static int
 algo_spec_list(const char **out, int max)
 {
-    static char extra[32][TERSE_NAME_MAX];
-    int n = 0, i, j, e = 0;
-
-    for (i = 0; (algo_specs[i] != NULL) && (n < max); ++i) {
-        out[n++] = algo_specs[i];
-    }
-    for (i = 0; (terse__cmp_builtin[i] != NULL) && (n < max) && (e < 32); ++i) {
-        const terse_cmp_ops_t *ops = terse__cmp_builtin[i];
-        size_t len = strlen(ops->name), g = 0;
-        int named = 0;
-        for (j = 0; algo_specs[j] != NULL; ++j) {
-            if ((strncmp(algo_specs[j], ops->name, len) == 0) &&
-                ((algo_specs[j][len] == '\0') || (algo_specs[j][len] == ':'))) {
-                named = 1;
-            }
-        }
-        if (named) {
-            continue;
-        }
-        while (ops->grid[g] >= 0.0) {
-            ++g;
-        }
-        terse__cmp_spec_format(ops, (g > 0) ? ops->grid[g / 2] : 0.0, extra[e], TERSE_NAME_MAX);
-        out[n++] = extra[e++];
-    }
-    out[n] = NULL;
-    return n;
+    return terse_test_spec_list(algo_specs, out, max);
 }
 
 

@@ -35,38 +35,10 @@ terse_test_runner_finish(void)
 static const char *const api_specs[] = {"none", "quant:4", "quant:8", "sign", "cast:bf16",
                                         "topk:0.01", "randomk:0.1", "powersgd:4", NULL};
 
-/* The fixed specs above, plus one spec (the middle of its parameter grid) for every registered
- * family they do not name, so that a family added to the registry is exercised too. */
 static int
 api_spec_list(const char **out, int max)
 {
-    static char extra[32][TERSE_NAME_MAX];
-    int n = 0, i, j, e = 0;
-
-    for (i = 0; (api_specs[i] != NULL) && (n < max); ++i) {
-        out[n++] = api_specs[i];
-    }
-    for (i = 0; (terse__cmp_builtin[i] != NULL) && (n < max) && (e < 32); ++i) {
-        const terse_cmp_ops_t *ops = terse__cmp_builtin[i];
-        size_t len = strlen(ops->name), g = 0;
-        int named = 0;
-        for (j = 0; api_specs[j] != NULL; ++j) {
-            if ((strncmp(api_specs[j], ops->name, len) == 0) &&
-                ((api_specs[j][len] == '\0') || (api_specs[j][len] == ':'))) {
-                named = 1;
-            }
-        }
-        if (named) {
-            continue;
-        }
-        while (ops->grid[g] >= 0.0) {
-            ++g;
-        }
-        terse__cmp_spec_format(ops, (g > 0) ? ops->grid[g / 2] : 0.0, extra[e], TERSE_NAME_MAX);
-        out[n++] = extra[e++];
-    }
-    out[n] = NULL;
-    return n;
+    return terse_test_spec_list(api_specs, out, max);
 }
 
 

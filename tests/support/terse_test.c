@@ -7,6 +7,7 @@
 #include "terse_test.h"
 #include "terse_config.h"
 #include "rng.h"
+#include "compressor.h"
 
 static int test_verbose;
 
@@ -200,4 +201,36 @@ terse_test_sq_diff(const float *x, const float *y, size_t n)
         s += d * d;
     }
     return s;
+}
+
+int
+terse_test_spec_list(const char *const *fixed, const char **out, int max)
+{
+    static char extra[32][TERSE_NAME_MAX];
+    int n = 0, i, j, e = 0;
+
+    for (i = 0; (fixed[i] != NULL) && (n < max); ++i) {
+        out[n++] = fixed[i];
+    }
+    for (i = 0; (terse__cmp_builtin[i] != NULL) && (n < max) && (e < 32); ++i) {
+        const terse_cmp_ops_t *ops = terse__cmp_builtin[i];
+        size_t len = strlen(ops->name), g = 0;
+        int named = 0;
+        for (j = 0; fixed[j] != NULL; ++j) {
+            if ((strncmp(fixed[j], ops->name, len) == 0) &&
+                ((fixed[j][len] == '\0') || (fixed[j][len] == ':'))) {
+                named = 1;
+            }
+        }
+        if (named) {
+            continue;
+        }
+        while (ops->grid[g] >= 0.0) {
+            ++g;
+        }
+        terse__cmp_spec_format(ops, (g > 0) ? ops->grid[g / 2] : 0.0, extra[e], TERSE_NAME_MAX);
+        out[n++] = extra[e++];
+    }
+    out[n] = NULL;
+    return n;
 }

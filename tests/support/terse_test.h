@@ -70,6 +70,12 @@ float *terse_test_load_named_gradient(const char *param, int step, size_t *rows_
 void *terse_test_guarded_alloc(size_t bytes);
 void  terse_test_guarded_free(void *p, size_t bytes);
 
+/* The specs of `fixed` (NULL-terminated), plus one spec (the middle of its parameter grid) for
+ * every registered family they do not name, so that a family added to the registry is exercised
+ * too. Writes at most max entries and a NULL into out[0..max]; returns the count. The strings of
+ * added specs live in static storage (one call at a time). */
+int terse_test_spec_list(const char *const *fixed, const char **out, int max);
+
 /* Sum of squares in double. */
 double terse_test_sq_norm(const float *x, size_t n);
 double terse_test_sq_diff(const float *x, const float *y, size_t n);
