@@ -20,6 +20,11 @@
  * communicator duplicated once per user communicator (inside the terse context), freed when
  * the user frees its communicator or, at MPI_Finalize, from a delete-attribute callback on
  * MPI_COMM_SELF. A mutex per communicator (and one for the registry) keeps threads apart.
+ *
+ * TERSE_STATE_DIR: each context is saved (terse_state_save: residuals, plans, PowerSGD Q,
+ * steps) to DIR/terse-state.RANK.bin (the N-th context after the first: .cN.bin) at
+ * MPI_Finalize and every TERSE_STATE_EVERY call cycles, and loaded when it is created if any
+ * rank has its file; a file refused on any rank leaves every rank starting fresh.
  */
 
 #include <dlfcn.h>
@@ -27,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <mpi.h>
 
@@ -54,6 +60,8 @@ typedef struct shim_comm {
     uint64_t         *cycle;    /* period keys */
     size_t            pos;      /* cycle position of the next call */
     int               dead;     /* the context was destroyed at MPI_Finalize */
+    unsigned          index;    /* activation order of the context (TERSE_STATE_DIR file) */
+    uint64_t          cycles;   /* call cycles completed with the context */
 } shim_comm_t;
 
 static pthread_mutex_t shim_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -62,6 +70,7 @@ static int             shim_keyval      = MPI_KEYVAL_INVALID;
 static int             shim_self_keyval = MPI_KEYVAL_INVALID;
 static int             shim_finalizing;
 static int             shim_thread_level = -1;
+static unsigned        shim_nctx;       /* contexts activated so far */
 
 typedef int (*shim_cuda_attr_fn_t)(void *attr, const void *ptr);
 static shim_cuda_attr_fn_t shim_cuda_attr;
@@ -117,6 +126,78 @@ shim_dtype(MPI_Datatype dt, terse_dtype_t *dtype_p)
     return 0;
 }
 
+/* ---------------------------------------------------------------- TERSE_STATE_DIR */
+/* The state file pattern of sc's context: DIR/terse-state.%r.bin for the first context
+ * activated, DIR/terse-state.%r.cN.bin for the N-th after it (the same order on every run of
+ * the same program). */
+static void
+shim_state_pattern(const shim_comm_t *sc, char *buf, size_t len)
+{
+    const char *dir = terse__config()->STATE_DIR;
+
+    if (sc->index == 0) {
+        snprintf(buf, len, "%s/terse-state.%%r.bin", dir);
+    } else {
+        snprintf(buf, len, "%s/terse-state.%%r.c%u.bin", dir, sc->index);
+    }
+}
+
+/* Saves sc's context (local, no communication). why: "finalize" or "step". */
+static void
+shim_state_save(shim_comm_t *sc, const char *why)
+{
+    char pattern[1200];
+    terse_status_t st;
+
+    if ((sc->ctx == NULL) || (terse__config()->STATE_DIR[0] == '\0')) {
+        return;
+    }
+    shim_state_pattern(sc, pattern, sizeof(pattern));
+    st = terse_state_save(sc->ctx, pattern);
+    if (st != TERSE_OK) {
+        terse_warn_once(TERSE_LOG_SHIM, "cannot save the state to %s (%s)", pattern,
+                        terse_status_str(st));
+    } else {
+        terse_info(TERSE_LOG_SHIM, "state saved to %s (%s, %llu call cycles)", pattern, why,
+                   (unsigned long long)sc->cycles);
+    }
+}
+
+/* Loads sc's state at activation if any rank has its file. Collective over the user's
+ * communicator and the context's: every rank calls it at the same call (the cycle locks at
+ * the same call everywhere). A refused file leaves every rank starting fresh. */
+static void
+shim_state_load(shim_comm_t *sc)
+{
+    char pattern[1200], file[1300];
+    terse_status_t st;
+    int rank = 0, v[2];
+
+    if (terse__config()->STATE_DIR[0] == '\0') {
+        return;
+    }
+    shim_state_pattern(sc, pattern, sizeof(pattern));
+    PMPI_Comm_rank(sc->comm, &rank);
+    v[0] = (terse__path_expand(pattern, rank, file, sizeof(file)) == TERSE_OK) &&
+           (access(file, R_OK) == 0);
+    v[1] = !v[0];
+    if (PMPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT, MPI_MAX, sc->comm) != MPI_SUCCESS) {
+        terse_warn(TERSE_LOG_SHIM, "the state file agreement failed: starting fresh");
+        return;
+    }
+    if (v[0] == 0) {
+        terse_info(TERSE_LOG_SHIM, "no state file %s: starting fresh", file);
+        return;
+    }
+    st = terse_state_load(sc->ctx, pattern);
+    if (st == TERSE_OK) {
+        terse_info(TERSE_LOG_SHIM, "state loaded from %s", file);
+    } else {
+        terse_warn(TERSE_LOG_SHIM, "state file %s refused (%s): every rank starts fresh", file,
+                   terse_status_str(st));
+    }
+}
+
 static void
 shim_comm_free_ctx(shim_comm_t *sc)
 {
@@ -168,6 +249,7 @@ shim_self_delete_fn(MPI_Comm comm, int keyval, void *attr, void *extra)
     pthread_mutex_lock(&shim_lock);
     shim_finalizing = 1;
     for (sc = shim_list; sc != NULL; sc = sc->next) {
+        shim_state_save(sc, "finalize");
         shim_comm_free_ctx(sc);
         sc->dead = 1;
     }
@@ -402,10 +484,20 @@ MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype dataty
             pthread_mutex_unlock(&sc->lock);
             return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
         }
+        pthread_mutex_lock(&shim_lock);
+        sc->index = shim_nctx++;
+        pthread_mutex_unlock(&shim_lock);
+        shim_state_load(sc);
     }
     st = terse__allreduce_keyed(sc->ctx, TERSE_KEY_SHIM | place,
                                 (sendbuf == MPI_IN_PLACE) ? recvbuf : sendbuf, recvbuf,
                                 (size_t)count, dtype, TERSE_OP_SUM);
+    if ((st == TERSE_OK) && (place + 1 == sc->period)) {
+        sc->cycles++;
+        if ((cfg->STATE_EVERY > 0) && ((sc->cycles % (uint64_t)cfg->STATE_EVERY) == 0)) {
+            shim_state_save(sc, "every");
+        }
+    }
     pthread_mutex_unlock(&sc->lock);
     if (st == TERSE_ERR_MISMATCH) {
         /* the exact result was delivered; the reason was logged by the agreement */

@@ -1772,6 +1772,14 @@ terse_stats_get(const terse_ctx_t *ctx, terse_stats_t *stats)
  *   compressor states    per layer: uint64 bytes, then that many bytes of the instance's
  *                        state_get (0 for families without state, native layers or no
  *                        slot): PowerSGD's Q, so a restart continues bitwise identically
+ *   other slots          uint64 count, then per slot that is not the registered layout
+ *                        (the MPI shim's call-cycle places, unregistered counts):
+ *                        uint64 key, uint32 dtype, uint32 nlayers, per layer uint64 count,
+ *                        rows, cols and a name of TERSE_NAME_MAX bytes, the plan in force
+ *                        (entries), uint32 step, sched, next_plan, switch_step, pending,
+ *                        pending entries, the solved and pending plans, uint64 fb_total,
+ *                        rq_total, the residuals, the compressor states. A load builds
+ *                        these slots at once; the first call of each agrees on it as usual.
  * Random streams are counters of (seed, layer, step, rank): saving the step and the seed
  * restores them.
  */
@@ -1958,6 +1966,168 @@ state_read_cmp(FILE *f, terse_slot_t *slot, size_t n)
     return 1;
 }
 
+typedef struct state_slot_head {
+    uint64_t key;
+    uint32_t dtype;
+    uint32_t nlayers;
+    uint32_t step, sched, next_plan, switch_step, pending, pad;
+    uint64_t fb_total, rq_total;
+} state_slot_head_t;
+
+/* The "other slots" section (format above). */
+static int
+state_write_slots(FILE *f, const terse_ctx_t *ctx)
+{
+    const terse_slot_t *sl;
+    uint64_t count = 0;
+    int ok;
+
+    for (sl = ctx->slots; sl != NULL; sl = sl->next) {
+        count += (sl->key != TERSE_KEY_REG) && (sl->nlayers > 0);
+    }
+    ok = (fwrite(&count, sizeof(count), 1, f) == 1);
+    for (sl = ctx->slots; ok && (sl != NULL); sl = sl->next) {
+        state_slot_head_t h;
+        terse_plan_entry_t *e;
+        size_t l, nl = sl->nlayers;
+        if ((sl->key == TERSE_KEY_REG) || (nl == 0)) {
+            continue;
+        }
+        e = calloc(2 * nl, sizeof(*e));
+        if (e == NULL) {
+            return 0;
+        }
+        memset(&h, 0, sizeof(h));
+        h.key         = sl->key;
+        h.dtype       = (uint32_t)sl->dtype;
+        h.nlayers     = (uint32_t)nl;
+        h.step        = sl->step;
+        h.sched       = (uint32_t)sl->sched;
+        h.next_plan   = sl->next_plan;
+        h.switch_step = sl->switch_step;
+        h.pending     = (sl->pending != NULL);
+        h.fb_total    = sl->alloc_ok ? sl->fb.total : 0;
+        h.rq_total    = sl->alloc_ok ? sl->rq_fb.total : 0;
+        state_entries(sl->specs, nl, e);
+        if (sl->pending != NULL) {
+            state_entries(sl->pending, nl, e + nl);
+        }
+        ok = (fwrite(&h, sizeof(h), 1, f) == 1);
+        for (l = 0; ok && (l < nl); ++l) {
+            uint64_t d[3] = {sl->layers[l].count, sl->layers[l].rows, sl->layers[l].cols};
+            ok = (fwrite(d, sizeof(d), 1, f) == 1) &&
+                 (fwrite(sl->names[l], TERSE_NAME_MAX, 1, f) == 1);
+        }
+        ok = ok && (fwrite(e, sizeof(*e), nl, f) == nl) &&
+             (!h.pending || (fwrite(e + nl, sizeof(*e), nl, f) == nl)) &&
+             state_write_plan(f, &sl->plan) && state_write_plan(f, &sl->pending_plan) &&
+             ((h.fb_total == 0) ||
+              (fwrite(sl->fb.data, sizeof(float), h.fb_total, f) == h.fb_total)) &&
+             ((h.rq_total == 0) ||
+              (fwrite(sl->rq_fb.data, sizeof(float), h.rq_total, f) == h.rq_total)) &&
+             state_write_cmp(f, sl, nl);
+        free(e);
+    }
+    return ok;
+}
+
+static int state_read_cmp(FILE *f, terse_slot_t *slot, size_t n);
+
+/* Reads one slot of the "other slots" section and puts it in the context (replacing a slot
+ * of the same key). Returns TERSE_OK, or an error (logged by the caller). */
+static terse_status_t
+state_read_slot(terse_ctx_t *ctx, FILE *f)
+{
+    state_slot_head_t h;
+    terse_plan_entry_t *e = NULL;
+    terse_cmp_spec_t *specs = NULL, *pending = NULL;
+    size_t *dims = NULL, l, nl;
+    char (*names)[TERSE_NAME_MAX] = NULL;
+    terse_slot_t *slot = NULL, *old;
+    terse_plan_t plan, pplan;
+    terse_status_t status = TERSE_ERR_INVALID;
+
+    memset(&plan, 0, sizeof(plan));
+    memset(&pplan, 0, sizeof(pplan));
+    if ((fread(&h, sizeof(h), 1, f) != 1) || (h.nlayers == 0) || (h.nlayers > (1u << 24)) ||
+        (h.key == TERSE_KEY_REG) || (h.dtype > (uint32_t)TERSE_FLOAT64)) {
+        return TERSE_ERR_INVALID;
+    }
+    nl      = h.nlayers;
+    e       = calloc(2 * nl, sizeof(*e));
+    specs   = calloc(nl, sizeof(*specs));
+    pending = calloc(nl, sizeof(*pending));
+    dims    = calloc(3 * nl, sizeof(*dims));
+    names   = calloc(nl, sizeof(*names));
+    if ((e == NULL) || (specs == NULL) || (pending == NULL) || (dims == NULL) ||
+        (names == NULL)) {
+        status = TERSE_ERR_NOMEM;
+        goto out;
+    }
+    for (l = 0; l < nl; ++l) {
+        uint64_t d[3];
+        if ((fread(d, sizeof(d), 1, f) != 1) ||
+            (fread(names[l], TERSE_NAME_MAX, 1, f) != 1)) {
+            goto out;
+        }
+        names[l][TERSE_NAME_MAX - 1] = '\0';
+        dims[l]          = (size_t)d[0];
+        dims[nl + l]     = (size_t)d[1];
+        dims[2 * nl + l] = (size_t)d[2];
+    }
+    if ((fread(e, sizeof(*e), nl, f) != nl) ||
+        (h.pending && (fread(e + nl, sizeof(*e), nl, f) != nl)) ||
+        (state_specs(e, nl, specs) != TERSE_OK) ||
+        (h.pending && (state_specs(e + nl, nl, pending) != TERSE_OK)) ||
+        !state_read_plan(f, nl, &plan) || !state_read_plan(f, nl, &pplan)) {
+        goto out;
+    }
+    old = slot_find(ctx, h.key);
+    if (old != NULL) {
+        slot_remove(ctx, old);
+    }
+    TERSE_CHECK_GOTO(slot_build(ctx, h.key, nl, dims, dims + nl, dims + 2 * nl, specs,
+                                (const char (*)[TERSE_NAME_MAX])names, (terse_dtype_t)h.dtype,
+                                &slot),
+                     status, out);
+    slot->next = ctx->slots;
+    ctx->slots = slot;
+    status     = TERSE_ERR_INVALID;
+    if ((h.fb_total != (slot->alloc_ok ? slot->fb.total : 0)) ||
+        (h.rq_total != (slot->alloc_ok ? slot->rq_fb.total : 0)) ||
+        ((h.fb_total > 0) &&
+         (fread(slot->fb.data, sizeof(float), h.fb_total, f) != h.fb_total)) ||
+        ((h.rq_total > 0) &&
+         (fread(slot->rq_fb.data, sizeof(float), h.rq_total, f) != h.rq_total)) ||
+        !state_read_cmp(f, slot, nl)) {
+        goto out;
+    }
+    slot->step        = h.step;
+    slot->sched       = (int)h.sched;
+    slot->next_plan   = h.next_plan;
+    slot->switch_step = h.switch_step;
+    if (h.pending) {
+        slot->pending = pending;
+        pending       = NULL;
+    }
+    slot->plan         = plan;
+    slot->pending_plan = pplan;
+    slot->plan_sum     = (plan.nlayers > 0) ? terse__sched_plan_checksum(&plan) : 0;
+    memset(&plan, 0, sizeof(plan));
+    memset(&pplan, 0, sizeof(pplan));
+    status = TERSE_OK;
+
+out:
+    terse__sched_plan_free(&plan);
+    terse__sched_plan_free(&pplan);
+    free(names);
+    free(dims);
+    free(pending);
+    free(specs);
+    free(e);
+    return status;
+}
+
 terse_status_t
 terse_state_save(const terse_ctx_t *ctx, const char *path)
 {
@@ -2042,7 +2212,7 @@ terse_state_save(const terse_ctx_t *ctx, const char *path)
         ok = (fwrite(slot->rq_fb.data, sizeof(float), head.rq_total, f) == head.rq_total);
     }
     if (ok) {
-        ok = state_write_cmp(f, slot, n);
+        ok = state_write_cmp(f, slot, n) && state_write_slots(f, ctx);
     }
     free(e);
     if ((fclose(f) != 0) || !ok) {
@@ -2081,16 +2251,16 @@ state_load_local(terse_ctx_t *ctx, const char *file, uint64_t *sum_p)
     }
     if ((head.version != TERSE_VERSION_CODE) || (head.nranks != (uint32_t)ctx->nranks) ||
         (head.rank != (uint32_t)ctx->rank) || (head.nlayers != n) ||
-        (head.layout != state_layout_hash(ctx)) || (n == 0)) {
+        (head.layout != state_layout_hash(ctx))) {
         terse_error(TERSE_LOG_COMM, "state file %s was saved by another version, world size, "
                     "rank or layer layout (%u ranks, %u layers; here %d ranks, %zu layers)",
                     file, head.nranks, head.nlayers, ctx->nranks, n);
         status = TERSE_ERR_MISMATCH;
         goto out;
     }
-    e       = calloc(2 * n, sizeof(*e));
-    specs   = calloc(n, sizeof(*specs));
-    pending = calloc(n, sizeof(*pending));
+    e       = calloc(2 * TERSE_MAX(n, 1), sizeof(*e));
+    specs   = calloc(TERSE_MAX(n, 1), sizeof(*specs));
+    pending = calloc(TERSE_MAX(n, 1), sizeof(*pending));
     if ((e == NULL) || (specs == NULL) || (pending == NULL)) {
         status = TERSE_ERR_NOMEM;
         goto out;
@@ -2107,6 +2277,15 @@ state_load_local(terse_ctx_t *ctx, const char *file, uint64_t *sum_p)
         goto out;
     }
     *sum_p = head.plan_sum;
+    if (n == 0) {
+        /* no registered layers (the MPI shim): only the other slots */
+        if (head.cost_ready) {
+            ctx->cost       = cost;
+            ctx->cost_ready = 1;
+        }
+        ctx->seed = head.seed;
+        goto other_slots;
+    }
     /* build the registered slot from the saved plan */
     old = slot_find(ctx, TERSE_KEY_REG);
     if (old != NULL) {
@@ -2163,6 +2342,25 @@ state_load_local(terse_ctx_t *ctx, const char *file, uint64_t *sum_p)
     ctx->seed   = head.seed;
     ctx->frozen = 1;
 
+other_slots:
+    {
+        uint64_t k, nslots;
+        if (fread(&nslots, sizeof(nslots), 1, f) != 1) {
+            terse_error(TERSE_LOG_COMM, "state file %s is truncated", file);
+            status = TERSE_ERR_INVALID;
+            goto out;
+        }
+        for (k = 0; k < nslots; ++k) {
+            status = state_read_slot(ctx, f);
+            if (status != TERSE_OK) {
+                terse_error(TERSE_LOG_COMM, "state file %s: slot %llu of %llu is truncated "
+                            "or holds an unknown plan", file, (unsigned long long)k,
+                            (unsigned long long)nslots);
+                goto out;
+            }
+        }
+    }
+
 out:
     terse__sched_plan_free(&plan);
     terse__sched_plan_free(&pplan);
@@ -2200,9 +2398,9 @@ terse_state_load(terse_ctx_t *ctx, const char *path)
         status = TERSE_ERR_MISMATCH;
     }
     if (status != TERSE_OK) {
-        /* nothing half-loaded stays: the layers start afresh */
-        slot = slot_find(ctx, TERSE_KEY_REG);
-        if (slot != NULL) {
+        /* nothing half-loaded stays: every layout starts afresh */
+        while (ctx->slots != NULL) {
+            slot = ctx->slots;
             slot_remove(ctx, slot);
         }
     }

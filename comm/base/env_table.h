@@ -65,3 +65,7 @@ TERSE_ENV(SEGMENT_BYTES,  SIZE,   "0",       "bytes, with an optional K, M, G or
           "auto: cut unregistered buffers into segments of this size, planned separately")
 TERSE_ENV(LAYER_ERROR_CAP, DOUBLE, "0.5",    "0..inf",
           "auto: a layer's candidate may lose at most this fraction of its squared norm per step")
+TERSE_ENV(STATE_DIR,      PATH,   "",        "a directory",
+          "shim mode: save state to DIR/terse-state.RANK.bin at finalize, load it at start")
+TERSE_ENV(STATE_EVERY,    INT,    "0",       "0..2147483647",
+          "shim mode with TERSE_STATE_DIR: also save every this many call cycles (0: finalize only)")

@@ -7,7 +7,7 @@ if(TERSE_HAVE_MPI AND TARGET terse-mpi AND TARGET mpi_train AND NOT TERSE_SANITI
         PASSTHROUGH=$<TARGET_FILE:mpi_passthrough> TRAIN=$<TARGET_FILE:mpi_train>
         PYSCRIPT=${CMAKE_CURRENT_SOURCE_DIR}/comm/shim_mpi4py.py)
     foreach(_case passthrough:2 passthrough:3 compress:2 compress:3 compress:4 envdiff:3
-                  badenv:3 squeeze:2 mpi4py:3)
+                  badenv:3 squeeze:2 mpi4py:3 state:2 state:3)
         string(REPLACE ":" ";" _parts ${_case})
         list(GET _parts 0 _mode)
         list(GET _parts 1 _np)

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Tests of libterse-mpi.so under mpirun (ctest label mpi; see extra.cmake).
 #   shim_test.sh MODE NP    with MPIEXEC, SHIM, PASSTHROUGH, TRAIN, PYSCRIPT in the environment
+#   (KEEP=1 keeps the temporary folder of logs)
 # Modes:
 #   passthrough  60+ (datatype, op, count, in-place) combinations are bit-identical with and
 #                without the shim (compression on: TERSE_COMPRESSOR=quant:4)
@@ -12,13 +13,16 @@
 #                on every rank, the log names the variable
 #   squeeze      one rank runs out of memory when terse allocates: every rank passes through
 #   mpi4py       Comm.Allreduce under the shim: compressed float32 sums, exact integer sums
+#   state        TERSE_STATE_DIR: a run saves one file per rank (every 2 cycles and at
+#                finalize), a second run loads them on every rank, a truncated file on one
+#                rank makes every rank start fresh (warning, no hang, compressed results)
 set -u
 mode=$1
 np=$2
 run=("$MPIEXEC" --oversubscribe --allow-run-as-root --bind-to none)
 pre=(-x LD_PRELOAD="$SHIM")
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
 fail() { echo "FAIL ($mode np $np): $*"; echo "--- stdout"; cat "$tmp"/out* 2>/dev/null | tail -40;
          echo "--- stderr"; cat "$tmp"/err* 2>/dev/null | tail -40; exit 1; }
 
@@ -96,6 +100,33 @@ mpi4py)
                    if (s >= 3 && (r < 1e-3 || r > 0.6)) { print "not compressed: " $0; bad = 1 } }
          END { exit bad }' "$tmp/out" || fail "bad results"
     echo "ok: mpi4py float32 compressed, int32 exact"
+    ;;
+state)
+    st=(-x TERSE_COMPRESSOR=quant:4 -x TERSE_LOG_LEVEL=info -x TERSE_STATE_DIR="$tmp/st" -x TERSE_STATE_EVERY=2)
+    mkdir -p "$tmp/st"
+    "${run[@]}" -np "$np" "${pre[@]}" "${st[@]}" "$TRAIN" -s 8 > "$tmp/out.1" 2> "$tmp/err.1" || fail "first run failed"
+    grep -q '^done' "$tmp/out.1" || fail "first run did not finish"
+    grep -q "no state file" "$tmp/err.1" || fail "the first run did not look for a state file"
+    grep -q "state loaded" "$tmp/err.1" && fail "the first run loaded a state"
+    for r in $(seq 0 $((np - 1))); do
+        [ -s "$tmp/st/terse-state.$r.bin" ] || fail "no state file for rank $r"
+    done
+    [ "$(grep -c 'state saved to .*(every' "$tmp/err.1")" -ge "$np" ] || fail "no periodic saves"
+    [ "$(grep -c 'state saved to .*(finalize' "$tmp/err.1")" -eq "$np" ] || fail "no save at finalize"
+    "${run[@]}" -np "$np" "${pre[@]}" "${st[@]}" "$TRAIN" -s 8 > "$tmp/out.2" 2> "$tmp/err.2" || fail "second run failed"
+    grep -q '^done' "$tmp/out.2" || fail "second run did not finish"
+    [ "$(grep -c 'state loaded from' "$tmp/err.2")" -eq "$np" ] || fail "not loaded on every rank"
+    awk '/^step/ { if ($12 != 1) { print "not identical: " $0; bad = 1 }
+                   if ($2 >= 4 && $6 >= 16384 && ($8 < 1e-3 || $8 > 0.6)) { print "not a quant:4 sum: " $0; bad = 1 } }
+         END { exit bad }' "$tmp/out.2" || fail "bad results after loading"
+    # a truncated file on the last rank: every rank refuses, warns, starts fresh
+    f="$tmp/st/terse-state.$((np - 1)).bin"
+    head -c 100 "$f" > "$f.cut" && mv "$f.cut" "$f"
+    "${run[@]}" -np "$np" "${pre[@]}" "${st[@]}" "$TRAIN" -s 6 > "$tmp/out.3" 2> "$tmp/err.3" || fail "third run failed"
+    grep -q '^done' "$tmp/out.3" || fail "third run did not finish"
+    grep -q "state loaded from" "$tmp/err.3" && fail "a rank kept a state although one was refused"
+    [ "$(grep -c 'refused' "$tmp/err.3")" -ge "$np" ] || fail "not every rank warned of the refusal"
+    echo "ok: saved, loaded on $np ranks, a bad file refused everywhere"
     ;;
 *)
     echo "unknown mode $mode"; exit 2 ;;
