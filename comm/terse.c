@@ -1082,13 +1082,13 @@ out:
     return status;
 }
 
-/* A layer that keeps a PowerSGD family across a plan switch with another rank keeps the
- * first min(r, r') columns of its old Q (issue 5 item 4); the new instance's other columns
- * stay as seeded from the shared stream. Q is identical on every rank, so is the result.
+/* A layer that keeps a PowerSGD family across a plan switch keeps the first min(r, r')
+ * columns of its old Q (issue 5 item 4; all of them when the rank stays); the new instance's
+ * other columns stay as seeded from the shared stream. Q is identical on every rank, so is the result.
  * Only a kept factor that is a Q (powersgd1 after a P step starts afresh). Best effort: a
  * layer that cannot take the columns keeps its seeded Q (identically on every rank). */
-static void
-slot_carry_psgd(const terse_layer_state_t *o, terse_layer_state_t *n)
+void
+terse__layer_carry_state(const terse_layer_state_t *o, terse_layer_state_t *n)
 {
     size_t ob = 0, nb = 0, keep;
     uint32_t ow[2], nw[2];
@@ -1097,8 +1097,8 @@ slot_carry_psgd(const terse_layer_state_t *o, terse_layer_state_t *n)
     if ((o->cmp == NULL) || (n->cmp == NULL) || (o->ops != n->ops) ||
         (n->ops->state_get == NULL) || (strncmp(n->ops->name, "powersgd", 8) != 0) ||
         (n->ops->state_size(o->cmp, &ob) != TERSE_OK) ||
-        (n->ops->state_size(n->cmp, &nb) != TERSE_OK) || (ob == nb)) {
-        return; /* not PowerSGD, device instances, or the same rank: nothing to carry */
+        (n->ops->state_size(n->cmp, &nb) != TERSE_OK)) {
+        return; /* not PowerSGD, or device instances: nothing to carry */
     }
     obuf = malloc(ob);
     nbuf = malloc(nb);
@@ -1144,7 +1144,7 @@ slot_rebuild(terse_ctx_t *ctx, terse_slot_t *old, const terse_cmp_spec_t *specs,
     TERSE_CHECK(status);
     if (ns->nlayers == nl) {
         for (l = 0; l < nl; ++l) {
-            slot_carry_psgd(&old->layers[l], &ns->layers[l]);
+            terse__layer_carry_state(&old->layers[l], &ns->layers[l]);
         }
     }
     ns->step        = old->step;

@@ -83,6 +83,12 @@ typedef struct terse_slot {
     double               last_plan_s; /* seconds the last re-plan took on this rank */
 } terse_slot_t;
 
+/* At a plan switch: a layer that keeps a PowerSGD family (same ops), with rank r in o and r'
+ * in n, takes the first min(r, r') columns of o's Q into n (whose other columns stay as
+ * seeded); nothing otherwise (other families, device instances, powersgd1 holding a P).
+ * Both borrowed. comm/terse.c. */
+void terse__layer_carry_state(const terse_layer_state_t *o, terse_layer_state_t *n);
+
 /* What one call hands to the algorithms. */
 typedef struct terse_call {
     terse_transport_t *tp;
