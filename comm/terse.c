@@ -1966,6 +1966,29 @@ state_read_cmp(FILE *f, terse_slot_t *slot, size_t n)
     return 1;
 }
 
+/* Hands a loaded slot its scheduler position and plans. Ownership of *pending_p (when
+ * has_pending), *plan and *pplan moves to the slot; they are left NULL / zeroed for the
+ * caller's cleanup. */
+static void
+state_slot_adopt(terse_slot_t *slot, uint32_t step, uint32_t sched, uint32_t next_plan,
+                 uint32_t switch_step, uint32_t has_pending, terse_cmp_spec_t **pending_p,
+                 terse_plan_t *plan, terse_plan_t *pplan)
+{
+    slot->step        = step;
+    slot->sched       = (int)sched;
+    slot->next_plan   = next_plan;
+    slot->switch_step = switch_step;
+    if (has_pending) {
+        slot->pending = *pending_p;
+        *pending_p    = NULL;
+    }
+    slot->plan         = *plan;
+    slot->pending_plan = *pplan;
+    slot->plan_sum     = (plan->nlayers > 0) ? terse__sched_plan_checksum(plan) : 0;
+    memset(plan, 0, sizeof(*plan));
+    memset(pplan, 0, sizeof(*pplan));
+}
+
 typedef struct state_slot_head {
     uint64_t key;
     uint32_t dtype;
@@ -2102,19 +2125,8 @@ state_read_slot(terse_ctx_t *ctx, FILE *f)
         !state_read_cmp(f, slot, nl)) {
         goto out;
     }
-    slot->step        = h.step;
-    slot->sched       = (int)h.sched;
-    slot->next_plan   = h.next_plan;
-    slot->switch_step = h.switch_step;
-    if (h.pending) {
-        slot->pending = pending;
-        pending       = NULL;
-    }
-    slot->plan         = plan;
-    slot->pending_plan = pplan;
-    slot->plan_sum     = (plan.nlayers > 0) ? terse__sched_plan_checksum(&plan) : 0;
-    memset(&plan, 0, sizeof(plan));
-    memset(&pplan, 0, sizeof(pplan));
+    state_slot_adopt(slot, h.step, h.sched, h.next_plan, h.switch_step, h.pending,
+                     &pending, &plan, &pplan);
     status = TERSE_OK;
 
 out:
@@ -2322,19 +2334,8 @@ state_load_local(terse_ctx_t *ctx, const char *file, uint64_t *sum_p)
         status = TERSE_ERR_INVALID;
         goto out;
     }
-    slot->step        = head.step;
-    slot->sched       = (int)head.sched;
-    slot->next_plan   = head.next_plan;
-    slot->switch_step = head.switch_step;
-    if (head.pending) {
-        slot->pending = pending;
-        pending       = NULL;
-    }
-    slot->plan         = plan;
-    slot->pending_plan = pplan;
-    slot->plan_sum     = (plan.nlayers > 0) ? terse__sched_plan_checksum(&plan) : 0;
-    memset(&plan, 0, sizeof(plan));
-    memset(&pplan, 0, sizeof(pplan));
+    state_slot_adopt(slot, head.step, head.sched, head.next_plan, head.switch_step, head.pending,
+                     &pending, &plan, &pplan);
     if (head.cost_ready) {
         ctx->cost       = cost;
         ctx->cost_ready = 1;
