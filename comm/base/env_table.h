@@ -69,3 +69,5 @@ TERSE_ENV(STATE_DIR,      PATH,   "",        "a directory",
           "shim mode: save state to DIR/terse-state.RANK.bin at finalize, load it at start")
 TERSE_ENV(STATE_EVERY,    INT,    "0",       "0..2147483647",
           "shim mode with TERSE_STATE_DIR: also save every this many call cycles (0: finalize only)")
+TERSE_ENV(NCCL_LIBRARY,   PATH,   "",        "a path or soname of libnccl",
+          "NCCL path: take NCCL from this library instead of the copy the caller links (never loads a second one otherwise)")
