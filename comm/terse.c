@@ -51,6 +51,7 @@ slot_destroy(terse_slot_t *slot)
     terse__algo_summable_cleanup(slot);
     terse__algo_requant_cleanup(slot);
     terse__algo_sparse_cleanup(slot);
+    terse__hier_cleanup(slot);
     for (l = 0; l < slot->nlayers; ++l) {
         if (slot->layers[l].cmp != NULL) {
             slot->layers[l].ops->destroy(slot->layers[l].cmp);
@@ -130,7 +131,7 @@ slot_layer_create(terse_ctx_t *ctx, terse_slot_t *slot, size_t l, const terse_cm
     params.dtype  = slot->dtype;
     params.mem    = TERSE_MEM_HOST;
     params.bucket = (uint32_t)ctx->cfg->QUANT_BUCKET;
-    params.nranks = ctx->nranks;
+    params.nranks = slot->nranks;
     params.seed   = ctx->seed;
     if ((ops->caps & TERSE_CMP_CAP_MATRIX) && (params.rows == 0)) {
         params.rows = slot_square_rows(ly->count);
@@ -153,25 +154,25 @@ slot_layer_create(terse_ctx_t *ctx, terse_slot_t *slot, size_t l, const terse_cm
         goto fallback;
     }
     if (ly->cls == TERSE_CLASS_REQUANT) {
-        ly->chunk = TERSE_ALIGN_UP(TERSE_DIV_UP(ly->count, (size_t)ctx->nranks),
+        ly->chunk = TERSE_ALIGN_UP(TERSE_DIV_UP(ly->count, (size_t)slot->nranks),
                                    (size_t)params.bucket);
     }
     if (ly->cls == TERSE_CLASS_SPARSE) {
         /* the allgather must send less than a plain allreduce: |payload| p < 2 S (for top-k:
          * density below 1/p) */
         if ((ops->payload_size(ly->cmp, ly->count, 0, &pay) != TERSE_OK) ||
-            (pay * (size_t)ctx->nranks >= 2 * ly->count * sizeof(float))) {
+            (pay * (size_t)slot->nranks >= 2 * ly->count * sizeof(float))) {
             const terse_cmp_ops_t *q = terse__cmp_find("quant");
             ops->destroy(ly->cmp);
             ly->cmp = NULL;
             if ((q != NULL) && (depth == 0) && (slot_class_of(q) == TERSE_CLASS_REQUANT)) {
                 terse_warn_once(TERSE_LOG_COMM, "%s on %d ranks sends more than a plain "
                                 "allreduce (density must stay below 1/p): using quant:8",
-                                spec, ctx->nranks);
+                                spec, slot->nranks);
                 return slot_layer_create(ctx, slot, l, q, 8.0, depth + 1);
             }
             terse_warn_once(TERSE_LOG_COMM, "%s on %d ranks sends more than a plain allreduce: "
-                            "sent natively", spec, ctx->nranks);
+                            "sent natively", spec, slot->nranks);
             goto fallback;
         }
     }
@@ -184,13 +185,17 @@ fallback:
     return TERSE_OK;
 }
 
-/* Builds a slot. Allocation failures do not fail the build: they leave alloc_ok 0, which the
- * agreement turns into a pass-through on every rank. */
+/* Builds a slot for transport tp. Allocation failures do not fail the build: they leave
+ * alloc_ok 0, which the agreement turns into a pass-through on every rank. A slot over the
+ * context's transport runs hierarchically when the context has a hierarchy (algo_hier.c: its
+ * residuals and buffers live in the inter-node sub-slots, none here). */
 static terse_status_t
-slot_build(terse_ctx_t *ctx, uint64_t key, size_t nlayers, const size_t *counts,
-           const size_t *rows, const size_t *cols, const terse_cmp_spec_t *specs,
-           const char (*names)[TERSE_NAME_MAX], terse_dtype_t dtype, terse_slot_t **slot_p)
+slot_build_tp(terse_ctx_t *ctx, terse_transport_t *tp, uint64_t key, size_t nlayers,
+              const size_t *counts, const size_t *rows, const size_t *cols,
+              const terse_cmp_spec_t *specs, const char (*names)[TERSE_NAME_MAX],
+              terse_dtype_t dtype, terse_slot_t **slot_p)
 {
+    const int hier = (tp == ctx->tp) && (ctx->hier != NULL);
     terse_slot_t *slot;
     size_t l, *fb_counts = NULL;
     terse_status_t st;
@@ -203,6 +208,7 @@ slot_build(terse_ctx_t *ctx, uint64_t key, size_t nlayers, const size_t *counts,
     slot->key      = key;
     slot->dtype    = dtype;
     slot->nlayers  = nlayers;
+    slot->nranks   = tp->nranks;
     slot->alloc_ok = 1;
     slot->layers   = calloc(TERSE_MAX(nlayers, 1), sizeof(*slot->layers));
     slot->specs    = calloc(TERSE_MAX(nlayers, 1), sizeof(*slot->specs));
@@ -242,7 +248,7 @@ slot_build(terse_ctx_t *ctx, uint64_t key, size_t nlayers, const size_t *counts,
             ly->cls        = TERSE_CLASS_NATIVE;
         }
         slot->nclass[ly->cls]++;
-        fb_counts[l] = (ly->cls == TERSE_CLASS_NATIVE) ? 0 : ly->count;
+        fb_counts[l] = ((ly->cls == TERSE_CLASS_NATIVE) || hier) ? 0 : ly->count;
     }
     if (terse__fb_create(fb_counts, nlayers, TERSE_MEM_HOST, &slot->fb) != TERSE_OK) {
         slot->alloc_ok = 0;
@@ -250,16 +256,23 @@ slot_build(terse_ctx_t *ctx, uint64_t key, size_t nlayers, const size_t *counts,
         slot->mem_bytes += terse__fb_bytes(&slot->fb);
     }
     free(fb_counts);
-    if (slot->alloc_ok) {
-        st = terse__algo_native_setup(slot, ctx->tp);
+    if (slot->alloc_ok && hier) {
+        st = terse__hier_setup(ctx, slot);
+        if (st != TERSE_OK) {
+            terse_warn(TERSE_LOG_COMM, "failed to set up the hierarchical allreduce of a layout "
+                       "of %zu elements (%s)", slot->count, terse_status_str(st));
+            slot->alloc_ok = 0;
+        }
+    } else if (slot->alloc_ok) {
+        st = terse__algo_native_setup(slot, tp);
         if (st == TERSE_OK) {
-            st = terse__algo_summable_setup(slot, ctx->tp);
+            st = terse__algo_summable_setup(slot, tp);
         }
         if (st == TERSE_OK) {
-            st = terse__algo_requant_setup(slot, ctx->tp);
+            st = terse__algo_requant_setup(slot, tp);
         }
         if (st == TERSE_OK) {
-            st = terse__algo_sparse_setup(slot, ctx->tp);
+            st = terse__algo_sparse_setup(slot, tp);
         }
         if (st != TERSE_OK) {
             terse_warn(TERSE_LOG_COMM, "failed to set up the wire algorithms of a layout of "
@@ -273,11 +286,37 @@ slot_build(terse_ctx_t *ctx, uint64_t key, size_t nlayers, const size_t *counts,
         terse__algo_summable_cleanup(slot);
         terse__algo_requant_cleanup(slot);
         terse__algo_sparse_cleanup(slot);
+        terse__hier_cleanup(slot);
         terse__fb_destroy(&slot->fb);
         slot->mem_bytes = 0;
     }
     *slot_p = slot;
     return TERSE_OK;
+}
+
+static terse_status_t
+slot_build(terse_ctx_t *ctx, uint64_t key, size_t nlayers, const size_t *counts,
+           const size_t *rows, const size_t *cols, const terse_cmp_spec_t *specs,
+           const char (*names)[TERSE_NAME_MAX], terse_dtype_t dtype, terse_slot_t **slot_p)
+{
+    return slot_build_tp(ctx, ctx->tp, key, nlayers, counts, rows, cols, specs, names, dtype,
+                         slot_p);
+}
+
+terse_status_t
+terse__slot_build_tp(terse_ctx_t *ctx, terse_transport_t *tp, uint64_t key, size_t nlayers,
+                     const size_t *counts, const size_t *rows, const size_t *cols,
+                     const terse_cmp_spec_t *specs, const char (*names)[TERSE_NAME_MAX],
+                     terse_dtype_t dtype, terse_slot_t **slot_p)
+{
+    return slot_build_tp(ctx, tp, key, nlayers, counts, rows, cols, specs, names, dtype,
+                         slot_p);
+}
+
+void
+terse__slot_destroy(terse_slot_t *slot)
+{
+    slot_destroy(slot);
 }
 
 static uint64_t
@@ -288,6 +327,8 @@ slot_hash(const terse_ctx_t *ctx, const terse_slot_t *slot)
 
     h = terse__hash64(&ctx->nranks, sizeof(ctx->nranks), h);
     h = terse__hash64(&slot->key, sizeof(slot->key), h);
+    l = (slot->hier != NULL) ? 1 : 0; /* hierarchical on every rank or on none */
+    h = terse__hash64(&l, sizeof(l), h);
     h = terse__hash64(&slot->dtype, sizeof(slot->dtype), h);
     h = terse__hash64(&slot->nlayers, sizeof(slot->nlayers), h);
     for (l = 0; l < slot->nlayers; ++l) {
@@ -460,6 +501,9 @@ terse_ctx_create(const terse_ctx_params_t *params, terse_ctx_t **ctx_p)
     if (tops->kind != TERSE_TRANSPORT_LOOP) {
         terse__log_set_rank(ctx->rank);
     }
+    TERSE_CHECK_GOTO(terse__hier_ctx_init(ctx, NULL, (int)ctx->cfg->HIERARCHY,
+                                          ctx->cfg->HIER_CHUNK_BYTES),
+                     status, err_fini);
     if (ctx->cfg->PLAN[0] != '\0') {
         TERSE_CHECK_GOTO(terse__ctx_pin_plan(ctx, ctx->cfg->PLAN), status, err_fini);
     }
@@ -485,6 +529,7 @@ err_fini:
     free(ctx->lay_rows);
     free(ctx->lay_cols);
     free(ctx->lay_name);
+    terse__hier_ctx_fini(ctx);
     ctx->tp->ops->finalize(ctx->tp);
 err_free_ctx:
     free(ctx);
@@ -513,6 +558,7 @@ terse_ctx_destroy(terse_ctx_t *ctx)
         next = s->next;
         slot_destroy(s);
     }
+    terse__hier_ctx_fini(ctx);
     if (ctx->tp != NULL) {
         ctx->tp->ops->finalize(ctx->tp);
     }
@@ -1588,7 +1634,7 @@ terse__allreduce_keyed(terse_ctx_t *ctx, uint64_t key, const void *sendbuf, void
          * sendbuf); agreed slots only, so every rank of this slot is here */
         TERSE_CHECK(sched_replan(ctx, slot, sendbuf, dtype));
     }
-    if ((size_t)slot->nclass[TERSE_CLASS_NATIVE] == slot->nlayers) {
+    if (((size_t)slot->nclass[TERSE_CLASS_NATIVE] == slot->nlayers) && (slot->hier == NULL)) {
         /* nothing to compress: a plain (deterministic) sum */
         TERSE_CHECK(terse__algo_native_run(slot, &(terse_call_t){ctx->tp, sendbuf, recvbuf, dtype,
                                                                  scale, ctx->seed, slot->step,
@@ -1622,16 +1668,25 @@ terse__allreduce_keyed(terse_ctx_t *ctx, uint64_t key, const void *sendbuf, void
                                     dtype, slot->layers[l].count);
             }
         }
-        /* classes in a fixed order: every rank sends the same sequence of messages */
-        TERSE_CHECK(terse__algo_summable_run(slot, &call));
-        TERSE_CHECK(terse__algo_requant_run(slot, &call));
-        TERSE_CHECK(terse__algo_sparse_run(slot, &call));
-        TERSE_CHECK(terse__algo_native_run(slot, &call));
+        if (slot->hier != NULL) {
+            /* inside the node, then between nodes (algo_hier.c) */
+            TERSE_CHECK(terse__hier_run(ctx, slot, &call));
+        } else {
+            /* classes in a fixed order: every rank sends the same sequence of messages */
+            TERSE_CHECK(terse__algo_summable_run(slot, &call));
+            TERSE_CHECK(terse__algo_requant_run(slot, &call));
+            TERSE_CHECK(terse__algo_sparse_run(slot, &call));
+            TERSE_CHECK(terse__algo_native_run(slot, &call));
+        }
         ctx->stats.last_rel_err = (norm > 0.0) ? sqrt(call.sq_err / norm) : 0.0;
         norm_all                = norm;
     }
     ++slot->step;
-    ++ctx->stats.steps;
+    if ((size_t)slot->nclass[TERSE_CLASS_NATIVE] == slot->nlayers) {
+        ++ctx->stats.passthrough; /* hierarchical, nothing compressed */
+    } else {
+        ++ctx->stats.steps;
+    }
     if (call.nonfinite > 0) {
         ++ctx->stats.nonfinite_steps;
     }

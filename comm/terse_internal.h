@@ -81,6 +81,9 @@ typedef struct terse_slot {
     terse_plan_t         pending_plan;
     uint64_t             plan_sum;    /* checksum of `plan` (0: none yet) */
     double               last_plan_s; /* seconds the last re-plan took on this rank */
+    int                  nranks;      /* ranks of the transport the slot was built for */
+    struct terse_hier_slot *hier;     /* owned: the hierarchical allreduce (algo_hier.c), or
+                                         NULL: the flat algorithms over the context's transport */
 } terse_slot_t;
 
 /* At a plan switch: a layer that keeps a PowerSGD family (same ops), with rank r in o and r'
@@ -176,6 +179,7 @@ struct terse_ctx {
     size_t                 lay_n, lay_total;
     size_t                *lay_count, *lay_rows, *lay_cols;
     char                 (*lay_name)[TERSE_NAME_MAX];
+    struct terse_hier_ctx *hier;       /* owned; NULL: no hierarchy (algo_hier.c) */
 };
 
 #define TERSE_KEY_REG   (~0ull)
@@ -206,6 +210,44 @@ terse_status_t terse__ctx_pin_plan(terse_ctx_t *ctx, const char *pattern);
 terse_status_t terse__ctx_set_layout(terse_ctx_t *ctx, const char *pattern);
 /* 1 when the uniform plan would send every layer natively (compression is off). */
 int terse__ctx_plan_is_native(const terse_ctx_t *ctx);
+/* ---------------------------------------------------------------- hierarchy (algo_hier.c) */
+typedef struct terse_hier_ctx  terse_hier_ctx_t;
+typedef struct terse_hier_slot terse_hier_slot_t;
+
+/* TERSE_HIERARCHY values (the env table's index) */
+enum { TERSE_HIER_AUTO = 0, TERSE_HIER_FLAT = 1, TERSE_HIER_ON = 2 };
+
+/* Decides the context's hierarchy and builds it: the topology (topo_spec, or NULL for
+ * TERSE_TOPOLOGY), then intra- and inter-node sub-transports (the transport's split). mode
+ * TERSE_HIER_*; chunk_bytes: pipeline chunk of a rank's shard (0: one chunk). Replaces any
+ * hierarchy the context had; call before the first allreduce (tests call it again after
+ * terse_ctx_create to simulate nodes). Collective. Uneven nodes, one node, or nodes of one
+ * rank leave ctx->hier NULL on every rank.
+ * Returns TERSE_OK; TERSE_ERR_MISMATCH / TERSE_ERR_INVALID (TERSE_TOPOLOGY differs or is bad,
+ * on every rank); transport errors. */
+terse_status_t terse__hier_ctx_init(terse_ctx_t *ctx, const char *topo_spec, int mode,
+                                    size_t chunk_bytes);
+void           terse__hier_ctx_fini(terse_ctx_t *ctx);
+/* 2 with a hierarchy (then *local_p ranks per node, *nodes_p nodes), else 1. */
+int            terse__hier_ctx_levels(const terse_ctx_t *ctx, int *local_p, int *nodes_p);
+/* The transport of a level: 0 intra-node, 1 inter-node (without a hierarchy: NULL, ctx->tp).
+ * Borrowed. */
+terse_transport_t *terse__hier_ctx_tp(const terse_ctx_t *ctx, int level);
+/* Builds slot->hier (pieces, inter-node sub-slots, buffers). TERSE_ERR_NOMEM leaves what was
+ * built for terse__hier_cleanup. */
+terse_status_t terse__hier_setup(terse_ctx_t *ctx, terse_slot_t *slot);
+void           terse__hier_cleanup(terse_slot_t *slot);
+/* Runs one call over the hierarchy (every layer, every class). Collective. */
+terse_status_t terse__hier_run(terse_ctx_t *ctx, terse_slot_t *slot, terse_call_t *call);
+/* A slot over transport tp (comm/terse.c's slot_build: the hierarchy's sub-slots over the
+ * inter-node transport; never hierarchical itself). [out] slot_p owned by the caller. */
+terse_status_t terse__slot_build_tp(terse_ctx_t *ctx, terse_transport_t *tp, uint64_t key,
+                                    size_t nlayers, const size_t *counts, const size_t *rows,
+                                    const size_t *cols, const terse_cmp_spec_t *specs,
+                                    const char (*names)[TERSE_NAME_MAX], terse_dtype_t dtype,
+                                    terse_slot_t **slot_p);
+void           terse__slot_destroy(terse_slot_t *slot);
+
 /* Hash of the decision-relevant TERSE_* values (every variable but TERSE_LOG_*) and the
  * library version: ranks compare it in their agreement allreduce. */
 uint64_t terse__config_hash(const terse_config_t *cfg);

@@ -556,6 +556,12 @@ terse_topo_create(const terse_topo_comm_t *comm, const char *spec_str, uint64_t 
     TERSE_CHECK_GOTO(terse_topo_group(keys, comm->nranks, comm->rank, &spec, &topo), status,
                      out_free);
 
+    if ((gpu_busid != NULL) && (strcmp(gpu_busid, TERSE_TOPO_NO_LOCALITY) == 0)) {
+        topo_locality_reset(&topo->loc); /* the hierarchy alone: no hwloc (it is slow) */
+        *topo_p = topo;
+        status  = TERSE_OK;
+        goto out_free;
+    }
 #if TERSE_HAVE_HWLOC
     {
         topo_hw_t *hw = NULL;

@@ -42,6 +42,7 @@ extern "C" {
 
 #define TERSE_TOPO_NAME_MAX   64
 #define TERSE_TOPO_CPUSET_MAX 256
+#define TERSE_TOPO_NO_LOCALITY "-" /* gpu_busid of terse_topo_create: skip hwloc */
 
 typedef enum terse_topo_mode {
     TERSE_TOPO_AUTO  = 0, /* by host key */
@@ -122,7 +123,9 @@ terse_status_t terse_topo_group(const uint64_t *keys, int nranks, int rank,
  *                    configuration when loaded, else the environment, else "auto")
  *   [in]  host_key   this rank's node key for AUTO, or 0 for terse_topo_host_key()
  *   [in]  gpu_busid  PCI bus id of this rank's GPU ("0000:65:00.0", as
- *                    cudaDeviceGetPCIBusId gives it), or NULL: locality of the CPU set
+ *                    cudaDeviceGetPCIBusId gives it), or NULL: locality of the CPU set, or
+ *                    TERSE_TOPO_NO_LOCALITY: the hierarchy only (loc unknown, no hwloc: loading
+ *                    hwloc's topology takes ~0.1 s, too slow for every context)
  *   [out] topo_p     set only on TERSE_OK; free with terse_topo_destroy
  * Returns TERSE_OK; TERSE_ERR_INVALID (bad spec or comm); TERSE_ERR_MISMATCH (ranks were
  * given different TERSE_TOPOLOGY values: every rank returns it); TERSE_ERR_NOMEM; or the

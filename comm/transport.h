@@ -69,6 +69,13 @@ typedef struct terse_transport_ops {
      * posted length fails with TERSE_ERR_PAYLOAD. */
     terse_status_t (*waitall)(terse_transport_t *tp, terse_req_t *reqs, size_t n);
     terse_status_t (*barrier)(terse_transport_t *tp);
+    /* Collective: every rank passes a color (>= 0) and a key; the ranks of one color form a
+     * new instance, ranked by (key, old rank) (MPI_Comm_split). The hierarchy's intra- and
+     * inter-node sub-transports come from here (comm/algo_hier.c).
+     *   [out] sub_p  owned by the caller, released with finalize (before tp's finalize)
+     * NULL where the transport cannot split (then no hierarchy). */
+    terse_status_t (*split)(terse_transport_t *tp, int color, int key,
+                            terse_transport_t **sub_p);
 } terse_transport_ops_t;
 
 /* The common head of every transport instance. */

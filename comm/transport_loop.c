@@ -35,6 +35,7 @@ typedef struct loop_ep {
     terse_loop_group_t *group;
     loop_msg_t         *msgs;     /* unmatched messages to this rank, arrival order */
     loop_recv_t        *pending;  /* unmatched receives of this rank, posting order */
+    int                 split;    /* 1: an endpoint of a group made by loop_split */
 } loop_ep_t;
 
 struct terse_loop_group {
@@ -45,6 +46,7 @@ struct terse_loop_group {
     unsigned long   generation;
     const void    **slots;        /* collective arguments, one per rank */
     loop_ep_t      *eps;
+    int             refs;         /* split groups: endpoints not yet finalized */
 };
 
 terse_status_t
@@ -194,7 +196,21 @@ loop_init(void *comm, terse_transport_t **tp_p)
 static void
 loop_finalize(terse_transport_t *tp)
 {
-    (void)tp; /* the endpoint belongs to its group */
+    loop_ep_t *ep = (loop_ep_t *)tp;
+    terse_loop_group_t *g;
+    int last;
+
+    /* the endpoint belongs to its group; a split group goes with its last endpoint */
+    if ((ep == NULL) || !ep->split) {
+        return;
+    }
+    g = ep->group;
+    pthread_mutex_lock(&g->lock);
+    last = (--g->refs == 0);
+    pthread_mutex_unlock(&g->lock);
+    if (last) {
+        terse_loop_group_destroy(g);
+    }
 }
 
 /* Generation barrier; called with the lock held. */
@@ -445,6 +461,49 @@ loop_waitall(terse_transport_t *tp, terse_req_t *reqs, size_t n)
     return status;
 }
 
+/* MPI_Comm_split for threads: (color, key) are published; the first member of each color
+ * creates the color's group and publishes it; its members take their endpoints. */
+static terse_status_t
+loop_split(terse_transport_t *tp, int color, int key, terse_transport_t **sub_p)
+{
+    loop_ep_t *ep         = (loop_ep_t *)tp;
+    terse_loop_group_t *g = ep->group, *sub = NULL;
+    const int p = g->nranks, me = tp->rank;
+    int mine[2] = {color, key}, r, size = 0, rank = 0, first = -1;
+    terse_status_t status = TERSE_OK;
+
+    loop_publish(ep, mine);
+    for (r = 0; r < p; ++r) {
+        const int *o = g->slots[r];
+        if (o[0] != color) {
+            continue;
+        }
+        if (first < 0) {
+            first = r;
+        }
+        ++size;
+        rank += ((o[1] < key) || ((o[1] == key) && (r < me)));
+    }
+    loop_barrier(tp);
+    if (first == me) {
+        if (terse_loop_group_create(size, &sub) == TERSE_OK) {
+            sub->refs = size;
+            for (r = 0; r < size; ++r) {
+                sub->eps[r].split = 1;
+            }
+        }
+    }
+    loop_publish(ep, sub);
+    sub = (terse_loop_group_t *)g->slots[first];
+    loop_barrier(tp);
+    if (sub == NULL) {
+        return TERSE_ERR_NOMEM; /* every member of this color fails alike */
+    }
+    sub->eps[rank].tp.bytes_sent = 0;
+    *sub_p = &sub->eps[rank].tp;
+    return status;
+}
+
 const terse_transport_ops_t terse_transport_loop_ops = {
     .size      = sizeof(terse_transport_ops_t),
     .name      = "loop",
@@ -459,4 +518,5 @@ const terse_transport_ops_t terse_transport_loop_ops = {
     .irecv     = loop_irecv,
     .waitall   = loop_waitall,
     .barrier   = loop_barrier,
+    .split     = loop_split,
 };

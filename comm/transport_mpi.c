@@ -95,29 +95,21 @@ mpi_query(void *comm, int *usable_p)
     return TERSE_OK;
 }
 
+/* A transport instance over `comm`, which it takes over (freed by finalize, or here on
+ * failure). */
 static terse_status_t
-mpi_init(void *comm, terse_transport_t **tp_p)
+mpi_wrap(MPI_Comm comm, const char *name, terse_transport_t **tp_p)
 {
-    mpi_tp_t *m;
-    int usable, rc;
+    mpi_tp_t *m = calloc(1, sizeof(*m));
 
-    TERSE_CHECK(mpi_query(comm, &usable));
-    if (!usable) {
-        terse_error(TERSE_LOG_COMM, "the mpi transport needs an initialised intracommunicator");
-        return TERSE_ERR_INVALID;
-    }
-    m = calloc(1, sizeof(*m));
     if (m == NULL) {
         terse_error(TERSE_LOG_COMM, "failed to allocate the mpi transport");
+        PMPI_Comm_free(&comm);
         return TERSE_ERR_NOMEM;
     }
-    rc = PMPI_Comm_dup(*(MPI_Comm *)comm, &m->comm);
-    if (rc != MPI_SUCCESS) {
-        free(m);
-        return mpi_fail(rc, "PMPI_Comm_dup");
-    }
+    m->comm = comm;
     PMPI_Comm_set_errhandler(m->comm, MPI_ERRORS_RETURN);
-    PMPI_Comm_set_name(m->comm, "terse");
+    PMPI_Comm_set_name(m->comm, (char *)name);
     PMPI_Comm_rank(m->comm, &m->tp.rank);
     PMPI_Comm_size(m->comm, &m->tp.nranks);
     PMPI_Op_create(mpi_sum_f16, 1, &m->op_f16);
@@ -125,6 +117,24 @@ mpi_init(void *comm, terse_transport_t **tp_p)
     m->tp.ops = &terse_transport_mpi_ops;
     *tp_p     = &m->tp;
     return TERSE_OK;
+}
+
+static terse_status_t
+mpi_init(void *comm, terse_transport_t **tp_p)
+{
+    MPI_Comm dup;
+    int usable, rc;
+
+    TERSE_CHECK(mpi_query(comm, &usable));
+    if (!usable) {
+        terse_error(TERSE_LOG_COMM, "the mpi transport needs an initialised intracommunicator");
+        return TERSE_ERR_INVALID;
+    }
+    rc = PMPI_Comm_dup(*(MPI_Comm *)comm, &dup);
+    if (rc != MPI_SUCCESS) {
+        return mpi_fail(rc, "PMPI_Comm_dup");
+    }
+    return mpi_wrap(dup, "terse", tp_p);
 }
 
 static void
@@ -278,6 +288,16 @@ mpi_barrier(terse_transport_t *tp)
     return TERSE_OK;
 }
 
+/* PMPI_Comm_split of terse's duplicate: the sub-communicator is terse's own too. */
+static terse_status_t
+mpi_split(terse_transport_t *tp, int color, int key, terse_transport_t **sub_p)
+{
+    MPI_Comm sub;
+
+    MPI_TP_CALL(PMPI_Comm_split(((mpi_tp_t *)tp)->comm, color, key, &sub), "PMPI_Comm_split");
+    return mpi_wrap(sub, "terse-sub", sub_p);
+}
+
 const terse_transport_ops_t terse_transport_mpi_ops = {
     .size      = sizeof(terse_transport_ops_t),
     .name      = "mpi",
@@ -292,4 +312,5 @@ const terse_transport_ops_t terse_transport_mpi_ops = {
     .irecv     = mpi_irecv,
     .waitall   = mpi_waitall,
     .barrier   = mpi_barrier,
+    .split     = mpi_split,
 };

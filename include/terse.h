@@ -238,6 +238,9 @@ typedef struct terse_stats {
     double   last_rel_err;     /* ||x^ - x|| / ||x|| of this rank's compressed input, last step */
     uint64_t mem_bytes;        /* host + device memory terse holds for this context */
     uint64_t nonfinite_steps;  /* steps on which some layer was non-finite on some rank */
+    /* Hierarchical allreduce (TERSE_HIERARCHY): parts of bytes_sent */
+    uint64_t bytes_intra;      /* inside the node, uncompressed */
+    uint64_t bytes_inter;      /* between nodes, compressed */
 } terse_stats_t;
 
 TERSE_API terse_status_t terse_stats_get(const terse_ctx_t *ctx, terse_stats_t *stats);

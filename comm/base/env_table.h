@@ -71,3 +71,7 @@ TERSE_ENV(STATE_EVERY,    INT,    "0",       "0..2147483647",
           "shim mode with TERSE_STATE_DIR: also save every this many call cycles (0: finalize only)")
 TERSE_ENV(NCCL_LIBRARY,   PATH,   "",        "a path or soname of libnccl",
           "NCCL path: take NCCL from this library instead of the copy the caller links (never loads a second one otherwise)")
+TERSE_ENV(HIERARCHY,      ENUM,   "auto",    "auto|flat|on",
+          "hierarchical allreduce: uncompressed inside a node, compressed between nodes (auto: when TERSE_TOPOLOGY finds several nodes of several ranks)")
+TERSE_ENV(HIER_CHUNK_BYTES, SIZE, "4M",      "bytes, with an optional K, M, G or T suffix; 0 off",
+          "hierarchical allreduce: pipeline chunk of a rank's shard (intra- and inter-node stages overlap)")
