@@ -47,6 +47,9 @@ slot_destroy(terse_slot_t *slot)
     if (slot == NULL) {
         return;
     }
+    if (slot->dev != NULL) {
+        slot->dev->cleanup(slot); /* owns ws[]: the host cleanups below find nothing */
+    }
     terse__algo_native_cleanup(slot);
     terse__algo_summable_cleanup(slot);
     terse__algo_requant_cleanup(slot);
@@ -129,7 +132,7 @@ slot_layer_create(terse_ctx_t *ctx, terse_slot_t *slot, size_t l, const terse_cm
     params.rows   = ly->rows;
     params.cols   = ly->cols;
     params.dtype  = slot->dtype;
-    params.mem    = TERSE_MEM_HOST;
+    params.mem    = (ctx->dev != NULL) ? TERSE_MEM_CUDA : TERSE_MEM_HOST;
     params.bucket = (uint32_t)ctx->cfg->QUANT_BUCKET;
     params.nranks = slot->nranks;
     params.seed   = ctx->seed;
@@ -210,6 +213,7 @@ slot_build_tp(terse_ctx_t *ctx, terse_transport_t *tp, uint64_t key, size_t nlay
     slot->nlayers  = nlayers;
     slot->nranks   = tp->nranks;
     slot->alloc_ok = 1;
+    slot->dev      = ctx->dev;
     slot->layers   = calloc(TERSE_MAX(nlayers, 1), sizeof(*slot->layers));
     slot->specs    = calloc(TERSE_MAX(nlayers, 1), sizeof(*slot->specs));
     slot->names    = calloc(TERSE_MAX(nlayers, 1), sizeof(*slot->names));
@@ -250,7 +254,8 @@ slot_build_tp(terse_ctx_t *ctx, terse_transport_t *tp, uint64_t key, size_t nlay
         slot->nclass[ly->cls]++;
         fb_counts[l] = ((ly->cls == TERSE_CLASS_NATIVE) || hier) ? 0 : ly->count;
     }
-    if (terse__fb_create(fb_counts, nlayers, TERSE_MEM_HOST, &slot->fb) != TERSE_OK) {
+    if (terse__fb_create(fb_counts, nlayers, (ctx->dev != NULL) ? TERSE_MEM_CUDA : TERSE_MEM_HOST,
+                         &slot->fb) != TERSE_OK) {
         slot->alloc_ok = 0;
     } else {
         slot->mem_bytes += terse__fb_bytes(&slot->fb);
@@ -261,6 +266,11 @@ slot_build_tp(terse_ctx_t *ctx, terse_transport_t *tp, uint64_t key, size_t nlay
         if (st != TERSE_OK) {
             terse_warn(TERSE_LOG_COMM, "failed to set up the hierarchical allreduce of a layout "
                        "of %zu elements (%s)", slot->count, terse_status_str(st));
+            slot->alloc_ok = 0;
+        }
+    } else if (slot->alloc_ok && (slot->dev != NULL)) {
+        /* device buffers: the NCCL context's own algorithms (algo_device.c) */
+        if (slot->dev->setup(ctx, slot) != TERSE_OK) {
             slot->alloc_ok = 0;
         }
     } else if (slot->alloc_ok) {
@@ -282,6 +292,9 @@ slot_build_tp(terse_ctx_t *ctx, terse_transport_t *tp, uint64_t key, size_t nlay
     }
     if (!slot->alloc_ok) {
         /* keep nothing big around: this slot only passes through */
+        if (slot->dev != NULL) {
+            slot->dev->cleanup(slot);
+        }
         terse__algo_native_cleanup(slot);
         terse__algo_summable_cleanup(slot);
         terse__algo_requant_cleanup(slot);
@@ -415,6 +428,19 @@ ctx_pick_transport(const terse_ctx_params_t *params, const terse_transport_ops_t
     const terse_transport_ops_t *best = NULL;
     int i, usable;
 
+    if (params->transport == TERSE_TRANSPORT_NCCL) {
+        /* named only: AUTO cannot tell an ncclComm_t from another pointer */
+        if (&terse__nccl_path == NULL) {
+            terse_error(TERSE_LOG_COMM, "this build has no NCCL path (needs CUDA and nccl.h)");
+            return TERSE_ERR_UNSUPPORTED;
+        }
+        if ((terse__nccl_path.tp_ops->query(params->comm, &usable) != TERSE_OK) || !usable) {
+            terse_error(TERSE_LOG_COMM, "no NCCL in this process can use the communicator");
+            return TERSE_ERR_UNSUPPORTED;
+        }
+        *ops_p = terse__nccl_path.tp_ops;
+        return TERSE_OK;
+    }
     for (i = 0; all[i] != NULL; ++i) {
         if ((params->transport != TERSE_TRANSPORT_AUTO) && (all[i]->kind != params->transport)) {
             continue;
@@ -498,6 +524,8 @@ terse_ctx_create(const terse_ctx_params_t *params, terse_ctx_t **ctx_p)
     TERSE_CHECK_GOTO(tops->init(params->comm, &ctx->tp), status, err_free_ctx);
     ctx->rank   = ctx->tp->rank;
     ctx->nranks = ctx->tp->nranks;
+    ctx->dev    = ((&terse__nccl_path != NULL) && (tops == terse__nccl_path.tp_ops)) ?
+                      &terse__nccl_path : NULL;
     if (tops->kind != TERSE_TRANSPORT_LOOP) {
         terse__log_set_rank(ctx->rank);
     }
@@ -1406,6 +1434,12 @@ ctx_passthrough(terse_ctx_t *ctx, const void *sendbuf, void *recvbuf, size_t cou
 {
     size_t i;
 
+    if (ctx->dev != NULL) {
+        TERSE_CHECK(ctx->dev->passthrough(ctx, sendbuf, recvbuf, count, dtype, scale,
+                                          ctx->stream));
+        ++ctx->stats.passthrough;
+        return TERSE_OK;
+    }
     if (sendbuf != recvbuf) {
         memcpy(recvbuf, sendbuf, count * terse__esize(dtype));
     }
@@ -1632,13 +1666,19 @@ terse__allreduce_keyed(terse_ctx_t *ctx, uint64_t key, const void *sendbuf, void
     if (slot->sched && (slot->step == slot->next_plan)) {
         /* the statistics read the input before any output is written (recvbuf may be
          * sendbuf); agreed slots only, so every rank of this slot is here */
-        TERSE_CHECK(sched_replan(ctx, slot, sendbuf, dtype));
+        const void *stats_in = sendbuf;
+        if (ctx->dev != NULL) { /* the statistics are host code: one copy, re-plan steps only */
+            TERSE_CHECK(ctx->dev->stage(ctx, sendbuf, count * terse__esize(dtype), ctx->stream,
+                                        &stats_in));
+        }
+        TERSE_CHECK(sched_replan(ctx, slot, stats_in, dtype));
     }
     if (((size_t)slot->nclass[TERSE_CLASS_NATIVE] == slot->nlayers) && (slot->hier == NULL)) {
         /* nothing to compress: a plain (deterministic) sum */
-        TERSE_CHECK(terse__algo_native_run(slot, &(terse_call_t){ctx->tp, sendbuf, recvbuf, dtype,
-                                                                 scale, ctx->seed, slot->step,
-                                                                 0, 0.0, 0}));
+        terse_call_t nc = {ctx->tp, sendbuf, recvbuf, dtype, scale, ctx->seed, slot->step,
+                           0, 0.0, 0, ctx->stream};
+        TERSE_CHECK((slot->dev != NULL) ? slot->dev->run(ctx, slot, &nc)
+                                        : terse__algo_native_run(slot, &nc));
         ++ctx->stats.passthrough;
         ++slot->step;
         if (ctx->stats_file != NULL) {
@@ -1662,7 +1702,7 @@ terse__allreduce_keyed(terse_ctx_t *ctx, uint64_t key, const void *sendbuf, void
          * written: recvbuf may be sendbuf) */
         double norm = 0.0;
         for (l = 0; l < slot->nlayers; ++l) {
-            if (slot->layers[l].cls != TERSE_CLASS_NATIVE) {
+            if ((slot->layers[l].cls != TERSE_CLASS_NATIVE) && (slot->dev == NULL)) {
                 norm += ctx_sq_norm((const unsigned char *)sendbuf +
                                         slot->layers[l].offset * terse__esize(dtype),
                                     dtype, slot->layers[l].count);
@@ -1671,6 +1711,9 @@ terse__allreduce_keyed(terse_ctx_t *ctx, uint64_t key, const void *sendbuf, void
         if (slot->hier != NULL) {
             /* inside the node, then between nodes (algo_hier.c) */
             TERSE_CHECK(terse__hier_run(ctx, slot, &call));
+        } else if (slot->dev != NULL) {
+            call.stream = ctx->stream; /* device buffers: everything on the caller's stream */
+            TERSE_CHECK(slot->dev->run(ctx, slot, &call));
         } else {
             /* classes in a fixed order: every rank sends the same sequence of messages */
             TERSE_CHECK(terse__algo_summable_run(slot, &call));
@@ -1703,15 +1746,23 @@ terse_allreduce(terse_ctx_t *ctx, const void *sendbuf, void *recvbuf, size_t cou
 {
     uint64_t key;
 
-    (void)stream;
     if ((ctx == NULL) || (((sendbuf == NULL) || (recvbuf == NULL)) && (count > 0)) ||
         ((unsigned)dtype >= TERSE_DTYPE_LAST) || ((unsigned)op >= TERSE_OP_LAST) ||
         ((unsigned)mem >= TERSE_MEM_LAST)) {
         return TERSE_ERR_INVALID;
     }
-    if (mem != TERSE_MEM_HOST) {
-        terse_error(TERSE_LOG_COMM, "device buffers need the NCCL path, not built yet");
+    if (mem != ((ctx->dev != NULL) ? TERSE_MEM_CUDA : TERSE_MEM_HOST)) {
+        terse_error(TERSE_LOG_COMM, (mem == TERSE_MEM_CUDA) ?
+                    "device buffers need a context over TERSE_TRANSPORT_NCCL" :
+                    "a context over NCCL takes device buffers only");
         return TERSE_ERR_UNSUPPORTED;
+    }
+    ctx->stream = stream;
+    if ((ctx->dev != NULL) && (dtype == TERSE_FLOAT64)) {
+        /* doubles are not compressed on the device path */
+        ctx->stats.bytes_plain += (uint64_t)(ctx->nranks - 1) * count * 16 / (uint64_t)ctx->nranks;
+        return ctx_passthrough(ctx, sendbuf, recvbuf, count, dtype,
+                               (op == TERSE_OP_AVG) ? 1.0f / (float)ctx->nranks : 1.0f);
     }
     if ((ctx->nreg > 0) && (count == ctx->reg_total) && (dtype != TERSE_FLOAT64)) {
         key = TERSE_KEY_REG;

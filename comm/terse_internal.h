@@ -68,6 +68,7 @@ typedef struct terse_slot {
     int                  nclass[TERSE_CLASS_COUNT];
     void                *ws[TERSE_CLASS_COUNT]; /* per-algorithm buffers, owned by the algo */
     size_t               mem_bytes; /* everything above, for terse_stats_t.mem_bytes */
+    const struct terse_dev_path *dev; /* device slot (NCCL context): its algorithms own ws[] */
     /* The layout and the plan the slot was built from (owned; kept for rebuilds). */
     terse_cmp_spec_t    *specs;     /* per layer */
     char               (*names)[TERSE_NAME_MAX]; /* per layer */
@@ -104,6 +105,7 @@ typedef struct terse_call {
     int                error_feedback;
     double             sq_err;      /* out: squared error of this rank's compressed input */
     uint64_t           nonfinite;   /* out: layers written as NaN */
+    terse_stream_t     stream;      /* device calls: the caller's stream (everything goes there) */
 } terse_call_t;
 
 /* ---------------------------------------------------------------- algorithms */
@@ -126,6 +128,30 @@ terse_status_t terse__algo_sparse_setup(terse_slot_t *slot, terse_transport_t *t
 terse_status_t terse__algo_sparse_run(terse_slot_t *slot, terse_call_t *call);
 void           terse__algo_sparse_cleanup(terse_slot_t *slot);
 
+/* ---------------------------------------------------------------- device path */
+/* The NCCL context's device path (comm/algo_device.c, comm/transport_nccl.c), built only with
+ * CUDA and NCCL headers. It lives outside the objects the MPI shim links (no CUDA there), so
+ * the library root reaches it through the weak table terse__nccl_path (NULL when absent).
+ * Every function enqueues on the call's stream and returns without waiting, except where
+ * noted. */
+typedef struct terse_dev_path {
+    const terse_transport_ops_t *tp_ops;  /* the NCCL transport */
+    /* Allocates slot->ws for every class (device buffers, once per slot). Synchronous. */
+    terse_status_t (*setup)(terse_ctx_t *ctx, terse_slot_t *slot);
+    void           (*cleanup)(terse_slot_t *slot);
+    /* Runs every class of the slot in the fixed order of the host path. */
+    terse_status_t (*run)(terse_ctx_t *ctx, terse_slot_t *slot, terse_call_t *call);
+    /* The exact result: ncclAllReduce of the caller's buffer (AVG when scale != 1). */
+    terse_status_t (*passthrough)(terse_ctx_t *ctx, const void *send, void *recv, size_t count,
+                                  terse_dtype_t dtype, float scale, terse_stream_t stream);
+    /* Copies `bytes` of device memory at src to a host staging buffer owned by the transport
+     * (valid until the next call) and waits: re-plan steps only. */
+    terse_status_t (*stage)(terse_ctx_t *ctx, const void *src, size_t bytes,
+                            terse_stream_t stream, const void **host_p);
+} terse_dev_path_t;
+
+extern const terse_dev_path_t terse__nccl_path __attribute__((weak));
+
 /* The deterministic sum every summing path uses (algo_native.c): a direct reduce-scatter
  * (rank r owns chunk r; peers' chunks are added in fixed rank order in fp32, fp64 for
  * doubles) and an allgather, so the result is bitwise identical on every rank whatever the
@@ -142,6 +168,9 @@ size_t terse__esize(terse_dtype_t dtype);
 /* ---------------------------------------------------------------- context */
 struct terse_ctx {
     terse_transport_t     *tp;        /* owned (finalize) */
+    const struct terse_dev_path *dev; /* NCCL context: the device path (buffers in device
+                                         memory); NULL for host transports */
+    terse_stream_t         stream;    /* device path: the stream of the call in progress */
     const terse_config_t  *cfg;       /* the process configuration */
     int                    rank, nranks;
     uint64_t               seed;

@@ -1,0 +1,742 @@
+/*
+ * algo_device: the wire algorithms of an NCCL context (device buffers), the same classes as
+ * the host path (algo_native/summable/requant/sparse.c), over the private communicator of
+ * transport_nccl.c, everything enqueued on the caller's stream:
+ *
+ *   native     ncclAllReduce of the caller's values (adjacent native layers as one range),
+ *              ncclAvg for AVG; one group for all ranges.
+ *   summable   per stage, every layer's payload packed per payload dtype, one ncclAllReduce
+ *              per dtype (NCCL's allreduce gives the same bits on every rank, which is all a
+ *              summed payload needs), then stage() / decompress(). No sentinels: the device
+ *              compressors write NaN payloads on non-finite input and NaN survives the sum.
+ *   requant    compress every chunk j of every layer, one ncclSend/ncclRecv group (the
+ *              reduce-scatter), the owner decompress_adds the p payloads of its chunk in rank
+ *              order (fp32), requantises with its residual per (layer, owned chunk), then one
+ *              ncclAllGather of the owners' messages (padded to the longest), and every rank
+ *              decodes every chunk in the same order. Bitwise equal to the host path when the
+ *              kernels are (they are tested to be): same streams, same order, same rounding.
+ *   sparse     fixed-size payloads, one ncclAllGather, decompress_add in rank order into fp32,
+ *              then the caller's dtype times the scale.
+ *
+ * Message sizes come from payload_size on the host (rule 7); validation happens in the decode
+ * kernels (rule 6). Nothing here allocates or waits on the hot path: the buffers are made once
+ * per slot (setup, synchronous), flags and squared errors stay in the compressors' status
+ * blocks. Non-finite input: the payloads carry it (NaN payload values, or the flag bit in
+ * gathered headers, which the decoders turn into NaN), so every rank's output of that layer
+ * (requant: of that chunk) holds NaN; the rank whose input was non-finite resets its own
+ * residual inside compress. Unlike the host path, other ranks do not reset their residuals
+ * (that would need the flag on the host: a synchronisation).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "terse_internal.h"
+#include "transport_nccl.h"
+
+#if TERSE_HAVE_CUDA
+#include "cuda_util.h"
+#endif
+
+#define DEV_ALIGN 256 /* byte alignment of every payload inside a fused message */
+#define DEV_NGROUPS 3 /* summable payload dtypes: fp32, fp16, bf16 */
+
+typedef struct dev_ws {
+    int            p, me;
+    /* summable */
+    unsigned       nstages;
+    unsigned      *lstages;              /* [l] */
+    size_t        *spay;                 /* [l * nstages + s]: payload bytes */
+    size_t        *soff;                 /* [l * nstages + s]: offset in its group's buffer */
+    int           *sgroup;               /* [l] */
+    size_t        *sfused;               /* [s * DEV_NGROUPS + g]: bytes of the fused message */
+    void          *sbuf[DEV_NGROUPS][2]; /* device; parity of the stage */
+    /* requant */
+    size_t        *rpay, *rlo;           /* [l * p + j] */
+    size_t        *rmsg, *rmoff;         /* [j], [j] */
+    size_t         rmax;                 /* longest message: the allgather's block */
+    unsigned char *rsend, *rrecv, *rag;  /* device */
+    float         *racc;                 /* device: sums of my chunks */
+    size_t        *racc_off;             /* [l] */
+    /* sparse */
+    size_t        *xpay, *xlo;           /* [l] */
+    size_t         xmsg;
+    unsigned char *xbuf;                 /* device: p messages */
+    /* requant and sparse decoding */
+    float         *scratch;              /* device: the longest such layer, fp32 */
+} dev_ws_t;
+
+/* cast:fp16 sums fp16 payloads although its table says bf16 (as algo_summable.c). */
+terse_dtype_t terse__cast_sum_dtype(double param) __attribute__((weak));
+
+static terse_dtype_t
+dev_sum_dtype(const terse_layer_state_t *ly)
+{
+    if ((terse__cast_sum_dtype != NULL) && (strcmp(ly->ops->name, "cast") == 0)) {
+        return terse__cast_sum_dtype(ly->param);
+    }
+    return ly->ops->sum_dtype;
+}
+
+static int
+dev_group_of(terse_dtype_t dt)
+{
+    return (dt == TERSE_FLOAT16) ? 1 : ((dt == TERSE_BFLOAT16) ? 2 : 0);
+}
+
+static const terse_dtype_t dev_group_dtype[DEV_NGROUPS] = {TERSE_FLOAT32, TERSE_FLOAT16,
+                                                           TERSE_BFLOAT16};
+
+static size_t
+dev_rq_len(const terse_layer_state_t *ly, int j)
+{
+    size_t off = TERSE_MIN((size_t)j * ly->chunk, ly->count);
+
+    return TERSE_MIN(ly->chunk, ly->count - off);
+}
+
+static terse_nccl_tp_t *
+dev_tp(const terse_ctx_t *ctx)
+{
+    return (terse_nccl_tp_t *)ctx->tp;
+}
+
+/* ---------------------------------------------------------------- setup */
+static void
+dev_cleanup(terse_slot_t *slot)
+{
+    dev_ws_t *ws = slot->ws[TERSE_CLASS_NATIVE];
+    int g, k;
+
+    if (ws == NULL) {
+        return;
+    }
+    for (g = 0; g < DEV_NGROUPS; ++g) {
+        for (k = 0; k < 2; ++k) {
+            terse__cuda_free(ws->sbuf[g][k]);
+        }
+    }
+    terse__cuda_free(ws->rsend);
+    terse__cuda_free(ws->rrecv);
+    terse__cuda_free(ws->rag);
+    terse__cuda_free(ws->racc);
+    terse__cuda_free(ws->xbuf);
+    terse__cuda_free(ws->scratch);
+    free(ws->lstages);
+    free(ws->spay);
+    free(ws->soff);
+    free(ws->sgroup);
+    free(ws->sfused);
+    free(ws->rpay);
+    free(ws->rlo);
+    free(ws->rmsg);
+    free(ws->rmoff);
+    free(ws->racc_off);
+    free(ws->xpay);
+    free(ws->xlo);
+    free(ws);
+    terse__fb_destroy(&slot->rq_fb);
+    slot->ws[TERSE_CLASS_NATIVE] = NULL;
+}
+
+static terse_status_t
+dev_alloc(void **ptr_p, size_t bytes, size_t *total_p)
+{
+    *total_p += bytes;
+    return terse__cuda_calloc(ptr_p, TERSE_MAX(bytes, (size_t)1));
+}
+
+static terse_status_t
+dev_setup_summable(terse_slot_t *slot, dev_ws_t *ws)
+{
+    const size_t nl = slot->nlayers;
+    size_t l, s, off[DEV_NGROUPS], maxg[DEV_NGROUPS];
+    int g, k;
+
+    for (l = 0; l < nl; ++l) {
+        const terse_layer_state_t *ly = &slot->layers[l];
+        if (ly->cls == TERSE_CLASS_SUMMABLE) {
+            unsigned n = (ly->ops->nstages != NULL) ? ly->ops->nstages(ly->cmp) : 1;
+            ws->nstages = TERSE_MAX(ws->nstages, n);
+        }
+    }
+    if (ws->nstages == 0) {
+        return TERSE_OK;
+    }
+    ws->lstages = calloc(nl, sizeof(unsigned));
+    ws->spay    = calloc(nl * ws->nstages, sizeof(size_t));
+    ws->soff    = calloc(nl * ws->nstages, sizeof(size_t));
+    ws->sgroup  = calloc(nl, sizeof(int));
+    ws->sfused  = calloc(ws->nstages * DEV_NGROUPS, sizeof(size_t));
+    if ((ws->lstages == NULL) || (ws->spay == NULL) || (ws->soff == NULL) ||
+        (ws->sgroup == NULL) || (ws->sfused == NULL)) {
+        return TERSE_ERR_NOMEM;
+    }
+    memset(maxg, 0, sizeof(maxg));
+    for (s = 0; s < ws->nstages; ++s) {
+        memset(off, 0, sizeof(off));
+        for (l = 0; l < nl; ++l) {
+            const terse_layer_state_t *ly = &slot->layers[l];
+            size_t pay;
+            if (ly->cls != TERSE_CLASS_SUMMABLE) {
+                continue;
+            }
+            if (s == 0) {
+                ws->lstages[l] = (ly->ops->nstages != NULL) ? ly->ops->nstages(ly->cmp) : 1;
+                ws->sgroup[l]  = dev_group_of(dev_sum_dtype(ly));
+            }
+            if (s >= ws->lstages[l]) {
+                continue;
+            }
+            TERSE_CHECK(ly->ops->payload_size(ly->cmp, ly->count, (unsigned)s, &pay));
+            g = ws->sgroup[l];
+            ws->spay[l * ws->nstages + s] = pay;
+            ws->soff[l * ws->nstages + s] = off[g];
+            off[g] += TERSE_ALIGN_UP(pay, (size_t)DEV_ALIGN); /* padding stays 0 + 0 */
+        }
+        for (g = 0; g < DEV_NGROUPS; ++g) {
+            ws->sfused[s * DEV_NGROUPS + g] = off[g];
+            maxg[g]                         = TERSE_MAX(maxg[g], off[g]);
+        }
+    }
+    for (g = 0; g < DEV_NGROUPS; ++g) {
+        if (maxg[g] == 0) {
+            continue;
+        }
+        for (k = 0; k < 2; ++k) {
+            TERSE_CHECK(dev_alloc(&ws->sbuf[g][k], maxg[g], &slot->mem_bytes));
+        }
+    }
+    return TERSE_OK;
+}
+
+static terse_status_t
+dev_setup_requant(terse_slot_t *slot, dev_ws_t *ws, size_t *maxn_p)
+{
+    const int p = ws->p, me = ws->me;
+    const size_t nl = slot->nlayers;
+    size_t l, total = 0, nacc = 0, *owned;
+    terse_status_t status = TERSE_OK;
+    int j;
+
+    if (slot->nclass[TERSE_CLASS_REQUANT] == 0) {
+        return TERSE_OK;
+    }
+    ws->rpay     = calloc(nl * (size_t)p, sizeof(size_t));
+    ws->rlo      = calloc(nl * (size_t)p, sizeof(size_t));
+    ws->rmsg     = calloc((size_t)p, sizeof(size_t));
+    ws->rmoff    = calloc((size_t)p, sizeof(size_t));
+    ws->racc_off = calloc(nl, sizeof(size_t));
+    owned        = calloc(nl, sizeof(size_t));
+    if ((ws->rpay == NULL) || (ws->rlo == NULL) || (ws->rmsg == NULL) || (ws->rmoff == NULL) ||
+        (ws->racc_off == NULL) || (owned == NULL)) {
+        free(owned);
+        return TERSE_ERR_NOMEM;
+    }
+    for (j = 0; j < p; ++j) {
+        for (l = 0; l < nl; ++l) {
+            const terse_layer_state_t *ly = &slot->layers[l];
+            size_t len;
+            if (ly->cls != TERSE_CLASS_REQUANT) {
+                continue;
+            }
+            len = dev_rq_len(ly, j);
+            if (j == 0) {
+                *maxn_p = TERSE_MAX(*maxn_p, ly->count);
+            }
+            if (len > 0) {
+                TERSE_CHECK_GOTO(ly->ops->payload_size(ly->cmp, len, 0, &ws->rpay[l * p + j]),
+                                 status, out);
+            }
+            ws->rlo[l * p + j] = ws->rmsg[j];
+            ws->rmsg[j] += TERSE_ALIGN_UP(ws->rpay[l * p + j], (size_t)DEV_ALIGN);
+            if (j == me) {
+                ws->racc_off[l] = nacc;
+                owned[l]        = len;
+                nacc += TERSE_ALIGN_UP(len, (size_t)64);
+            }
+        }
+        ws->rmoff[j] = total;
+        total += ws->rmsg[j];
+        ws->rmax = TERSE_MAX(ws->rmax, ws->rmsg[j]);
+    }
+    TERSE_CHECK_GOTO(terse__fb_create(owned, nl, TERSE_MEM_CUDA, &slot->rq_fb), status, out);
+    slot->mem_bytes += terse__fb_bytes(&slot->rq_fb);
+    TERSE_CHECK_GOTO(dev_alloc((void **)&ws->rsend, total, &slot->mem_bytes), status, out);
+    TERSE_CHECK_GOTO(dev_alloc((void **)&ws->rrecv, ws->rmsg[me] * (size_t)p, &slot->mem_bytes),
+                     status, out);
+    TERSE_CHECK_GOTO(dev_alloc((void **)&ws->rag, ws->rmax * (size_t)p, &slot->mem_bytes),
+                     status, out);
+    TERSE_CHECK_GOTO(dev_alloc((void **)&ws->racc, nacc * sizeof(float), &slot->mem_bytes),
+                     status, out);
+out:
+    free(owned);
+    return status;
+}
+
+static terse_status_t
+dev_setup_sparse(terse_slot_t *slot, dev_ws_t *ws, size_t *maxn_p)
+{
+    size_t l;
+
+    if (slot->nclass[TERSE_CLASS_SPARSE] == 0) {
+        return TERSE_OK;
+    }
+    ws->xpay = calloc(slot->nlayers, sizeof(size_t));
+    ws->xlo  = calloc(slot->nlayers, sizeof(size_t));
+    if ((ws->xpay == NULL) || (ws->xlo == NULL)) {
+        return TERSE_ERR_NOMEM;
+    }
+    for (l = 0; l < slot->nlayers; ++l) {
+        const terse_layer_state_t *ly = &slot->layers[l];
+        if (ly->cls != TERSE_CLASS_SPARSE) {
+            continue;
+        }
+        TERSE_CHECK(ly->ops->payload_size(ly->cmp, ly->count, 0, &ws->xpay[l]));
+        ws->xlo[l] = ws->xmsg;
+        ws->xmsg += TERSE_ALIGN_UP(ws->xpay[l], (size_t)DEV_ALIGN);
+        *maxn_p = TERSE_MAX(*maxn_p, ly->count);
+    }
+    return dev_alloc((void **)&ws->xbuf, ws->xmsg * (size_t)ws->p, &slot->mem_bytes);
+}
+
+static terse_status_t
+dev_setup(terse_ctx_t *ctx, terse_slot_t *slot)
+{
+    terse_nccl_tp_t *tp = dev_tp(ctx);
+    terse_status_t status;
+    size_t maxn = 0;
+    dev_ws_t *ws;
+    int prev;
+
+    ws = calloc(1, sizeof(*ws));
+    if (ws == NULL) {
+        return TERSE_ERR_NOMEM;
+    }
+    slot->ws[TERSE_CLASS_NATIVE] = ws;
+    ws->p  = tp->head.nranks;
+    ws->me = tp->head.rank;
+    TERSE_CHECK(terse__nccl_tp_enter(tp, &prev));
+    TERSE_CHECK_GOTO(dev_setup_summable(slot, ws), status, out);
+    TERSE_CHECK_GOTO(dev_setup_requant(slot, ws, &maxn), status, out);
+    TERSE_CHECK_GOTO(dev_setup_sparse(slot, ws, &maxn), status, out);
+    if (maxn > 0) {
+        TERSE_CHECK_GOTO(dev_alloc((void **)&ws->scratch, maxn * sizeof(float),
+                                   &slot->mem_bytes),
+                         status, out);
+    }
+out:
+    terse__nccl_tp_leave(prev);
+    if (status != TERSE_OK) {
+        terse_warn(TERSE_LOG_COMM, "failed to allocate the device buffers of a layout of %zu "
+                   "elements (%s)", slot->count, terse_status_str(status));
+    }
+    return status;
+}
+
+/* ---------------------------------------------------------------- run */
+#define DEV_NCCL(_call, _what) TERSE_CHECK(terse__nccl_status(api, (_call), _what))
+
+static terse_status_t
+dev_run_native(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call)
+{
+    const terse_nccl_api_t *api = tp->api;
+    const size_t es             = terse__esize(call->dtype);
+    const ncclRedOp_t op        = (call->scale != 1.0f) ? ncclAvg : ncclSum;
+    terse_status_t status       = TERSE_OK;
+    size_t l = 0, first, n;
+
+    if (slot->nclass[TERSE_CLASS_NATIVE] == 0) {
+        return TERSE_OK;
+    }
+    DEV_NCCL(api->GroupStart(), "ncclGroupStart");
+    while (l < slot->nlayers) {
+        if (slot->layers[l].cls != TERSE_CLASS_NATIVE) {
+            ++l;
+            continue;
+        }
+        first = slot->layers[l].offset;
+        n     = 0;
+        while ((l < slot->nlayers) && (slot->layers[l].cls == TERSE_CLASS_NATIVE)) {
+            n += slot->layers[l].count;
+            ++l;
+        }
+        tp->head.bytes_sent += 2 * (uint64_t)(tp->head.nranks - 1) * n * es /
+                               (uint64_t)tp->head.nranks;
+        if ((status == TERSE_OK) &&
+            (api->AllReduce((const unsigned char *)call->send + first * es,
+                            (unsigned char *)call->recv + first * es, n,
+                            terse__nccl_dtype(call->dtype), op, tp->comm,
+                            (cudaStream_t)call->stream) != ncclSuccess)) {
+            status = TERSE_ERR_NCCL;
+        }
+    }
+    DEV_NCCL(api->GroupEnd(), "ncclGroupEnd");
+    if (status != TERSE_OK) {
+        terse_error(TERSE_LOG_COMM, "ncclAllReduce of native layers failed");
+    }
+    return status;
+}
+
+static terse_status_t
+dev_run_summable(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call)
+{
+    dev_ws_t *ws                = slot->ws[TERSE_CLASS_NATIVE];
+    const terse_nccl_api_t *api = tp->api;
+    const size_t es             = terse__esize(call->dtype);
+    const size_t ns             = ws->nstages;
+    size_t l, s;
+    int g;
+
+    for (s = 0; s < ns; ++s) {
+        const int cur = (int)(s & 1);
+        for (l = 0; l < slot->nlayers; ++l) {
+            terse_layer_state_t *ly = &slot->layers[l];
+            unsigned char *dst;
+            if ((ly->cls != TERSE_CLASS_SUMMABLE) || (s >= ws->lstages[l])) {
+                continue;
+            }
+            g   = ws->sgroup[l];
+            dst = (unsigned char *)ws->sbuf[g][cur] + ws->soff[l * ns + s];
+            if (s == 0) {
+                terse_buf_t in = {(void *)((const unsigned char *)call->send + ly->offset * es),
+                                  ly->count, call->dtype, TERSE_MEM_CUDA};
+                terse_rng_t rng = terse_rng_make(call->seed, TERSE_RNG_RANDOMK, (uint32_t)l,
+                                                 call->step, TERSE_RNG_SHARED);
+                uint32_t flags = 0;
+                TERSE_CHECK(ly->ops->compress(ly->cmp, &in,
+                                              call->error_feedback ?
+                                                  terse__fb_layer(&slot->fb, l) : NULL,
+                                              &rng, dst, ws->spay[l * ns + s], &flags, NULL,
+                                              call->stream));
+            } else {
+                const unsigned char *prev =
+                    (const unsigned char *)ws->sbuf[g][cur ^ 1] + ws->soff[l * ns + s - 1];
+                TERSE_CHECK(ly->ops->stage(ly->cmp, (unsigned)s, prev, ws->spay[l * ns + s - 1],
+                                           dst, ws->spay[l * ns + s], NULL, call->stream));
+            }
+        }
+        DEV_NCCL(api->GroupStart(), "ncclGroupStart");
+        for (g = 0; g < DEV_NGROUPS; ++g) {
+            const size_t bytes = ws->sfused[s * DEV_NGROUPS + g];
+            const size_t esz   = terse_dtype_size(dev_group_dtype[g]);
+            if (bytes == 0) {
+                continue;
+            }
+            tp->head.bytes_sent += 2 * (uint64_t)(tp->head.nranks - 1) * bytes /
+                                   (uint64_t)tp->head.nranks;
+            if (api->AllReduce(ws->sbuf[g][cur], ws->sbuf[g][cur], bytes / esz,
+                               terse__nccl_dtype(dev_group_dtype[g]), ncclSum, tp->comm,
+                               (cudaStream_t)call->stream) != ncclSuccess) {
+                api->GroupEnd();
+                terse_error(TERSE_LOG_COMM, "ncclAllReduce of summable payloads failed");
+                return TERSE_ERR_NCCL;
+            }
+        }
+        DEV_NCCL(api->GroupEnd(), "ncclGroupEnd");
+        for (l = 0; l < slot->nlayers; ++l) {
+            terse_layer_state_t *ly = &slot->layers[l];
+            terse_buf_t outb;
+            if ((ly->cls != TERSE_CLASS_SUMMABLE) || (s + 1 != ws->lstages[l])) {
+                continue;
+            }
+            g    = ws->sgroup[l];
+            outb = (terse_buf_t){(unsigned char *)call->recv + ly->offset * es, ly->count,
+                                 call->dtype, TERSE_MEM_CUDA};
+            TERSE_CHECK(ly->ops->decompress(ly->cmp,
+                                            (unsigned char *)ws->sbuf[g][cur] +
+                                                ws->soff[l * ns + s],
+                                            ws->spay[l * ns + s], call->scale, &outb,
+                                            call->stream));
+        }
+    }
+    return TERSE_OK;
+}
+
+/* Decodes the fp32 accumulator of one layer into the caller's output (as the host path). */
+static terse_status_t
+dev_finish_layer(const terse_layer_state_t *ly, float *acc, terse_call_t *call)
+{
+    const size_t es = terse__esize(call->dtype);
+    unsigned char *dst = (unsigned char *)call->recv + ly->offset * es;
+
+    if (acc == (float *)dst) {
+        return TERSE_OK;
+    }
+    return terse__dev_from_f32(acc, call->scale, dst, call->dtype, ly->count, call->stream);
+}
+
+static float *
+dev_acc_of(dev_ws_t *ws, const terse_layer_state_t *ly, terse_call_t *call)
+{
+    unsigned char *dst = (unsigned char *)call->recv + ly->offset * terse__esize(call->dtype);
+
+    return ((call->dtype == TERSE_FLOAT32) && (call->scale == 1.0f)) ? (float *)dst
+                                                                     : ws->scratch;
+}
+
+static terse_status_t
+dev_run_requant(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call)
+{
+    dev_ws_t *ws                = slot->ws[TERSE_CLASS_NATIVE];
+    const terse_nccl_api_t *api = tp->api;
+    const size_t es             = terse__esize(call->dtype);
+    const int p = ws->p, me = ws->me;
+    terse_status_t status = TERSE_OK;
+    size_t l;
+    int j, q;
+
+    /* 1: compress chunk j of every layer into message j (mine last, as the host path) */
+    for (j = 0; j < p; ++j) {
+        const int jj = (me + 1 + j) % p;
+        for (l = 0; l < slot->nlayers; ++l) {
+            terse_layer_state_t *ly = &slot->layers[l];
+            const size_t len = (ly->cls == TERSE_CLASS_REQUANT) ? dev_rq_len(ly, jj) : 0;
+            const size_t off = (size_t)jj * ly->chunk;
+            terse_buf_t in;
+            terse_rng_t rng;
+            uint32_t flags = 0;
+            if (len == 0) {
+                continue;
+            }
+            in  = (terse_buf_t){(void *)((const unsigned char *)call->send +
+                                         (ly->offset + off) * es),
+                                len, call->dtype, TERSE_MEM_CUDA};
+            rng = terse_rng_advance(terse_rng_make(call->seed, TERSE_RNG_QUANT, (uint32_t)l,
+                                                   call->step, (uint32_t)me),
+                                    off);
+            TERSE_CHECK(ly->ops->compress(ly->cmp, &in,
+                                          call->error_feedback ?
+                                              terse__fb_layer(&slot->fb, l) + off : NULL,
+                                          &rng, ws->rsend + ws->rmoff[jj] + ws->rlo[l * p + jj],
+                                          ws->rpay[l * p + jj], &flags, NULL, call->stream));
+        }
+    }
+    /* 2: the reduce-scatter, one group */
+    DEV_NCCL(api->GroupStart(), "ncclGroupStart");
+    for (q = 0; q < p; ++q) {
+        if ((q == me) || (status != TERSE_OK)) {
+            continue;
+        }
+        tp->head.bytes_sent += ws->rmsg[q];
+        if ((api->Send(ws->rsend + ws->rmoff[q], ws->rmsg[q], ncclUint8, q, tp->comm,
+                       (cudaStream_t)call->stream) != ncclSuccess) ||
+            (api->Recv(ws->rrecv + (size_t)q * ws->rmsg[me], ws->rmsg[me], ncclUint8, q,
+                       tp->comm, (cudaStream_t)call->stream) != ncclSuccess)) {
+            status = TERSE_ERR_NCCL;
+        }
+    }
+    DEV_NCCL(api->GroupEnd(), "ncclGroupEnd");
+    if (status != TERSE_OK) {
+        terse_error(TERSE_LOG_COMM, "ncclSend/ncclRecv of the compressed reduce-scatter failed");
+        return status;
+    }
+    /* 3: my chunks' sums in rank order, then requantised into my block of the allgather */
+    TERSE_CHECK(terse__cuda_memset_async(ws->racc, 0, slot->rq_fb.total * sizeof(float),
+                                         call->stream));
+    for (q = 0; q < p; ++q) {
+        const unsigned char *msg = (q == me) ? ws->rsend + ws->rmoff[me]
+                                             : ws->rrecv + (size_t)q * ws->rmsg[me];
+        for (l = 0; l < slot->nlayers; ++l) {
+            const terse_layer_state_t *ly = &slot->layers[l];
+            const size_t len = (ly->cls == TERSE_CLASS_REQUANT) ? dev_rq_len(ly, me) : 0;
+            uint32_t flags   = 0;
+            if (len == 0) {
+                continue;
+            }
+            TERSE_CHECK(ly->ops->decompress_add(ly->cmp, msg + ws->rlo[l * p + me],
+                                                ws->rpay[l * p + me], ws->racc + ws->racc_off[l],
+                                                len, &flags, call->stream));
+        }
+    }
+    for (l = 0; l < slot->nlayers; ++l) {
+        terse_layer_state_t *ly = &slot->layers[l];
+        const size_t len = (ly->cls == TERSE_CLASS_REQUANT) ? dev_rq_len(ly, me) : 0;
+        const size_t off = (size_t)me * ly->chunk;
+        terse_buf_t in;
+        terse_rng_t rng;
+        uint32_t flags = 0;
+        if (len == 0) {
+            continue;
+        }
+        in  = (terse_buf_t){ws->racc + ws->racc_off[l], len, TERSE_FLOAT32, TERSE_MEM_CUDA};
+        rng = terse_rng_advance(terse_rng_make(call->seed, TERSE_RNG_REQUANT, (uint32_t)l,
+                                               call->step, (uint32_t)me),
+                                off);
+        TERSE_CHECK(ly->ops->compress(ly->cmp, &in,
+                                      call->error_feedback ? terse__fb_layer(&slot->rq_fb, l)
+                                                           : NULL,
+                                      &rng, ws->rag + (size_t)me * ws->rmax + ws->rlo[l * p + me],
+                                      ws->rpay[l * p + me], &flags, NULL, call->stream));
+    }
+    /* 4: allgather of the owners' blocks, every rank decodes every chunk alike */
+    tp->head.bytes_sent += ws->rmax * (uint64_t)(p - 1);
+    DEV_NCCL(api->AllGather(ws->rag + (size_t)me * ws->rmax, ws->rag, ws->rmax, ncclUint8,
+                            tp->comm, (cudaStream_t)call->stream),
+             "ncclAllGather");
+    for (l = 0; l < slot->nlayers; ++l) {
+        const terse_layer_state_t *ly = &slot->layers[l];
+        float *acc;
+        if (ly->cls != TERSE_CLASS_REQUANT) {
+            continue;
+        }
+        acc = dev_acc_of(ws, ly, call);
+        TERSE_CHECK(terse__cuda_memset_async(acc, 0, ly->count * sizeof(float), call->stream));
+        for (q = 0; q < p; ++q) {
+            const size_t len = dev_rq_len(ly, q);
+            uint32_t flags   = 0;
+            if (len == 0) {
+                continue;
+            }
+            TERSE_CHECK(ly->ops->decompress_add(ly->cmp,
+                                                ws->rag + (size_t)q * ws->rmax +
+                                                    ws->rlo[l * p + q],
+                                                ws->rpay[l * p + q], acc + (size_t)q * ly->chunk,
+                                                len, &flags, call->stream));
+        }
+        TERSE_CHECK(dev_finish_layer(ly, acc, call));
+    }
+    return TERSE_OK;
+}
+
+static terse_status_t
+dev_run_sparse(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call)
+{
+    dev_ws_t *ws                = slot->ws[TERSE_CLASS_NATIVE];
+    const terse_nccl_api_t *api = tp->api;
+    const size_t es             = terse__esize(call->dtype);
+    unsigned char *mine         = ws->xbuf + (size_t)ws->me * ws->xmsg;
+    size_t l;
+    int q;
+
+    for (l = 0; l < slot->nlayers; ++l) {
+        terse_layer_state_t *ly = &slot->layers[l];
+        terse_buf_t in;
+        terse_rng_t rng;
+        uint32_t flags = 0;
+        if (ly->cls != TERSE_CLASS_SPARSE) {
+            continue;
+        }
+        in  = (terse_buf_t){(void *)((const unsigned char *)call->send + ly->offset * es),
+                            ly->count, call->dtype, TERSE_MEM_CUDA};
+        rng = terse_rng_make(call->seed, TERSE_RNG_QUANT, (uint32_t)l, call->step,
+                             (uint32_t)ws->me);
+        TERSE_CHECK(ly->ops->compress(ly->cmp, &in,
+                                      call->error_feedback ? terse__fb_layer(&slot->fb, l) : NULL,
+                                      &rng, mine + ws->xlo[l], ws->xpay[l], &flags, NULL,
+                                      call->stream));
+    }
+    tp->head.bytes_sent += ws->xmsg * (uint64_t)(ws->p - 1);
+    DEV_NCCL(api->AllGather(mine, ws->xbuf, ws->xmsg, ncclUint8, tp->comm,
+                            (cudaStream_t)call->stream),
+             "ncclAllGather");
+    for (l = 0; l < slot->nlayers; ++l) {
+        const terse_layer_state_t *ly = &slot->layers[l];
+        float *acc;
+        if (ly->cls != TERSE_CLASS_SPARSE) {
+            continue;
+        }
+        acc = dev_acc_of(ws, ly, call);
+        TERSE_CHECK(terse__cuda_memset_async(acc, 0, ly->count * sizeof(float), call->stream));
+        for (q = 0; q < ws->p; ++q) {
+            uint32_t flags = 0;
+            TERSE_CHECK(ly->ops->decompress_add(ly->cmp, ws->xbuf + (size_t)q * ws->xmsg +
+                                                              ws->xlo[l],
+                                                ws->xpay[l], acc, ly->count, &flags,
+                                                call->stream));
+        }
+        TERSE_CHECK(dev_finish_layer(ly, acc, call));
+    }
+    return TERSE_OK;
+}
+
+static terse_status_t
+dev_run(terse_ctx_t *ctx, terse_slot_t *slot, terse_call_t *call)
+{
+    terse_nccl_tp_t *tp = dev_tp(ctx);
+    terse_status_t status = TERSE_OK;
+    int prev;
+
+    if (slot->ws[TERSE_CLASS_NATIVE] == NULL) {
+        return TERSE_ERR_INTERNAL;
+    }
+    TERSE_CHECK(terse__nccl_tp_enter(tp, &prev));
+    /* the classes in the host path's order: every rank enqueues the same NCCL sequence */
+    if (slot->nclass[TERSE_CLASS_SUMMABLE] > 0) {
+        TERSE_CHECK_GOTO(dev_run_summable(tp, slot, call), status, out);
+    }
+    if (slot->nclass[TERSE_CLASS_REQUANT] > 0) {
+        TERSE_CHECK_GOTO(dev_run_requant(tp, slot, call), status, out);
+    }
+    if (slot->nclass[TERSE_CLASS_SPARSE] > 0) {
+        TERSE_CHECK_GOTO(dev_run_sparse(tp, slot, call), status, out);
+    }
+    TERSE_CHECK_GOTO(dev_run_native(tp, slot, call), status, out);
+out:
+    terse__nccl_tp_leave(prev);
+    return status;
+}
+
+static terse_status_t
+dev_passthrough(terse_ctx_t *ctx, const void *send, void *recv, size_t count,
+                terse_dtype_t dtype, float scale, terse_stream_t stream)
+{
+    terse_nccl_tp_t *tp = dev_tp(ctx);
+    const terse_nccl_api_t *api = tp->api;
+    terse_status_t status;
+    int prev;
+
+    TERSE_CHECK(terse__nccl_tp_enter(tp, &prev));
+    tp->head.bytes_sent += 2 * (uint64_t)(tp->head.nranks - 1) * count * terse__esize(dtype) /
+                           (uint64_t)tp->head.nranks;
+    status = terse__nccl_status(api, api->AllReduce(send, recv, count, terse__nccl_dtype(dtype),
+                                                    (scale != 1.0f) ? ncclAvg : ncclSum,
+                                                    tp->comm, (cudaStream_t)stream),
+                                "ncclAllReduce");
+    terse__nccl_tp_leave(prev);
+    return status;
+}
+
+static terse_status_t
+dev_stage(terse_ctx_t *ctx, const void *src, size_t bytes, terse_stream_t stream,
+          const void **host_p)
+{
+    terse_nccl_tp_t *tp = dev_tp(ctx);
+    terse_status_t status = TERSE_ERR_CUDA;
+    int prev;
+
+    TERSE_CHECK(terse__nccl_tp_enter(tp, &prev));
+    if (bytes > tp->host_cap) {
+        void *h = NULL;
+        if (cudaMallocHost(&h, bytes) != cudaSuccess) {
+            terse_error(TERSE_LOG_COMM, "failed to allocate %zu bytes of pinned staging", bytes);
+            status = TERSE_ERR_NOMEM;
+            goto out;
+        }
+        if (tp->host != NULL) {
+            cudaFreeHost(tp->host);
+        }
+        tp->host     = h;
+        tp->host_cap = bytes;
+    }
+    /* re-plan steps only: the statistics are host code, so the gradient comes over once */
+    if ((cudaMemcpyAsync(tp->host, src, bytes, cudaMemcpyDeviceToHost, (cudaStream_t)stream) ==
+         cudaSuccess) &&
+        (cudaStreamSynchronize((cudaStream_t)stream) == cudaSuccess)) {
+        *host_p = tp->host;
+        status  = TERSE_OK;
+    } else {
+        terse_error(TERSE_LOG_COMM, "failed to copy a gradient to the host for statistics");
+    }
+out:
+    terse__nccl_tp_leave(prev);
+    return status;
+}
+
+const terse_dev_path_t terse__nccl_path = {
+    .tp_ops      = &terse_transport_nccl_ops,
+    .setup       = dev_setup,
+    .cleanup     = dev_cleanup,
+    .run         = dev_run,
+    .passthrough = dev_passthrough,
+    .stage       = dev_stage,
+};
