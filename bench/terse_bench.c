@@ -4,9 +4,10 @@
  * Usage: terse-bench [-m compressors|allreduce|workload] [-b minBytes] [-e maxBytes]
  *                    [-f factor] [-n iters] [-w warmup] [-c 0|1] [-d float|half|bfloat16]
  *                    [-o sum|avg] [-C spec]... [-D gaussian|lowrank|file[:path]] [-s seed]
- *                    [-J file.json] [-M model]
+ *                    [-J file.json] [-M model] [-T mpi|nccl]
  * -M names the model of -m workload (bench/bench_workload.c): resnet50, bert-base,
- * gpt2-small or a shape file.
+ * gpt2-small or a shape file. -T nccl runs -m allreduce over NCCL on device buffers
+ * (bench/bench_nccl.c): one thread per visible GPU, or one process per rank under mpirun.
  * Sizes take K, M, G suffixes (powers of 1024). -C is repeatable; without it each mode runs
  * its default set (compressors: every family and grid parameter that works on flat host
  * buffers). -J writes one JSON object per line: a header, then one per table row.
@@ -26,6 +27,9 @@
 /* Provided by bench/bench_allreduce.c when the build has it. */
 extern int terse_bench_allreduce(const terse_bench_opts_t *opts, int argc, char **argv)
     __attribute__((weak));
+/* Provided by bench/bench_nccl.c (bench/nccl.cmake) in CUDA builds with nccl.h. */
+extern int terse_bench_allreduce_nccl(const terse_bench_opts_t *opts, int argc, char **argv)
+    __attribute__((weak));
 /* Provided by bench/bench_workload.c (bench/workload.cmake) when the build has MPI. */
 extern int terse_bench_workload(const terse_bench_opts_t *opts, const char *model)
     __attribute__((weak));
@@ -37,7 +41,7 @@ bench_usage(FILE *f)
             "usage: terse-bench [-m compressors|allreduce|workload] [-b minBytes] [-e maxBytes] [-f factor]\n"
             "                   [-n iters] [-w warmup] [-c 0|1] [-d float|half|bfloat16]\n"
             "                   [-o sum|avg] [-C spec]... [-D gaussian|lowrank|file[:path]]\n"
-            "                   [-s seed] [-J file.json] [-M model]\n"
+            "                   [-s seed] [-J file.json] [-M model] [-T mpi|nccl]\n"
             "  -m  mode (default compressors)\n"
             "  -M  workload mode: resnet50, bert-base, gpt2-small or a shape file\n"
             "  -b  smallest buffer in bytes, K/M/G suffixes (default 1M)\n"
@@ -48,7 +52,8 @@ bench_usage(FILE *f)
             "  -o  reduction (allreduce mode; default sum)\n"
             "  -C  compressor spec, repeatable (default: every family and grid parameter)\n"
             "  -D  input: gaussian, lowrank or file (real gradients; default folder %s)\n"
-            "  -s  seed (default 1)               -J  JSON lines output\n",
+            "  -s  seed (default 1)               -J  JSON lines output\n"
+            "  -T  allreduce transport: mpi (host buffers, default) or nccl (device buffers)\n",
             TERSE_DATA_DIR);
 }
 
@@ -268,7 +273,7 @@ main(int argc, char **argv)
 {
     terse_bench_opts_t opts;
     const char *model = NULL;
-    int opt, rc;
+    int opt, rc, nccl = 0;
     long v;
 
     memset(&opts, 0, sizeof(opts));
@@ -285,7 +290,7 @@ main(int argc, char **argv)
     opts.seed        = 1;
 
     /* '+': stop at the first non-option, so a mode may take its own arguments after "--" */
-    while ((opt = getopt(argc, argv, "+b:e:f:n:w:c:d:o:m:C:D:J:s:M:h")) != -1) {
+    while ((opt = getopt(argc, argv, "+b:e:f:n:w:c:d:o:m:C:D:J:s:M:T:h")) != -1) {
         switch (opt) {
         case 'b':
         case 'e':
@@ -375,6 +380,13 @@ main(int argc, char **argv)
         case 'M':
             model = optarg;
             break;
+        case 'T':
+            if ((strcmp(optarg, "mpi") != 0) && (strcmp(optarg, "nccl") != 0)) {
+                fprintf(stderr, "terse-bench: -T takes mpi or nccl\n");
+                return 2;
+            }
+            nccl = (strcmp(optarg, "nccl") == 0);
+            break;
         case 'h':
             bench_usage(stdout);
             return 0;
@@ -388,7 +400,11 @@ main(int argc, char **argv)
         return 2;
     }
     if (strcmp(opts.mode, "allreduce") == 0) {
-        if (terse_bench_allreduce == NULL) {
+        if (nccl && (terse_bench_allreduce_nccl == NULL)) {
+            fprintf(stderr, "allreduce mode over nccl is not in this build (needs CUDA and nccl.h)\n");
+            return 2;
+        }
+        if (!nccl && (terse_bench_allreduce == NULL)) {
             fprintf(stderr, "allreduce mode is not in this build\n");
             return 2;
         }
@@ -405,7 +421,9 @@ main(int argc, char **argv)
             return 2;
         }
     }
-    if (strcmp(opts.mode, "allreduce") == 0) {
+    if ((strcmp(opts.mode, "allreduce") == 0) && nccl) {
+        rc = terse_bench_allreduce_nccl(&opts, argc, argv);
+    } else if (strcmp(opts.mode, "allreduce") == 0) {
         rc = terse_bench_allreduce(&opts, argc, argv);
     } else if (strcmp(opts.mode, "workload") == 0) {
         rc = terse_bench_workload(&opts, model);
