@@ -10,7 +10,8 @@
  *     at the first such call on each communicator);
  *   - count * size >= TERSE_MIN_BYTES and the plan compresses at all;
  *   - the call's place in the communicator's per-step call cycle (the sequence of
- *     (count, datatype) of such calls) has recurred TERSE_MPI_CYCLE_RECUR times;
+ *     (count, datatype) of such calls: comm/callcycle.h, shared with the NCCL shim) has
+ *     recurred TERSE_MPI_CYCLE_RECUR times;
  *   - the layout of that place was agreed by every rank (comm/terse.c: plan, sizes, memory).
  * Everything else goes to PMPI_Allreduce untouched, so it is bit-identical to a run without
  * the shim (MPI_IN_PLACE included). Device pointers pass through: the CUDA runtime is asked
@@ -36,9 +37,8 @@
 
 #include <mpi.h>
 
+#include "callcycle.h"
 #include "terse_internal.h"
-
-#define SHIM_HIST_MAX 4096
 
 typedef enum shim_state {
     SHIM_NEW = 0,     /* configuration not agreed yet */
@@ -54,11 +54,7 @@ typedef struct shim_comm {
     shim_state_t      state;
     terse_ctx_t      *ctx;      /* created when a cycle locks; owns the duplicate */
     int               ctx_failed;
-    uint64_t         *hist;     /* keys of qualifying calls while learning */
-    size_t            nhist;
-    size_t            period;   /* 0: no cycle locked */
-    uint64_t         *cycle;    /* period keys */
-    size_t            pos;      /* cycle position of the next call */
+    terse_cycle_t     cycle;    /* the per-step call cycle (callcycle.h) */
     int               dead;     /* the context was destroyed at MPI_Finalize */
     unsigned          index;    /* activation order of the context (TERSE_STATE_DIR file) */
     uint64_t          cycles;   /* call cycles completed with the context */
@@ -229,8 +225,7 @@ shim_comm_delete_fn(MPI_Comm comm, int keyval, void *attr, void *extra)
         shim_comm_free_ctx(sc);
     }
     pthread_mutex_destroy(&sc->lock);
-    free(sc->hist);
-    free(sc->cycle);
+    terse__cycle_free(&sc->cycle);
     free(sc);
     return MPI_SUCCESS;
 }
@@ -292,6 +287,7 @@ shim_comm_get(MPI_Comm comm)
         goto out;
     }
     pthread_mutex_init(&sc->lock, NULL);
+    terse__cycle_init(&sc->cycle, 1); /* the configured recurrence once agreed */
     sc->comm = comm;
     if (PMPI_Comm_set_attr(comm, shim_keyval, sc) != MPI_SUCCESS) {
         pthread_mutex_destroy(&sc->lock);
@@ -337,55 +333,9 @@ shim_agree_config(shim_comm_t *sc)
         terse_info(TERSE_LOG_SHIM, "TERSE_SHIM is 0: passing every call through");
         sc->state = SHIM_OFF;
     } else {
+        terse__cycle_init(&sc->cycle, (size_t)cfg->MPI_CYCLE_RECUR);
         sc->state = SHIM_ON;
     }
-}
-
-/* Appends key to the history and tries to lock a cycle: the shortest period P whose last
- * (recur + 1) repetitions are equal. Returns 1 when locked at this call. */
-static int
-shim_learn(shim_comm_t *sc, uint64_t key, size_t recur)
-{
-    size_t n, P, i, need;
-
-    if (sc->hist == NULL) {
-        sc->hist = malloc(SHIM_HIST_MAX * sizeof(uint64_t));
-        if (sc->hist == NULL) {
-            return 0;
-        }
-    }
-    if (sc->nhist == SHIM_HIST_MAX) {
-        /* forget the older half: the same on every rank */
-        memmove(sc->hist, sc->hist + SHIM_HIST_MAX / 2, (SHIM_HIST_MAX / 2) * sizeof(uint64_t));
-        sc->nhist = SHIM_HIST_MAX / 2;
-    }
-    sc->hist[sc->nhist++] = key;
-    n = sc->nhist;
-    for (P = 1; (recur + 1) * P <= n; ++P) {
-        if (sc->hist[n - 1 - P] != key) {
-            continue;
-        }
-        need = recur * P;
-        for (i = 0; i < need; ++i) {
-            if (sc->hist[n - 1 - i] != sc->hist[n - 1 - i - P]) {
-                break;
-            }
-        }
-        if (i == need) {
-            free(sc->cycle);
-            sc->cycle = malloc(P * sizeof(uint64_t));
-            if (sc->cycle == NULL) {
-                return 0;
-            }
-            memcpy(sc->cycle, sc->hist + n - P, P * sizeof(uint64_t));
-            sc->period = P;
-            sc->pos    = 0;      /* this call was the last place of the cycle */
-            sc->nhist  = 0;
-            terse_info(TERSE_LOG_SHIM, "call cycle of %zu allreduces locked", P);
-            return 1;
-        }
-    }
-    return 0;
 }
 
 static int
@@ -404,8 +354,7 @@ MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype dataty
     terse_dtype_t dtype;
     terse_status_t st;
     shim_comm_t *sc;
-    uint64_t key;
-    size_t place, bytes;
+    size_t place = 0, bytes;
     int inter = 0, size = 0, rc, finalized = 0;
 
     /* what never qualifies, whatever the configuration */
@@ -442,26 +391,18 @@ MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype dataty
     }
 
     /* the call cycle */
-    key = ((uint64_t)(unsigned)count << 8) ^ (uint64_t)dtype;
-    if (sc->period > 0) {
-        if (sc->cycle[sc->pos] != key) {
-            terse_warn(TERSE_LOG_SHIM, "the allreduce call cycle changed (place %zu of %zu): "
-                       "passing through until it recurs again", sc->pos, sc->period);
-            sc->period = 0;
-            if (sc->ctx != NULL) {
-                terse__ctx_set_uniform(sc->ctx, cfg->COMPRESSOR); /* drops the old places */
-            }
+    switch (terse__cycle_feed(&sc->cycle, terse__cycle_key((size_t)count, dtype, TERSE_OP_SUM),
+                              &place)) {
+    case TERSE_CYCLE_BROKEN:
+        if (sc->ctx != NULL) {
+            terse__ctx_set_uniform(sc->ctx, cfg->COMPRESSOR); /* drops the old places */
         }
-    }
-    if (sc->period == 0) {
-        if (!shim_learn(sc, key, (size_t)cfg->MPI_CYCLE_RECUR)) {
-            pthread_mutex_unlock(&sc->lock);
-            return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
-        }
-        place = sc->period - 1;
-    } else {
-        place   = sc->pos;
-        sc->pos = (sc->pos + 1) % sc->period;
+        /* fall through */
+    case TERSE_CYCLE_LEARNING:
+        pthread_mutex_unlock(&sc->lock);
+        return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+    default:
+        break;
     }
 
     if (sc->ctx == NULL) {
@@ -492,7 +433,7 @@ MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype dataty
     st = terse__allreduce_keyed(sc->ctx, TERSE_KEY_SHIM | place,
                                 (sendbuf == MPI_IN_PLACE) ? recvbuf : sendbuf, recvbuf,
                                 (size_t)count, dtype, TERSE_OP_SUM);
-    if ((st == TERSE_OK) && (place + 1 == sc->period)) {
+    if ((st == TERSE_OK) && (place + 1 == sc->cycle.period)) {
         sc->cycles++;
         if ((cfg->STATE_EVERY > 0) && ((sc->cycles % (uint64_t)cfg->STATE_EVERY) == 0)) {
             shim_state_save(sc, "every");
