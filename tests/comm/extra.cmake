@@ -18,3 +18,15 @@ if(TERSE_HAVE_MPI AND TARGET terse-mpi AND TARGET mpi_train AND NOT TERSE_SANITI
                              RUN_SERIAL ON)
     endforeach()
 endif()
+
+# The shims' dynamic sections and exports (readelf -d, nm -D): CPU tests, CI runs them.
+if(TARGET terse-mpi)
+    add_test(NAME shim_deps_mpi COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/comm/shim_deps_test.sh
+             mpi $<TARGET_FILE:terse-mpi>)
+    set_tests_properties(shim_deps_mpi PROPERTIES TIMEOUT 30 LABELS cpu)
+endif()
+if(TARGET terse-nccl)
+    add_test(NAME shim_deps_nccl COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/comm/shim_deps_test.sh
+             nccl $<TARGET_FILE:terse-nccl>)
+    set_tests_properties(shim_deps_nccl PROPERTIES TIMEOUT 30 LABELS cpu)
+endif()
