@@ -30,3 +30,23 @@ if(TARGET terse-nccl)
              nccl $<TARGET_FILE:terse-nccl>)
     set_tests_properties(shim_deps_nccl PROPERTIES TIMEOUT 30 LABELS cpu)
 endif()
+
+# The PyTorch helper's pure-Python parts (no torch needed): CPU, CI.
+find_program(TERSE_PYTHON3 python3)
+if(TERSE_PYTHON3)
+    add_test(NAME shim_torch_helper
+             COMMAND ${TERSE_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/comm/test_terse_helper.py)
+    set_tests_properties(shim_torch_helper PROPERTIES TIMEOUT 30 LABELS cpu)
+endif()
+
+# libterse-nccl.so under PyTorch on 2 GPUs (tests/comm/shim_nccl_test.sh says what each mode
+# checks); exit 77 (no torch, fewer than 2 GPUs) counts as skipped.
+if(TARGET terse-nccl AND NOT TERSE_SANITIZE)
+    foreach(_mode passthrough compress envdiff badenv helper)
+        add_test(NAME shim_nccl_${_mode}
+                 COMMAND ${CMAKE_COMMAND} -E env SHIM=$<TARGET_FILE:terse-nccl> SRC=${CMAKE_SOURCE_DIR}
+                         bash ${CMAKE_CURRENT_SOURCE_DIR}/comm/shim_nccl_test.sh ${_mode})
+        set_tests_properties(shim_nccl_${_mode} PROPERTIES TIMEOUT 300 LABELS gpu RUN_SERIAL ON
+                             SKIP_RETURN_CODE 77)
+    endforeach()
+endif()
