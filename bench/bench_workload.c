@@ -27,6 +27,8 @@
  *   #wrong  ranks whose result differs bitwise from rank 0's (a 64-bit hash of the output,
  *           allgathered) plus non-finite output elements over all ranks: 0 when healthy
  *   cmp     layers the plan compresses (not "none") / layers
+ *   intra, inter  of the bytes sent per step (rank 0, MB): inside the node uncompressed and
+ *           between nodes compressed, when the allreduce is hierarchical (TERSE_HIERARCHY)
  * Input: each rank draws N(0, 1) (-D gaussian, salted by the rank) and scales each layer so
  * its squared norm matches the layer's sq_norm in bench/plan_data/<model>.tsv (per-layer
  * statistics of real gradients) when that file exists and names the layer; layers it does not
@@ -306,6 +308,7 @@ typedef struct bw_row {
     double   time_ms, ratio, relerr;
     uint64_t wrong;
     size_t   ncmp;      /* layers the plan compresses */
+    double   intra, inter; /* bytes per step inside / between nodes (hierarchical) */
     long     presteps;  /* untimed scheduler warm-up steps */
 } bw_row_t;
 
@@ -485,6 +488,8 @@ bw_run_setting(bw_run_t *r, const char *setting, bw_row_t *row)
         plainb     = (double)(st1.bytes_plain - st0.bytes_plain);
         row->ratio = (sent > 0.0) ? plainb / sent : 1.0;
         row->ncmp  = bw_plan_compressed(ctx, r->m->nlayers);
+        row->intra = (double)(st1.bytes_intra - st0.bytes_intra) / TERSE_MAX(r->b->iters, 1);
+        row->inter = (double)(st1.bytes_inter - st0.bytes_inter) / TERSE_MAX(r->b->iters, 1);
         terse_ctx_destroy(ctx);
     }
     return 0;
@@ -553,8 +558,9 @@ bw_table(const terse_bench_opts_t *opts, bw_model_t *m, const char **set, int ns
         printf("# per setting: scheduler warm-up (auto only), 1 check step, %d warm-up, %d timed "
                "steps; relerr against the plain row's result\n", opts->warmup, opts->iters);
         printf("#      model      setting        size  pre    time   algbw  speedup   ratio   "
-               "relerr  #wrong      cmp\n");
-        printf("#                                 (B)         (ms)  (GB/s)\n");
+               "relerr  #wrong      cmp    intra    inter\n");
+        printf("#                                 (B)         (ms)  (GB/s)                     "
+               "                          (MB)     (MB)\n");
         fflush(stdout);
         if (opts->json != NULL) {
             fprintf(opts->json,
@@ -583,10 +589,11 @@ bw_table(const terse_bench_opts_t *opts, bw_model_t *m, const char **set, int ns
         if (r.rank == 0) {
             char cmp[32];
             snprintf(cmp, sizeof(cmp), "%zu/%zu", row.ncmp, m->nlayers);
-            printf("%12s %12s %11zu %4ld %7.1f %7.3f %8.2f %7.2f  %7.1e %7llu %8s\n", m->name,
-                   (setting != NULL) ? setting : "plain", bytes, row.presteps, row.time_ms,
-                   algbw, (row.time_ms > 0.0) ? plain_ms / row.time_ms : 0.0, row.ratio,
-                   row.relerr, (unsigned long long)row.wrong, (setting != NULL) ? cmp : "-");
+            printf("%12s %12s %11zu %4ld %7.1f %7.3f %8.2f %7.2f  %7.1e %7llu %8s %8.2f %8.2f\n",
+                   m->name, (setting != NULL) ? setting : "plain", bytes, row.presteps,
+                   row.time_ms, algbw, (row.time_ms > 0.0) ? plain_ms / row.time_ms : 0.0,
+                   row.ratio, row.relerr, (unsigned long long)row.wrong,
+                   (setting != NULL) ? cmp : "-", row.intra / 1e6, row.inter / 1e6);
             fflush(stdout);
             if (opts->json != NULL) {
                 fprintf(opts->json,
@@ -594,11 +601,12 @@ bw_table(const terse_bench_opts_t *opts, bw_model_t *m, const char **set, int ns
                         "\"nranks\":%d,\"layers\":%zu,\"size\":%zu,\"presteps\":%ld,"
                         "\"time_ms\":%.3f,\"algbw\":%.4f,\"speedup\":%.3f,\"ratio\":%.4f,"
                         "\"relerr\":%.4e,\"wrong\":%llu,\"compressed_layers\":%zu,"
-                        "\"check\":%d}\n",
+                        "\"check\":%d,\"bytes_intra\":%.0f,\"bytes_inter\":%.0f}\n",
                         m->name, (setting != NULL) ? setting : "plain", r.nranks, m->nlayers,
                         bytes, row.presteps, row.time_ms, algbw,
                         (row.time_ms > 0.0) ? plain_ms / row.time_ms : 0.0, row.ratio,
-                        row.relerr, (unsigned long long)row.wrong, row.ncmp, opts->check);
+                        row.relerr, (unsigned long long)row.wrong, row.ncmp, opts->check,
+                        row.intra, row.inter);
                 fflush(opts->json);
             }
         }
