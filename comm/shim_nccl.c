@@ -99,7 +99,10 @@ typedef struct shim_comm {
     uint32_t          layout_gen;  /* bumped when a place's layout binding changes */
 } shim_comm_t;
 
-static pthread_mutex_t shim_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Lock order: shim_lock before a record's lock (terse_nccl_counters); a record's lock before
+ * shim_layout_lock (the allreduce binding a layout). */
+static pthread_mutex_t shim_lock        = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t shim_layout_lock = PTHREAD_MUTEX_INITIALIZER;
 static shim_comm_t    *shim_list;
 static shim_layout_t  *shim_layouts;
 static __thread int    shim_group_depth;
@@ -405,13 +408,13 @@ shim_layout_find(const void *buf, size_t count)
 {
     const shim_layout_t *l;
 
-    pthread_mutex_lock(&shim_lock);
+    pthread_mutex_lock(&shim_layout_lock);
     for (l = shim_layouts; l != NULL; l = l->next) {
         if ((l->buf == buf) && (l->total == count)) {
             break;
         }
     }
-    pthread_mutex_unlock(&shim_lock);
+    pthread_mutex_unlock(&shim_layout_lock);
     return l;
 }
 
@@ -945,7 +948,7 @@ terse_nccl_register_layout(const void *buf, size_t n, const uint64_t *offsets,
     lay->buf   = buf;
     lay->n     = nl;
     lay->total = at;
-    pthread_mutex_lock(&shim_lock);
+    pthread_mutex_lock(&shim_layout_lock);
     for (pp = &shim_layouts; *pp != NULL; pp = &(*pp)->next) {
         if ((*pp)->buf == buf) {
             /* replaced: the old record stays allocated (a place may still point at it) but
@@ -958,7 +961,7 @@ terse_nccl_register_layout(const void *buf, size_t n, const uint64_t *offsets,
     }
     lay->next    = shim_layouts;
     shim_layouts = lay;
-    pthread_mutex_unlock(&shim_lock);
+    pthread_mutex_unlock(&shim_layout_lock);
     terse_info(TERSE_LOG_SHIM, "layout of %zu layers (%zu elements) registered for buffer %p",
                nl, at, buf);
     return TERSE_OK;
@@ -1016,6 +1019,29 @@ shim_find_nccl(struct dl_phdr_info *info, size_t size, void *data)
     return 0;
 }
 
+/* 1 in a launcher (torchrun passes LD_PRELOAD to its workers and has it itself: it imports
+ * torch, so libnccl is mapped, but it never communicates). */
+static int
+shim_is_launcher(void)
+{
+    char buf[4096];
+    size_t n = 0, i;
+    FILE *f = fopen("/proc/self/cmdline", "r");
+
+    if (f != NULL) {
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+    }
+    for (i = 0; i < n; ++i) {
+        if (buf[i] == '\0') {
+            buf[i] = ' ';
+        }
+    }
+    buf[n] = '\0';
+    return (strstr(buf, "torchrun") != NULL) || (strstr(buf, "torch.distributed.run") != NULL) ||
+           (strstr(buf, "torch.distributed.launch") != NULL);
+}
+
 /* No CUDA or NCCL work here: a report only. */
 __attribute__((destructor)) static void
 shim_fini(void)
@@ -1030,7 +1056,7 @@ shim_fini(void)
         return;
     }
     dl_iterate_phdr(shim_find_nccl, &loaded);
-    if (loaded) {
+    if (loaded && !shim_is_launcher()) {
         terse_warn(TERSE_LOG_SHIM, "libnccl was loaded but no ncclAllReduce reached terse's "
                    "shim (NCCL linked statically, or called through a symbol terse does not "
                    "define): nothing was compressed");

@@ -49,7 +49,7 @@ def main():
         os.environ["TERSE_QUANT_BUCKET"] = "1024"
     torch.cuda.set_device(local)
     dev = torch.device("cuda", local)
-    dist.init_process_group("nccl", device_id=dev)
+    dist.init_process_group("nccl")  # lazy init: eager init may pick nonblocking comms
     world = dist.get_world_size()
 
     def rnd(n, dtype, scale=1.0, seed_off=0):
