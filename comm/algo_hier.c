@@ -188,6 +188,93 @@ terse__hier_ctx_init(terse_ctx_t *ctx, const char *topo_spec, int mode, size_t c
     return TERSE_OK;
 }
 
+/* Times allreduces of 1 and 256 K floats over tp (every group of the split at once, as the
+ * hierarchical allreduce runs them), best of a few; MAX over all ranks of ctx->tp. */
+static terse_status_t
+hier_time_level(terse_ctx_t *ctx, terse_transport_t *tp, float *buf, size_t big, double *t_p)
+{
+    uint64_t v[2];
+    double t;
+    int s, rep;
+
+    for (s = 0; s < 2; ++s) {
+        t_p[s] = 1e30;
+        for (rep = 0; rep < ((s == 0) ? 5 : 3); ++rep) {
+            t = terse__time_now();
+            TERSE_CHECK(tp->ops->allreduce(tp, buf, buf, (s == 0) ? 1 : big, TERSE_TP_SUM_F32));
+            t_p[s] = TERSE_MIN(t_p[s], terse__time_now() - t);
+        }
+    }
+    v[0] = (uint64_t)(t_p[0] * 1e9);
+    v[1] = (uint64_t)(t_p[1] * 1e9);
+    TERSE_CHECK(ctx->tp->ops->allreduce(ctx->tp, v, v, 2, TERSE_TP_MAX_U64));
+    t_p[0] = (double)v[0] * 1e-9;
+    t_p[1] = TERSE_MAX((double)v[1] - (double)v[0], 1.0) * 1e-9;
+    return TERSE_OK;
+}
+
+terse_status_t
+terse__hier_calibrate(terse_ctx_t *ctx, terse_sched_cost_t *cost)
+{
+    const terse_hier_ctx_t *h = ctx->hier;
+    const size_t big          = (size_t)1 << 18;
+    const double bytes        = (double)(big * sizeof(float));
+    double alpha[2], bw[2], t[2];
+    uint64_t v[1];
+    float *buf;
+    int lv, w, f;
+
+    if (h == NULL) {
+        return TERSE_OK;
+    }
+    buf  = calloc(big, sizeof(float));
+    v[0] = (buf == NULL);
+    TERSE_CHECK(ctx->tp->ops->allreduce(ctx->tp, v, v, 1, TERSE_TP_MAX_U64));
+    if (v[0] != 0) {
+        free(buf);
+        terse_warn(TERSE_LOG_SCHED, "no memory to calibrate the cost model: using defaults");
+        return TERSE_OK;
+    }
+    for (lv = 0; lv < 2; ++lv) {
+        terse_transport_t *tp = (lv == 0) ? h->intra : h->inter;
+        const int p           = tp->nranks;
+        terse_status_t st     = hier_time_level(ctx, tp, buf, big, t);
+        if (st != TERSE_OK) {
+            free(buf);
+            return st;
+        }
+        alpha[lv] = t[0] / terse__sched_wire_msgs(TERSE_SCHED_WIRE_NATIVE, p);
+        bw[lv]    = terse__sched_wire_bytes(TERSE_SCHED_WIRE_NATIVE, bytes, p) / t[1];
+    }
+    free(buf);
+    /* the inter-node level is the node's link, used by its L ranks at once: the node's
+     * bandwidth is L times what one rank measured; TERSE_LINK_* describe it when set */
+    bw[1] *= (double)h->L;
+    if (ctx->cfg->LINK_LATENCY > 0.0) {
+        alpha[1] = ctx->cfg->LINK_LATENCY;
+    }
+    if (ctx->cfg->LINK_BANDWIDTH > 0.0) {
+        bw[1] = ctx->cfg->LINK_BANDWIDTH;
+    }
+    cost->nlevels         = 2;
+    cost->level[0].nranks = h->L;
+    cost->level[1].nranks = h->nnodes;
+    for (lv = 0; lv < 2; ++lv) {
+        for (w = 0; w < TERSE_SCHED_WIRE_COUNT; ++w) {
+            cost->level[lv].alpha[w] = alpha[lv];
+            cost->level[lv].bw[w]    = bw[lv];
+        }
+    }
+    /* a node compresses its L pieces on L ranks at once */
+    for (f = 0; f < TERSE_SCHED_FAM_COUNT; ++f) {
+        cost->cmp_tput[f] *= (double)h->L;
+    }
+    terse_info(TERSE_LOG_SCHED, "cost model: inside a node %d ranks, latency %.3g s, bus "
+               "bandwidth %.3g bytes/s; between %d nodes latency %.3g s, bandwidth %.3g bytes/s "
+               "per node", h->L, alpha[0], bw[0], h->nnodes, alpha[1], bw[1]);
+    return TERSE_OK;
+}
+
 /* ---------------------------------------------------------------- slots */
 void
 terse__hier_cleanup(terse_slot_t *slot)

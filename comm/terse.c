@@ -834,6 +834,12 @@ sched_calibrate(terse_ctx_t *ctx)
 
     terse__sched_cost_default(&ctx->cost, p, 0.0);
     sched_cpu_tput(&ctx->cost);
+    if (ctx->hier != NULL) {
+        /* one (latency, bandwidth) per level, TERSE_LINK_* for the inter-node one */
+        TERSE_CHECK(terse__hier_calibrate(ctx, &ctx->cost));
+        ctx->cost_ready = 1;
+        return TERSE_OK;
+    }
     if ((p > 1) && ((alpha <= 0.0) || (bw <= 0.0))) {
         buf = calloc(big, sizeof(float));
         v[0] = (buf == NULL);
@@ -887,8 +893,10 @@ static uint64_t
 sched_option_bytes(const terse_ctx_t *ctx, const terse_layer_state_t *ly, int fam, double param)
 {
     const terse_cmp_ops_t *ops = sched_fam_ops(fam);
+    int local = 1, nodes = ctx->nranks;
     uint64_t b;
 
+    (void)terse__hier_ctx_levels(ctx, &local, &nodes); /* hierarchical: a node's pieces */
     if (ops == NULL) {
         return UINT64_MAX;
     }
@@ -898,10 +906,10 @@ sched_option_bytes(const terse_ctx_t *ctx, const terse_layer_state_t *ly, int fa
     if ((ops->caps & TERSE_CMP_CAP_REQUANT) && !(ops->caps & TERSE_CMP_CAP_RANGE)) {
         return UINT64_MAX;
     }
-    b = terse__sched_payload_bytes(fam, param, ly->count, ly->rows, ly->cols,
-                                   (uint32_t)ctx->cfg->QUANT_BUCKET);
+    b = terse__sched_payload_bytes_split(fam, param, ly->count, ly->rows, ly->cols,
+                                         (uint32_t)ctx->cfg->QUANT_BUCKET, local);
     if ((ops->caps & TERSE_CMP_CAP_SPARSE) &&
-        (b * (uint64_t)ctx->nranks >= 2 * (uint64_t)ly->count * sizeof(float))) {
+        (b * (uint64_t)nodes >= 2 * (uint64_t)ly->count * sizeof(float))) {
         return UINT64_MAX;
     }
     return b;

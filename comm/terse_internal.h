@@ -262,6 +262,11 @@ int            terse__hier_ctx_levels(const terse_ctx_t *ctx, int *local_p, int 
 /* The transport of a level: 0 intra-node, 1 inter-node (without a hierarchy: NULL, ctx->tp).
  * Borrowed. */
 terse_transport_t *terse__hier_ctx_tp(const terse_ctx_t *ctx, int level);
+/* The cost model's two levels (issue 9): (latency, bandwidth) inside a node (L ranks) and
+ * between nodes (per node; TERSE_LINK_LATENCY / TERSE_LINK_BANDWIDTH when set), measured with
+ * every group at once, MAX over ranks; compress throughputs times L (a node's ranks compress
+ * their pieces in parallel). No-op without a hierarchy. Collective. */
+terse_status_t terse__hier_calibrate(terse_ctx_t *ctx, terse_sched_cost_t *cost);
 /* Builds slot->hier (pieces, inter-node sub-slots, buffers). TERSE_ERR_NOMEM leaves what was
  * built for terse__hier_cleanup. */
 terse_status_t terse__hier_setup(terse_ctx_t *ctx, terse_slot_t *slot);

@@ -114,6 +114,36 @@ terse__sched_payload_bytes(int fam, double param, size_t count, size_t rows, siz
     }
 }
 
+uint64_t
+terse__sched_payload_bytes_split(int fam, double param, size_t count, size_t rows, size_t cols,
+                                 uint32_t bucket, int parts)
+{
+    const size_t n = (size_t)((parts > 1) ? parts : 1);
+    uint64_t sum = 0;
+    size_t i, a, b;
+
+    if (n == 1) {
+        return terse__sched_payload_bytes(fam, param, count, rows, cols, bucket);
+    }
+    for (i = 0; i < n; ++i) {
+        if ((rows > 0) && (cols > 0)) {
+            a = rows * i / n;
+            b = rows * (i + 1) / n;
+            if (b > a) {
+                sum += terse__sched_payload_bytes(fam, param, (b - a) * cols, b - a, cols,
+                                                  bucket);
+            }
+        } else {
+            a = count * i / n;
+            b = count * (i + 1) / n;
+            if (b > a) {
+                sum += terse__sched_payload_bytes(fam, param, b - a, 0, 0, bucket);
+            }
+        }
+    }
+    return sum;
+}
+
 void
 terse__sched_cost_default(terse_sched_cost_t *cost, int nranks, double bw)
 {

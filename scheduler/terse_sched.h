@@ -174,6 +174,12 @@ uint64_t terse__sched_payload_bytes(int fam, double param, size_t count, size_t 
                                     size_t cols, uint32_t bucket);
 /* k of a density: ceil(d n), clamped to [1, n] (0 when n == 0). */
 size_t terse__sched_density_k(double density, size_t n);
+/* The hierarchical allreduce's payload (comm/algo_hier.c): the layer cut into `parts` pieces,
+ * one per rank of a node (row blocks of a matrix, equal runs of a flat layer), each compressed
+ * on its own; the sum of their terse__sched_payload_bytes, i.e. what one node sends for the
+ * layer at the inter-node level. parts <= 1: terse__sched_payload_bytes. */
+uint64_t terse__sched_payload_bytes_split(int fam, double param, size_t count, size_t rows,
+                                          size_t cols, uint32_t bucket, int parts);
 
 /* ---------------------------------------------------------------- cost model (costmodel.c) */
 #define TERSE_SCHED_MAX_LEVELS 3

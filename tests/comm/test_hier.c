@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "terse_internal.h"
+#include "terse_sched.h"
 #include "terse_test.h"
 
 #define HIER_MAXP 6
@@ -503,7 +504,147 @@ test_hier_uneven(void)
     }
 }
 
+/* The per-level payload of the planner: row blocks and flat runs, summed. */
+static void
+test_hier_payload_split(void)
+{
+    const int q = terse__sched_fam_find("quant"), ps = terse__sched_fam_find("powersgd");
+
+    CU_ASSERT_EQUAL(terse__sched_payload_bytes_split(q, 4, 10000, 0, 0, 512, 1),
+                    terse__sched_payload_bytes(q, 4, 10000, 0, 0, 512));
+    /* two runs of 5000: each 24 + 8 x 10 + 2500 */
+    CU_ASSERT_EQUAL(terse__sched_payload_bytes_split(q, 4, 10000, 0, 0, 512, 2),
+                    2 * (24 + 8 * 10 + 2500));
+    /* PowerSGD rank 4 on 100 x 50 in two row blocks of 50 x 50: 2 x 4 x 4 x (50 + 50) */
+    CU_ASSERT_EQUAL(terse__sched_payload_bytes_split(ps, 4, 5000, 100, 50, 512, 2), 3200);
+    CU_ASSERT_EQUAL(terse__sched_payload_bytes_split(ps, 4, 5000, 100, 50, 512, 1), 2400);
+    /* more parts than rows: empty blocks cost nothing */
+    CU_ASSERT_EQUAL(terse__sched_payload_bytes_split(ps, 1, 150, 3, 50, 512, 4),
+                    3 * 4 * (1 + 50));
+}
+
+typedef struct hier_auto {
+    double   inter_bw;       /* modelled inter-node bandwidth (bytes/s); 0: calibrate */
+    int      steps;
+    uint64_t out[4][8];      /* hash of each step's output */
+    uint64_t plan[4];        /* checksum of the plan in force at the end */
+    size_t   ncmp[4];        /* layers compressed at the end */
+    int      nlevels[4];
+    int      level_ranks[4][2];
+    terse_status_t status[4];
+} hier_auto_t;
+
+static void
+hier_auto_rank(void *ep, int rank, int nranks, void *arg)
+{
+    hier_auto_t *run          = arg;
+    terse_ctx_params_t params = TERSE_CTX_PARAMS_INIT;
+    terse_ctx_t *ctx          = NULL;
+    float *x = malloc(HIER_TOTAL * sizeof(float)), *y = malloc(HIER_TOTAL * sizeof(float));
+    const terse_slot_t *slot;
+    int l, s, w;
+
+    (void)nranks;
+    params.transport = TERSE_TRANSPORT_LOOP;
+    params.comm      = ep;
+    params.seed      = 5;
+    run->status[rank] = terse_ctx_create(&params, &ctx);
+    if (run->status[rank] != TERSE_OK) {
+        goto out;
+    }
+    run->status[rank] = terse__hier_ctx_init(ctx, "2", TERSE_HIER_ON, 8192);
+    for (l = 0; l < HIER_NLAYERS; ++l) {
+        terse_layer_register(ctx, NULL, hier_counts[l], hier_rows[l], hier_cols[l], NULL);
+    }
+    ctx->auto_reg       = 1;
+    ctx->sched_warmup   = 1;
+    ctx->sched_replan   = 3;
+    ctx->sched_alpha    = 1.0;
+    ctx->sched_fraction = 0.0;
+    if (run->inter_bw > 0.0) {
+        terse_sched_cost_t cost;
+        terse__sched_cost_default(&cost, 2, 0.0);
+        cost.nlevels         = 2;
+        cost.level[1]        = cost.level[0];
+        cost.level[0].nranks = 2;
+        cost.level[1].nranks = 2;
+        for (w = 0; w < TERSE_SCHED_WIRE_COUNT; ++w) {
+            cost.level[0].alpha[w] = 1e-6;
+            cost.level[0].bw[w]    = 10e9;
+            cost.level[1].alpha[w] = 1e-6;
+            cost.level[1].bw[w]    = run->inter_bw;
+        }
+        terse__ctx_set_cost(ctx, &cost);
+    }
+    for (s = 0; s < run->steps; ++s) {
+        terse_test_gaussian(300 + 10 * (uint64_t)rank + (uint64_t)s, x, HIER_TOTAL);
+        if (terse_allreduce(ctx, x, y, HIER_TOTAL, TERSE_FLOAT32, TERSE_OP_SUM, TERSE_MEM_HOST,
+                            NULL) != TERSE_OK) {
+            run->status[rank] = TERSE_ERR_INTERNAL;
+        }
+        run->out[rank][s] = terse__hash64(y, HIER_TOTAL * sizeof(float), 9);
+    }
+    for (slot = ctx->slots; slot != NULL; slot = slot->next) {
+        if (slot->key == TERSE_KEY_REG) {
+            run->plan[rank] = slot->plan_sum;
+            for (l = 0; l < (int)slot->nlayers; ++l) {
+                run->ncmp[rank] += (slot->layers[l].cls != TERSE_CLASS_NATIVE);
+            }
+            CU_ASSERT(slot->hier != NULL);
+        }
+    }
+    run->nlevels[rank]        = ctx->cost.nlevels;
+    run->level_ranks[rank][0] = ctx->cost.level[0].nranks;
+    run->level_ranks[rank][1] = ctx->cost.level[1].nranks;
+    terse_ctx_destroy(ctx);
+out:
+    free(x);
+    free(y);
+}
+
+/* The scheduler over the hierarchy: a slow modelled inter-node level makes the plan compress,
+ * a fast one keeps every layer uncompressed; the calibration measures two levels; every rank
+ * agrees on the plan and the outputs, step by step. */
+static void
+test_hier_auto(void)
+{
+    static const double bws[] = {1e6, 1e13, 0.0};
+    int c, r, s;
+
+    for (c = 0; c < 3; ++c) {
+        hier_auto_t run;
+
+        memset(&run, 0, sizeof(run));
+        run.inter_bw = bws[c];
+        run.steps    = 5;
+        TERSE_TEST_OK(terse_loop_run(4, hier_auto_rank, &run));
+        for (r = 0; r < 4; ++r) {
+            TERSE_TEST_OK(run.status[r]);
+            CU_ASSERT(run.plan[r] == run.plan[0]);
+            CU_ASSERT(run.plan[r] != 0);
+            CU_ASSERT(run.ncmp[r] == run.ncmp[0]);
+            for (s = 0; s < run.steps; ++s) {
+                CU_ASSERT(run.out[r][s] == run.out[0][s]);
+            }
+            CU_ASSERT_EQUAL(run.nlevels[r], 2);
+            CU_ASSERT_EQUAL(run.level_ranks[r][0], 2);
+            CU_ASSERT_EQUAL(run.level_ranks[r][1], 2);
+        }
+        if (c == 0) {
+            CU_ASSERT(run.ncmp[0] == HIER_NLAYERS); /* 1 MB/s between nodes: compress all */
+        } else if (c == 1) {
+            CU_ASSERT(run.ncmp[0] == 0); /* 10 TB/s: compressing does not pay */
+        }
+        if (terse_test_verbose()) {
+            printf("\n  inter bw %.0e: %zu of %d layers compressed", bws[c], run.ncmp[0],
+                   HIER_NLAYERS);
+        }
+    }
+}
+
 CU_TestInfo test_hier_tests[] = {
+    {"planner payload of a node's pieces", test_hier_payload_split},
+    {"scheduler: two-level cost model, agreed plans", test_hier_auto},
     {"every family: exact-sum bound, bitwise identical", test_hier_every_family},
     {"uncompressed equals flat on exact sums", test_hier_equals_flat},
     {"non-finite input: the whole layer on every rank", test_hier_nonfinite},
