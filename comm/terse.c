@@ -2268,6 +2268,12 @@ terse_state_save(const terse_ctx_t *ctx, const char *path)
     if ((ctx == NULL) || (path == NULL)) {
         return TERSE_ERR_INVALID;
     }
+    if (ctx->hier != NULL) {
+        /* the residuals live in the hierarchy's per-piece sub-slots: not in the format yet */
+        terse_error(TERSE_LOG_COMM, "saving state is not supported with the hierarchical "
+                    "allreduce yet (TERSE_HIERARCHY=flat can save)");
+        return TERSE_ERR_UNSUPPORTED;
+    }
     TERSE_CHECK(terse__path_expand(path, ctx->rank, file, sizeof(file)));
     n    = ctx->nreg;
     slot = slot_find((terse_ctx_t *)ctx, TERSE_KEY_REG);
@@ -2496,6 +2502,11 @@ terse_state_load(terse_ctx_t *ctx, const char *path)
 
     if ((ctx == NULL) || (path == NULL)) {
         return TERSE_ERR_INVALID;
+    }
+    if (ctx->hier != NULL) { /* every rank alike: the hierarchy is the same everywhere */
+        terse_error(TERSE_LOG_COMM, "loading state is not supported with the hierarchical "
+                    "allreduce yet (TERSE_HIERARCHY=flat can load)");
+        return TERSE_ERR_UNSUPPORTED;
     }
     status = terse__path_expand(path, ctx->rank, file, sizeof(file));
     if (status == TERSE_OK) {
