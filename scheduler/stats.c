@@ -24,6 +24,9 @@
 #define SCHED_HIST_SHIFT 19u                      /* 23 - 4 mantissa bits */
 #define SCHED_HIST_BINS (1u << (31 - SCHED_HIST_SHIFT))
 
+/* The weight of element i of a weighted estimate (1 when unweighted). */
+#define SCHED_W(w, i) (((w) != NULL) ? (double)(w)[i] : 1.0)
+
 static const double sched_default_topk[]    = {0.001, 0.003, 0.01, 0.03, 0.1};
 static const double sched_default_randomk[] = {0.001, 0.01, 0.03, 0.1};
 static const unsigned sched_default_ranks[] = {1, 2, 4, 8, 16, 32};
@@ -61,6 +64,7 @@ terse__sched_grid_default(terse_sched_grid_t *grid, uint32_t bucket)
     grid->quant_bucket = (bucket == 0) ? 512 : bucket;
     grid->oversample   = 8;
     grid->power_iters  = 1;
+    grid->share        = 1;
 }
 
 int
@@ -86,17 +90,25 @@ terse__sched_stats_stride(const terse_sched_grid_t *grid)
 void
 terse__sched_topk_err(const float *v, size_t n, const double *dens, size_t nd, double *err_p)
 {
+    terse__sched_topk_err_w(v, NULL, n, dens, nd, err_p);
+}
+
+void
+terse__sched_topk_err_w(const float *v, const float *w, size_t n, const double *dens, size_t nd,
+                        double *err_p)
+{
     uint32_t *cnt;
     double *ene, total = 0.0;
     size_t i, d;
     long b;
 
+    /* selection goes by |v|; what a bin loses is its weighted energy sum w v^2 */
     cnt = calloc(SCHED_HIST_BINS, sizeof(*cnt));
     ene = calloc(SCHED_HIST_BINS, sizeof(*ene));
     if ((cnt == NULL) || (ene == NULL)) {
         /* No histogram: the conservative answer (nothing kept). */
         for (i = 0; i < n; ++i) {
-            total += (double)v[i] * (double)v[i];
+            total += SCHED_W(w, i) * (double)v[i] * (double)v[i];
         }
         for (d = 0; d < nd; ++d) {
             err_p[d] = total;
@@ -113,7 +125,7 @@ terse__sched_topk_err(const float *v, size_t n, const double *dens, size_t nd, d
         x.f = v[i];
         x.u &= 0x7fffffffu;
         cnt[x.u >> SCHED_HIST_SHIFT] += 1;
-        ene[x.u >> SCHED_HIST_SHIFT] += (double)x.f * (double)x.f;
+        ene[x.u >> SCHED_HIST_SHIFT] += SCHED_W(w, i) * (double)x.f * (double)x.f;
     }
     for (b = 0; b < (long)SCHED_HIST_BINS; ++b) {
         total += ene[b];
@@ -146,6 +158,13 @@ terse__sched_topk_err(const float *v, size_t n, const double *dens, size_t nd, d
 double
 terse__sched_quant_err(const float *v, size_t n, uint32_t bucket, unsigned bits)
 {
+    return terse__sched_quant_err_w(v, NULL, n, bucket, bits);
+}
+
+double
+terse__sched_quant_err_w(const float *v, const float *w, size_t n, uint32_t bucket,
+                         unsigned bits)
+{
     double err = 0.0, levels = (double)((1u << bits) - 1u);
     size_t s, i, e;
 
@@ -175,7 +194,7 @@ terse__sched_quant_err(const float *v, size_t n, uint32_t bucket, unsigned bits)
                 j = levels - 1.0;
             }
             f = t - j;
-            acc += f * (1.0 - f);
+            acc += SCHED_W(w, i) * f * (1.0 - f);
         }
         err += acc * unit * unit;
     }
@@ -184,6 +203,12 @@ terse__sched_quant_err(const float *v, size_t n, uint32_t bucket, unsigned bits)
 
 double
 terse__sched_sign_err(const float *v, size_t n, uint32_t bucket)
+{
+    return terse__sched_sign_err_w(v, NULL, n, bucket);
+}
+
+double
+terse__sched_sign_err_w(const float *v, const float *w, size_t n, uint32_t bucket)
 {
     double err = 0.0;
     size_t s, i, e;
@@ -198,14 +223,22 @@ terse__sched_sign_err(const float *v, size_t n, uint32_t bucket)
             sa += fabs((double)v[i]);
             ss += (double)v[i] * (double)v[i];
         }
-        d = ss - sa * sa / (double)(e - s);
-        err += (d > 0.0) ? d : 0.0;
+        if (w == NULL) {
+            d = ss - sa * sa / (double)(e - s);
+            err += (d > 0.0) ? d : 0.0;
+            continue;
+        }
+        sa /= (double)(e - s); /* the bucket's scale: every value becomes +-sa */
+        for (i = s; i < e; ++i) {
+            d = fabs((double)v[i]) - sa;
+            err += (double)w[i] * d * d;
+        }
     }
     return err;
 }
 
 static double
-sched_cast_err(const float *v, size_t n, double param)
+sched_cast_err(const float *v, const float *w, size_t n, double param)
 {
     double err = 0.0, d;
     size_t i;
@@ -214,7 +247,7 @@ sched_cast_err(const float *v, size_t n, double param)
         float r = (param == 0.0) ? terse_bf16_to_float(terse_float_to_bf16(v[i]))
                                  : terse__half_to_float(terse__float_to_half(v[i]));
         d = (double)v[i] - (double)r;
-        err += d * d;
+        err += SCHED_W(w, i) * d * d;
     }
     return err;
 }
@@ -304,7 +337,11 @@ terse__sched_svd_values(const double *a, size_t rows, size_t cols, double *sigma
 
 /* ---------------------------------------------------------------- PowerSGD */
 /* Gram-Schmidt (modified, twice) of k column vectors of length len, stored contiguously.
- * A column that vanishes is left zero. */
+ * A column that vanishes is left zero, and so is one that lies in the span of the earlier
+ * ones up to rounding (what remains is below 1e-9 of its norm): normalising that remainder
+ * would give a vector dominated by rounding, not orthogonal to the others, and every
+ * singular value estimated from such a basis would be inflated (a rank-2 matrix sketched
+ * with 30 columns showed sigma_1 sqrt(5) times too large and no error at rank 1). */
 static void
 sched_orthonormalise(double *y, size_t k, size_t len)
 {
@@ -312,7 +349,10 @@ sched_orthonormalise(double *y, size_t k, size_t len)
     int pass;
 
     for (c = 0; c < k; ++c) {
-        double *a = y + c * len, nrm = 0.0;
+        double *a = y + c * len, nrm = 0.0, nrm0 = 0.0;
+        for (i = 0; i < len; ++i) {
+            nrm0 += a[i] * a[i];
+        }
         for (pass = 0; pass < 2; ++pass) {
             for (d = 0; d < c; ++d) {
                 const double *b = y + d * len;
@@ -327,6 +367,9 @@ sched_orthonormalise(double *y, size_t k, size_t len)
         }
         for (i = 0; i < len; ++i) {
             nrm += a[i] * a[i];
+        }
+        if (!(nrm > 1e-18 * nrm0)) { /* sqrt-free: |a| <= 1e-9 |a0| */
+            nrm = 0.0;
         }
         nrm = sqrt(nrm);
         for (i = 0; i < len; ++i) {
@@ -390,10 +433,116 @@ sched_mul_t(const float *m, size_t rows, size_t cols, const double *y, size_t k,
     }
 }
 
+/* Weighted tails sum w (M - M_r)^2, M_r = Q B V_r V_r^T the rank-r approximation inside the
+ * range finder's subspace: one-sided Jacobi on the rows of B (k x cols, k <= cols) leaves row i
+ * = sigma_i v_i^T, so M_r = M_{r-1} + (Q B v_r) v_r^T, one rank-1 update of the residual per
+ * rank. B is consumed (rotated in place). Returns TERSE_OK or TERSE_ERR_NOMEM. */
+static terse_status_t
+sched_powersgd_wtail(const float *m, const float *w, size_t rows, size_t cols, const double *q,
+                     double *b, size_t k, const unsigned *ranks, size_t nr, double *wtail_p)
+{
+    const size_t mind = TERSE_MIN(rows, cols);
+    double *res = malloc(rows * cols * sizeof(*res)), *bv = malloc(k * sizeof(*bv));
+    double *u = malloc(rows * sizeof(*u)), *bcopy = malloc(k * cols * sizeof(*bcopy));
+    size_t *order = malloc(k * sizeof(*order)), i, j, c, r, done = 0;
+    double *nrm = malloc(k * sizeof(*nrm));
+
+    if ((res == NULL) || (bv == NULL) || (u == NULL) || (bcopy == NULL) || (order == NULL) ||
+        (nrm == NULL)) {
+        free(res);
+        free(bv);
+        free(u);
+        free(bcopy);
+        free(order);
+        free(nrm);
+        return TERSE_ERR_NOMEM;
+    }
+    memcpy(bcopy, b, k * cols * sizeof(*b));
+    sched_jacobi(b, k, cols);
+    for (c = 0; c < k; ++c) {
+        double t = 0.0;
+        for (j = 0; j < cols; ++j) {
+            t += b[c * cols + j] * b[c * cols + j];
+        }
+        nrm[c]   = sqrt(t);
+        order[c] = c;
+    }
+    for (c = 1; c < k; ++c) { /* descending by sigma; stable */
+        size_t x = order[c];
+        for (i = c; (i > 0) && (nrm[order[i - 1]] < nrm[x]); --i) {
+            order[i] = order[i - 1];
+        }
+        order[i] = x;
+    }
+    for (i = 0; i < rows * cols; ++i) {
+        res[i] = (double)m[i];
+    }
+    for (r = 0; r <= k; ++r) {
+        /* the weighted residual at rank r, for every grid rank equal to r */
+        double e = -1.0;
+        for (i = 0; i < nr; ++i) {
+            if ((ranks[i] == r) || ((r == k) && (ranks[i] > k))) {
+                if (e < 0.0) {
+                    e = 0.0;
+                    for (j = 0; j < rows * cols; ++j) {
+                        e += (double)w[j] * res[j] * res[j];
+                    }
+                }
+                wtail_p[i] = (ranks[i] >= mind) ? 0.0 : e;
+                ++done;
+            }
+        }
+        if ((r == k) || (done == nr)) {
+            break;
+        }
+        /* v = row order[r] of the rotated B, normalised; bv = B v; u = Q bv */
+        {
+            const double *vr = b + order[r] * cols;
+            const double inv = (nrm[order[r]] > 0.0) ? 1.0 / nrm[order[r]] : 0.0;
+            for (c = 0; c < k; ++c) {
+                double t = 0.0;
+                for (j = 0; j < cols; ++j) {
+                    t += bcopy[c * cols + j] * vr[j];
+                }
+                bv[c] = t * inv;
+            }
+            for (i = 0; i < rows; ++i) {
+                double t = 0.0;
+                for (c = 0; c < k; ++c) {
+                    t += q[c * rows + i] * bv[c];
+                }
+                u[i] = t;
+            }
+            for (i = 0; i < rows; ++i) {
+                for (j = 0; j < cols; ++j) {
+                    res[i * cols + j] -= u[i] * vr[j] * inv;
+                }
+            }
+        }
+    }
+    free(res);
+    free(bv);
+    free(u);
+    free(bcopy);
+    free(order);
+    free(nrm);
+    return TERSE_OK;
+}
+
 terse_status_t
 terse__sched_powersgd_err(const float *m, size_t rows, size_t cols, const unsigned *ranks,
                           size_t nr, unsigned oversample, unsigned power_iters, uint64_t seed,
                           double *tail_p)
+{
+    return terse__sched_powersgd_err_w(m, NULL, rows, cols, ranks, nr, oversample, power_iters,
+                                       seed, tail_p, NULL);
+}
+
+terse_status_t
+terse__sched_powersgd_err_w(const float *m, const float *w, size_t rows, size_t cols,
+                            const unsigned *ranks, size_t nr, unsigned oversample,
+                            unsigned power_iters, uint64_t seed, double *tail_p,
+                            double *wtail_p)
 {
     size_t mind = TERSE_MIN(rows, cols), k, i, maxr = 0, c;
     double *om = NULL, *y = NULL, *b = NULL, *sig = NULL, *acc = NULL, *xt = NULL, total = 0.0;
@@ -408,8 +557,15 @@ terse__sched_powersgd_err(const float *m, size_t rows, size_t cols, const unsign
     }
     k = TERSE_MIN(maxr + oversample, mind);
     if ((k == 0) || (total == 0.0)) {
+        double wt = 0.0;
+        for (i = 0; (w != NULL) && (i < rows * cols); ++i) {
+            wt += (double)w[i] * (double)m[i] * (double)m[i];
+        }
         for (i = 0; i < nr; ++i) {
             tail_p[i] = (ranks[i] >= mind) ? 0.0 : total;
+            if (wtail_p != NULL) {
+                wtail_p[i] = (ranks[i] >= mind) ? 0.0 : wt;
+            }
         }
         return TERSE_OK;
     }
@@ -473,6 +629,16 @@ terse__sched_powersgd_err(const float *m, size_t rows, size_t cols, const unsign
         }
         tail_p[i] = (total > kept) ? total - kept : 0.0;
     }
+    if ((w != NULL) && (wtail_p != NULL) &&
+        (sched_powersgd_wtail(m, w, rows, cols, y, b, k, ranks, nr, wtail_p) != TERSE_OK)) {
+        free(om);
+        free(y);
+        free(b);
+        free(sig);
+        free(acc);
+        free(xt);
+        return TERSE_ERR_NOMEM;
+    }
     free(om);
     free(y);
     free(b);
@@ -499,7 +665,15 @@ terse_status_t
 terse__sched_stats_layer(const terse_sched_grid_t *grid, const float *v, size_t count,
                          size_t rows, size_t cols, uint64_t seed, double *out)
 {
+    return terse__sched_stats_layer_w(grid, v, NULL, count, rows, cols, seed, out);
+}
+
+terse_status_t
+terse__sched_stats_layer_w(const terse_sched_grid_t *grid, const float *v, const float *w,
+                           size_t count, size_t rows, size_t cols, uint64_t seed, double *out)
+{
     double dens[TERSE_SCHED_GRID_MAX], terr[TERSE_SCHED_GRID_MAX], perr[TERSE_SCHED_GRID_MAX];
+    double pwerr[TERSE_SCHED_GRID_MAX];
     unsigned ranks[TERSE_SCHED_GRID_MAX];
     size_t slot[TERSE_SCHED_GRID_MAX]; /* option -> its entry in terr or perr */
     size_t nd = 0, nr = 0, i;
@@ -514,7 +688,7 @@ terse__sched_stats_layer(const terse_sched_grid_t *grid, const float *v, size_t 
     }
     for (i = 0; i < count; ++i) {
         double x = v[i];
-        norm += x * x;
+        norm += SCHED_W(w, i) * x * x;
         if (!isfinite(v[i])) {
             finite = 0;
         }
@@ -528,17 +702,21 @@ terse__sched_stats_layer(const terse_sched_grid_t *grid, const float *v, size_t 
             slot[i]    = nd;
             dens[nd++] = o->param;
         } else if (sched_is_psgd(o->fam) && (rows > 0)) {
+            const unsigned r = (unsigned)o->param, sh = (grid->share > 1) ? grid->share : 1;
             slot[i]     = nr;
-            ranks[nr++] = (unsigned)o->param;
+            /* rank r over `share` ranks' gradients: see terse_sched_grid_t.share; a rank that
+             * covers the whole matrix stays exact */
+            ranks[nr++] = (r >= TERSE_MIN(rows, cols)) ? r : TERSE_MAX(1u, r / sh);
         }
     }
     if (finite && (count > 0)) {
         if (nd > 0) {
-            terse__sched_topk_err(v, count, dens, nd, terr);
+            terse__sched_topk_err_w(v, w, count, dens, nd, terr);
         }
         if (nr > 0) {
-            TERSE_CHECK(terse__sched_powersgd_err(v, rows, cols, ranks, nr, grid->oversample,
-                                                  grid->power_iters, seed, perr));
+            TERSE_CHECK(terse__sched_powersgd_err_w(v, w, rows, cols, ranks, nr,
+                                                    grid->oversample, grid->power_iters, seed,
+                                                    perr, pwerr));
         }
     }
     for (i = 0; i < grid->n; ++i) {
@@ -552,17 +730,17 @@ terse__sched_stats_layer(const terse_sched_grid_t *grid, const float *v, size_t 
         } else if (count == 0) {
             *e = 0.0;
         } else if (o->fam == TERSE_SCHED_FAM_CAST) {
-            *e = sched_cast_err(v, count, o->param);
+            *e = sched_cast_err(v, w, count, o->param);
         } else if (o->fam == TERSE_SCHED_FAM_QUANT) {
-            *e = terse__sched_quant_err(v, count, grid->quant_bucket, (unsigned)o->param);
+            *e = terse__sched_quant_err_w(v, w, count, grid->quant_bucket, (unsigned)o->param);
         } else if (o->fam == TERSE_SCHED_FAM_SIGN) {
-            *e = terse__sched_sign_err(v, count, grid->quant_bucket);
+            *e = terse__sched_sign_err_w(v, w, count, grid->quant_bucket);
         } else if (sched_is_topk(o->fam)) {
             *e = terr[slot[i]];
         } else if (o->fam == TERSE_SCHED_FAM_RANDOMK) {
             *e = (1.0 - (double)terse__sched_density_k(o->param, count) / (double)count) * norm;
         } else if (sched_is_psgd(o->fam)) {
-            *e = perr[slot[i]];
+            *e = (w != NULL) ? pwerr[slot[i]] : perr[slot[i]];
         } else {
             *e = INFINITY;
         }

@@ -81,6 +81,14 @@ typedef struct terse_sched_grid {
     uint32_t             quant_bucket;  /* values per scale bucket of quant and sign (>= 1) */
     unsigned             oversample;    /* extra columns of the range finder (default 8) */
     unsigned             power_iters;   /* power iterations of the range finder (default 1) */
+    /* Ranks whose gradients PowerSGD approximates in ONE shared subspace (default 1). The
+     * statistics see one rank's gradient; PowerSGD's rank r spans the sum of `share` of them,
+     * which can be up to `share` times richer (a rank's gradient over a batch of b examples
+     * has rank <= b, so rank-32 PowerSGD looks exact on one rank's batch of 32 and is not on
+     * the sum). The estimate therefore charges rank r the tail of one rank's gradient at rank
+     * max(1, r / share): exact when the ranks' subspaces are independent, conservative when
+     * they share directions (as real gradients do). */
+    unsigned             share;
 } terse_sched_grid_t;
 
 /* The default grid (DESIGN.md section 4), in this order:
@@ -143,6 +151,20 @@ terse_status_t terse__sched_stats_layer(const terse_sched_grid_t *grid, const fl
                                         size_t count, size_t rows, size_t cols, uint64_t seed,
                                         double *out);
 
+/* The same with a weight per element: every entry above becomes a weighted sum over elements,
+ * sum_i w_i (v_i - D(C(v))_i)^2 (and [0] = sum_i w_i v_i^2); w NULL is stats_layer. With
+ * w_i = 1 / E[v_i^2] this is the error as Adam-type optimizers see it: they divide every
+ * coordinate by its own RMS, so noise on a coordinate whose gradients are small (a rare
+ * token's output column) costs as much as noise on a large one, which an unweighted
+ * squared error hides (comm/terse.c, TERSE_ERROR_MEASURE). Estimators as above, weighted:
+ * quant, sign, cast and random-k exactly; top-k selects by |v| and loses the weighted energy
+ * of what it drops; PowerSGD the weighted residual of the range finder's rank-r
+ * approximation (an upper bound of the best rank-r error within that subspace).
+ *   [in] w  count weights >= 0 (host memory; not kept), or NULL */
+terse_status_t terse__sched_stats_layer_w(const terse_sched_grid_t *grid, const float *v,
+                                          const float *w, size_t count, size_t rows,
+                                          size_t cols, uint64_t seed, double *out);
+
 /* The estimators one at a time (used by stats_layer, exposed for tests).
  * Top-k: err_p[i] for densities dens[0..nd) from one histogram. */
 void terse__sched_topk_err(const float *v, size_t n, const double *dens, size_t nd,
@@ -156,6 +178,17 @@ double terse__sched_sign_err(const float *v, size_t n, uint32_t bucket);
 terse_status_t terse__sched_powersgd_err(const float *m, size_t rows, size_t cols,
                                          const unsigned *ranks, size_t nr, unsigned oversample,
                                          unsigned power_iters, uint64_t seed, double *tail_p);
+/* Weighted variants (w NULL: the unweighted ones above). PowerSGD: wtail_p[i] gets the
+ * weighted residual of rank ranks[i]; tail_p is filled as without weights. */
+void terse__sched_topk_err_w(const float *v, const float *w, size_t n, const double *dens,
+                             size_t nd, double *err_p);
+double terse__sched_quant_err_w(const float *v, const float *w, size_t n, uint32_t bucket,
+                                unsigned bits);
+double terse__sched_sign_err_w(const float *v, const float *w, size_t n, uint32_t bucket);
+terse_status_t terse__sched_powersgd_err_w(const float *m, const float *w, size_t rows,
+                                           size_t cols, const unsigned *ranks, size_t nr,
+                                           unsigned oversample, unsigned power_iters,
+                                           uint64_t seed, double *tail_p, double *wtail_p);
 /* Singular values of a rows x cols row-major matrix (double, rows >= 1, cols >= 1) by
  * one-sided Jacobi, descending, into sigma_p[0..min(rows, cols)). Deterministic (fixed sweep
  * order). Returns TERSE_OK or TERSE_ERR_NOMEM. */

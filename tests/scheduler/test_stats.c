@@ -406,6 +406,204 @@ test_stats_layer(void)
     free(v);
 }
 
+
+/* ---------------------------------------------------------------- weighted statistics */
+/* Weighted error of one real CPU compression of v (no residual), mean over `trials` streams. */
+static double
+real_werr(const char *family, double param, const float *v, const float *w, size_t rows,
+          size_t cols, unsigned trials)
+{
+    const terse_cmp_ops_t *ops = terse__cmp_find(family);
+    const size_t n = rows * cols;
+    terse_cmp_params_t prm;
+    void *cmp = NULL, *pay;
+    float *out = malloc(n * sizeof(float));
+    size_t bytes = 0, i;
+    double err = 0.0;
+    uint32_t flags;
+    unsigned t;
+
+    memset(&prm, 0, sizeof(prm));
+    prm.size   = sizeof(prm);
+    prm.param  = param;
+    prm.count  = n;
+    prm.rows   = rows;
+    prm.cols   = cols;
+    prm.dtype  = TERSE_FLOAT32;
+    prm.mem    = TERSE_MEM_HOST;
+    prm.bucket = 64;
+    prm.nranks = 1;
+    prm.seed   = 9;
+    TERSE_TEST_OK(ops->create(&prm, &cmp));
+    TERSE_TEST_OK(ops->payload_size(cmp, n, 0, &bytes));
+    pay = malloc(bytes);
+    for (t = 0; t < trials; ++t) {
+        terse_rng_t rng = terse_rng_make(77, TERSE_RNG_QUANT, 0, t, 0);
+        terse_buf_t in  = {(void *)v, n, TERSE_FLOAT32, TERSE_MEM_HOST};
+        terse_buf_t ob  = {out, n, TERSE_FLOAT32, TERSE_MEM_HOST};
+        TERSE_TEST_OK(ops->compress(cmp, &in, NULL, &rng, pay, bytes, &flags, NULL, NULL));
+        TERSE_TEST_OK(ops->decompress(cmp, pay, bytes, 1.0f, &ob, NULL));
+        for (i = 0; i < n; ++i) {
+            const double d = (double)out[i] - (double)v[i];
+            err += (double)w[i] * d * d;
+        }
+    }
+    ops->destroy(cmp);
+    free(pay);
+    free(out);
+    return err / (double)trials;
+}
+
+/* Weighted statistics (TERSE_ERROR_MEASURE=adam's estimates) against the real compressors on
+ * a gradient whose columns differ in scale by 10^4 (an output layer over a vocabulary), with
+ * Adafactor-like weights 1 / (row x column mean square): the weighted estimate must follow the
+ * real weighted error, and must rank quant:4 far worse than plain squared error does. */
+static void
+test_stats_weighted(void)
+{
+    const size_t rows = 64, cols = 96, n = rows * cols;
+    float *v = malloc(n * sizeof(float)), *w = malloc(n * sizeof(float));
+    float *ones = malloc(n * sizeof(float));
+    terse_sched_grid_t grid;
+    double *st, *sw, *s1, tot_w = 0.0, tot = 0.0;
+    size_t stride, i, j;
+    int k;
+
+    terse_test_gaussian(61, v, n);
+    for (i = 0; i < rows; ++i) {
+        for (j = 0; j < cols; ++j) {
+            const double colscale = pow(10.0, -4.0 * (double)j / (double)(cols - 1));
+            v[i * cols + j] *= (float)colscale;
+            w[i * cols + j] = (float)(1.0 / (colscale * colscale));
+            ones[i * cols + j] = 1.0f;
+        }
+    }
+    terse__sched_grid_default(&grid, 64);
+    stride = terse__sched_stats_stride(&grid);
+    st = malloc(stride * sizeof(double));
+    sw = malloc(stride * sizeof(double));
+    s1 = malloc(stride * sizeof(double));
+    TERSE_TEST_OK(terse__sched_stats_layer(&grid, v, n, rows, cols, 3, st));
+    TERSE_TEST_OK(terse__sched_stats_layer_w(&grid, v, w, n, rows, cols, 3, sw));
+    TERSE_TEST_OK(terse__sched_stats_layer_w(&grid, v, ones, n, rows, cols, 3, s1));
+    for (i = 0; i < n; ++i) {
+        tot_w += (double)w[i] * (double)v[i] * (double)v[i];
+        tot += (double)v[i] * (double)v[i];
+    }
+    TERSE_TEST_NEAR(sw[TERSE_SCHED_STATS_NORM], tot_w, 1e-9 * tot_w);
+    /* unit weights give the unweighted statistics (PowerSGD by another route: the residual
+     * of the subspace's rank-r approximation instead of the singular value tail) */
+    for (i = 0; i < stride; ++i) {
+        if (isfinite(st[i])) {
+            TERSE_TEST_NEAR(s1[i], st[i], 1e-9 * tot + 1e-300);
+        }
+    }
+    /* against the real compressors */
+    k = terse__sched_grid_find(&grid, TERSE_SCHED_FAM_QUANT, 4);
+    {
+        const double real = real_werr("quant", 4, v, w, rows, cols, 16);
+        TERSE_TEST_NEAR(sw[TERSE_SCHED_STATS_HEAD + k], real, 0.05 * real);
+        /* the weighted measure sees what squared error hides: most of the weighted norm lost */
+        CU_ASSERT(sw[TERSE_SCHED_STATS_HEAD + k] > 0.2 * tot_w);
+        CU_ASSERT(sw[TERSE_SCHED_STATS_HEAD + k] / tot_w > 10.0 * st[TERSE_SCHED_STATS_HEAD + k] / tot);
+    }
+    k = terse__sched_grid_find(&grid, TERSE_SCHED_FAM_SIGN, 0);
+    {
+        const double real = real_werr("sign", 0, v, w, rows, cols, 1);
+        TERSE_TEST_NEAR(sw[TERSE_SCHED_STATS_HEAD + k], real, 1e-4 * real);
+    }
+    k = terse__sched_grid_find(&grid, TERSE_SCHED_FAM_CAST, 0);
+    {
+        const double real = real_werr("cast", 0, v, w, rows, cols, 1);
+        TERSE_TEST_NEAR(sw[TERSE_SCHED_STATS_HEAD + k], real, 1e-6 * real);
+    }
+    k = terse__sched_grid_find(&grid, TERSE_SCHED_FAM_TOPK, 0.1);
+    {
+        const double real = real_werr("topk", 0.1, v, w, rows, cols, 1);
+        /* the boundary bin is shared by count */
+        TERSE_TEST_NEAR(sw[TERSE_SCHED_STATS_HEAD + k], real, 0.02 * tot_w);
+    }
+    k = terse__sched_grid_find(&grid, TERSE_SCHED_FAM_RANDOMK, 0.1);
+    TERSE_TEST_NEAR(sw[TERSE_SCHED_STATS_HEAD + k],
+                    (1.0 - (double)terse__sched_density_k(0.1, n) / (double)n) * tot_w,
+                    1e-9 * tot_w);
+    free(st);
+    free(sw);
+    free(s1);
+    free(v);
+    free(w);
+    free(ones);
+}
+
+/* Weighted PowerSGD on an exactly rank-2 matrix with known factors: rank 2 loses nothing,
+ * rank 1 loses exactly the weighted second component; and `share` charges rank r the tail at
+ * rank r / share. */
+static void
+test_stats_weighted_powersgd(void)
+{
+    const size_t rows = 40, cols = 30, n = rows * cols;
+    float *m = malloc(n * sizeof(float)), *w = malloc(n * sizeof(float));
+    double u1[40], u2[40], v1[30], v2[30], exact1 = 0.0, nu = 0.0, nv = 0.0, d;
+    static const unsigned ranks[] = {1, 2};
+    double tail[2], wtail[2];
+    terse_sched_grid_t grid;
+    double *a, *b;
+    size_t i, j, stride;
+    int k1, k4;
+
+    /* orthonormal pairs by construction */
+    for (i = 0; i < rows; ++i) {
+        u1[i] = (i % 2) ? 1.0 : -1.0;
+        u2[i] = (i < rows / 2) ? 1.0 : -1.0;
+    }
+    for (j = 0; j < cols; ++j) {
+        v1[j] = 1.0;
+        v2[j] = (double)j - (double)(cols - 1) / 2.0;
+    }
+    for (i = 0; i < rows; ++i) {
+        nu += u1[i] * u2[i];
+    }
+    CU_ASSERT_EQUAL(nu, 0.0);
+    nu = sqrt((double)rows);
+    for (j = 0, d = 0.0; j < cols; ++j) {
+        d += v2[j] * v2[j];
+    }
+    nv = sqrt(d);
+    for (i = 0; i < rows; ++i) {
+        for (j = 0; j < cols; ++j) {
+            const double c2 = 0.5 * (u2[i] / nu) * (v2[j] / nv);
+            m[i * cols + j] = (float)(3.0 * (u1[i] / nu) * (v1[j] / sqrt((double)cols)) + c2);
+            w[i * cols + j] = (float)(1.0 + (double)((i * 7 + j * 3) % 5));
+        }
+    }
+    for (i = 0; i < rows; ++i) {
+        for (j = 0; j < cols; ++j) {
+            /* the float matrix's own rank-1 residual is the second component up to rounding */
+            const double c2 = 0.5 * (u2[i] / nu) * (v2[j] / nv);
+            exact1 += (double)w[i * cols + j] * c2 * c2;
+        }
+    }
+    TERSE_TEST_OK(terse__sched_powersgd_err_w(m, w, rows, cols, ranks, 2, 8, 1, 5, tail, wtail));
+    TERSE_TEST_NEAR(wtail[0], exact1, 1e-5 * exact1);
+    CU_ASSERT(wtail[1] < 1e-9 * exact1);
+    /* share: with share 4 (as 4 ranks), rank 4 is charged one rank's tail at rank 1 */
+    terse__sched_grid_default(&grid, 64);
+    stride = terse__sched_stats_stride(&grid);
+    a = malloc(stride * sizeof(double));
+    b = malloc(stride * sizeof(double));
+    TERSE_TEST_OK(terse__sched_stats_layer(&grid, m, n, rows, cols, 3, a));
+    grid.share = 4;
+    TERSE_TEST_OK(terse__sched_stats_layer(&grid, m, n, rows, cols, 3, b));
+    k1 = terse__sched_grid_find(&grid, TERSE_SCHED_FAM_POWERSGD, 1);
+    k4 = terse__sched_grid_find(&grid, TERSE_SCHED_FAM_POWERSGD, 4);
+    CU_ASSERT(a[TERSE_SCHED_STATS_HEAD + k4] < 1e-9 * a[TERSE_SCHED_STATS_NORM]);
+    TERSE_TEST_NEAR(b[TERSE_SCHED_STATS_HEAD + k4], a[TERSE_SCHED_STATS_HEAD + k1], 0.0);
+    free(a);
+    free(b);
+    free(m);
+    free(w);
+}
+
 static CU_TestInfo stats_tests[] = {
     {"jacobi singular values", test_stats_svd},
     {"powersgd tail vs exact svd (low rank)", test_stats_powersgd_lowrank},
@@ -414,6 +612,8 @@ static CU_TestInfo stats_tests[] = {
     {"quant estimate vs stochastic quantiser", test_stats_quant},
     {"sign error", test_stats_sign},
     {"layer statistics layout", test_stats_layer},
+    {"weighted statistics vs real compressors", test_stats_weighted},
+    {"weighted powersgd and rank sharing", test_stats_weighted_powersgd},
     CU_TEST_INFO_NULL,
 };
 
