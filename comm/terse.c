@@ -524,6 +524,8 @@ terse_ctx_create(const terse_ctx_params_t *params, terse_ctx_t **ctx_p)
     TERSE_CHECK_GOTO(tops->init(params->comm, &ctx->tp), status, err_free_ctx);
     ctx->rank   = ctx->tp->rank;
     ctx->nranks = ctx->tp->nranks;
+    ctx->grid.share = (unsigned)TERSE_MAX(ctx->nranks, 1); /* PowerSGD spans every rank */
+    ctx->ref_grid.share = ctx->grid.share;
     ctx->dev    = ((&terse__nccl_path != NULL) && (tops == terse__nccl_path.tp_ops)) ?
                       &terse__nccl_path : NULL;
     if (tops->kind != TERSE_TRANSPORT_LOOP) {
@@ -796,6 +798,57 @@ sched_sample(const void *buf, terse_dtype_t dtype, const terse_layer_state_t *ly
     return TERSE_OK;
 }
 
+/* TERSE_ERROR_MEASURE=adam: the weight of every sampled element, 1 / (E[g^2] + floor), so the
+ * statistics count error the way Adam-type optimizers feel it. They divide each coordinate's
+ * step by its own RMS, so noise on a coordinate with small gradients (the output column of a
+ * rare token) costs as much as noise on a large one; plain squared error hides that. On the C
+ * trainer uniform quant:4 of the 512 x 256 output layer alone moved the held-out loss out of
+ * the seeds' band, quant:4 of the 2.6x larger hidden layer did not, while the plain squared
+ * error ranked the two the other way round.
+ * E[g^2] comes from this step's gradient by Adafactor's factorisation, so it needs no state
+ * across steps: matrices E[g_ij^2] = r_i c_j / S (r, c: row and column sums of squares, S the
+ * total), flat layers their mean square. floor = 1e-3 x the layer's mean square keeps the
+ * weight of a coordinate with no gradient at all finite.
+ *   [in]  t, n, rows, cols  the sample (rows 0: flat)
+ *   [out] w                 n weights
+ *   [in]  rc                rows + cols doubles of scratch */
+static void
+sched_adam_weights(const float *t, size_t n, size_t rows, size_t cols, float *w, double *rc)
+{
+    double total = 0.0, floor_, x;
+    size_t i, j;
+
+    for (i = 0; i < n; ++i) {
+        total += (double)t[i] * (double)t[i];
+    }
+    floor_ = (n > 0) ? 1e-3 * total / (double)n : 0.0;
+    if (!(total > 0.0) || !isfinite(total)) {
+        for (i = 0; i < n; ++i) {
+            w[i] = 1.0f; /* a zero layer has no error to weigh; a non-finite one is excluded */
+        }
+        return;
+    }
+    if (rows == 0) {
+        for (i = 0; i < n; ++i) {
+            w[i] = (float)(1.0 / (total / (double)n + floor_));
+        }
+        return;
+    }
+    memset(rc, 0, (rows + cols) * sizeof(double));
+    for (i = 0; i < rows; ++i) {
+        for (j = 0; j < cols; ++j) {
+            x = (double)t[i * cols + j] * (double)t[i * cols + j];
+            rc[i] += x;
+            rc[rows + j] += x;
+        }
+    }
+    for (i = 0; i < rows; ++i) {
+        for (j = 0; j < cols; ++j) {
+            w[i * cols + j] = (float)(1.0 / (rc[i] * rc[rows + j] / total + floor_));
+        }
+    }
+}
+
 /* Compress + decompress throughput of the CPU reference code (input fp32 bytes per second),
  * rough figures of one core of our VM; the cost model's defaults are GPU kernels'. */
 static void
@@ -811,6 +864,137 @@ sched_cpu_tput(terse_sched_cost_t *cost)
     cost->cmp_tput[TERSE_SCHED_FAM_POWERSGD1] = 0.5e9;
     cost->cmp_tput[TERSE_SCHED_FAM_TOPKT]     = 0.5e9;
     cost->cmp_overhead                         = 5e-6;
+}
+
+/* Times one compress (+ stages) + decompress of family `fam` at the grid's middle parameter on
+ * a fixed pseudo-random 512 x 512 fp32 layer of this rank's memory kind (host), best of 3.
+ * Returns the seconds, or -1 when the family is not built or failed here. */
+static double
+sched_time_family(const terse_ctx_t *ctx, int fam, float *v, float *res, float *out,
+                  void *pay, size_t pay_cap)
+{
+    const terse_cmp_ops_t *ops = sched_fam_ops(fam);
+    const size_t rows = 512, cols = 512, n = rows * cols;
+    terse_cmp_params_t prm;
+    terse_buf_t in, ob;
+    terse_rng_t rng;
+    void *cmp = NULL;
+    size_t nopt = 0, i, bytes = 0, b2 = 0;
+    double param = 0.0, best = -1.0, t;
+    unsigned st, ns;
+    uint32_t flags;
+    int rep, ok = 1;
+
+    if (ops == NULL) {
+        return -1.0;
+    }
+    for (i = 0; i < ctx->grid.n; ++i) { /* the middle option of the family in the grid */
+        nopt += (ctx->grid.opt[i].fam == fam);
+    }
+    for (i = 0, nopt = (nopt + 1) / 2; (i < ctx->grid.n) && (nopt > 0); ++i) {
+        if ((ctx->grid.opt[i].fam == fam) && (--nopt == 0)) {
+            param = ctx->grid.opt[i].param;
+        }
+    }
+    memset(&prm, 0, sizeof(prm));
+    prm.size   = sizeof(prm);
+    prm.param  = param;
+    prm.count  = n;
+    prm.rows   = (ops->caps & TERSE_CMP_CAP_MATRIX) ? rows : 0;
+    prm.cols   = (ops->caps & TERSE_CMP_CAP_MATRIX) ? cols : 0;
+    prm.dtype  = TERSE_FLOAT32;
+    prm.mem    = TERSE_MEM_HOST;
+    prm.nranks = ctx->nranks;
+    prm.seed   = ctx->seed;
+    if (ops->create(&prm, &cmp) != TERSE_OK) {
+        return -1.0;
+    }
+    ns = (ops->nstages != NULL) ? ops->nstages(cmp) : 1;
+    in = (terse_buf_t){.ptr = v, .count = n, .dtype = TERSE_FLOAT32, .mem = TERSE_MEM_HOST};
+    ob = (terse_buf_t){.ptr = out, .count = n, .dtype = TERSE_FLOAT32, .mem = TERSE_MEM_HOST};
+    for (rep = 0; ok && (rep < 3); ++rep) {
+        memset(res, 0, n * sizeof(float));
+        rng = terse_rng_make(ctx->seed, TERSE_RNG_QUANT, 0, (uint32_t)rep, (uint32_t)ctx->rank);
+        t   = terse__time_now();
+        ok  = (ops->payload_size(cmp, n, 0, &bytes) == TERSE_OK) && (bytes <= pay_cap / 2) &&
+             (ops->compress(cmp, &in, res, &rng, pay, bytes, &flags, NULL, NULL) == TERSE_OK);
+        for (st = 1; ok && (st < ns); ++st) { /* this rank's payload stands in for the sum */
+            void *src = (st % 2) ? pay : (char *)pay + pay_cap / 2;
+            void *dst = (st % 2) ? (char *)pay + pay_cap / 2 : pay;
+            ok = (ops->payload_size(cmp, n, st, &b2) == TERSE_OK) && (b2 <= pay_cap / 2) &&
+                 (ops->stage(cmp, st, src, bytes, dst, b2, NULL, NULL) == TERSE_OK);
+            bytes = b2;
+        }
+        if (ok) {
+            const void *last = ((ns - 1) % 2) ? (char *)pay + pay_cap / 2 : pay;
+            ok = (ops->decompress(cmp, last, bytes, 1.0f, &ob, NULL) == TERSE_OK);
+        }
+        t = terse__time_now() - t;
+        if (ok && ((best < 0.0) || (t < best))) {
+            best = t;
+        }
+    }
+    ops->destroy(cmp);
+    return ok ? best : -1.0;
+}
+
+/* Measures every grid family's compress + decompress throughput on this rank (one 512 x 512
+ * layer each, about 10 ms in all on one core) and reduces the times with MAX over ranks, so
+ * every rank gets the same cost model and the slowest rank's times. A family that failed on
+ * any rank keeps the default figure of sched_cpu_tput. Collective. */
+static terse_status_t
+sched_measure_tput(terse_ctx_t *ctx)
+{
+    const size_t n = (size_t)512 * 512, pay_cap = 4 * n * sizeof(float);
+    uint64_t ns[TERSE_SCHED_FAM_COUNT + 1];
+    float *v   = malloc(n * sizeof(float)), *res = malloc(n * sizeof(float));
+    float *out = malloc(n * sizeof(float));
+    void *pay  = malloc(pay_cap);
+    int fam, ok = (v != NULL) && (res != NULL) && (out != NULL) && (pay != NULL);
+    size_t i;
+
+    memset(ns, 0, sizeof(ns));
+    if (ok) {
+        const terse_rng_t g = terse_rng_make(0x5eed, TERSE_RNG_TEST, 0, 0, 0);
+        for (i = 0; i < n; ++i) { /* a fixed heavy-tailed pattern, no libm */
+            const uint32_t u = terse_rng_u32(&g, i);
+            const float x    = ((float)(u & 0xffffu) - 32767.5f) * (1.0f / 32768.0f);
+            v[i] = x * x * x + 0.01f * x;
+        }
+        for (fam = TERSE_SCHED_FAM_NONE + 1; fam < TERSE_SCHED_FAM_COUNT; ++fam) {
+            const double t = sched_time_family(ctx, fam, v, res, out, pay, pay_cap);
+            /* nanoseconds; UINT64_MAX marks a failure, which MAX spreads to every rank */
+            ns[fam] = (t >= 0.0) ? (uint64_t)(t * 1e9) + 1 : UINT64_MAX;
+        }
+    } else {
+        for (fam = 0; fam < TERSE_SCHED_FAM_COUNT; ++fam) {
+            ns[fam] = UINT64_MAX;
+        }
+    }
+    free(v);
+    free(res);
+    free(out);
+    free(pay);
+    TERSE_CHECK(terse__tp_allreduce(ctx->tp, ns, ns, TERSE_SCHED_FAM_COUNT, TERSE_TP_MAX_U64));
+    for (fam = TERSE_SCHED_FAM_NONE + 1; fam < TERSE_SCHED_FAM_COUNT; ++fam) {
+        if (ns[fam] != UINT64_MAX) {
+            /* throughput net of the per-call overhead the model adds back */
+            const double t = TERSE_MAX((double)ns[fam] * 1e-9 - ctx->cost.cmp_overhead, 1e-9);
+            ctx->cost.cmp_tput[fam] = (double)(n * sizeof(float)) / t;
+        }
+    }
+    terse_info(TERSE_LOG_SCHED, "measured compress + decompress throughput (MAX of times over "
+               "ranks, GB/s): cast %.2f quant %.2f sign %.2f topk %.2f randomk %.2f powersgd %.2f "
+               "powersgd1 %.2f topkt %.2f",
+               ctx->cost.cmp_tput[TERSE_SCHED_FAM_CAST] * 1e-9,
+               ctx->cost.cmp_tput[TERSE_SCHED_FAM_QUANT] * 1e-9,
+               ctx->cost.cmp_tput[TERSE_SCHED_FAM_SIGN] * 1e-9,
+               ctx->cost.cmp_tput[TERSE_SCHED_FAM_TOPK] * 1e-9,
+               ctx->cost.cmp_tput[TERSE_SCHED_FAM_RANDOMK] * 1e-9,
+               ctx->cost.cmp_tput[TERSE_SCHED_FAM_POWERSGD] * 1e-9,
+               ctx->cost.cmp_tput[TERSE_SCHED_FAM_POWERSGD1] * 1e-9,
+               ctx->cost.cmp_tput[TERSE_SCHED_FAM_TOPKT] * 1e-9);
+    return TERSE_OK;
 }
 
 void
@@ -834,6 +1018,7 @@ sched_calibrate(terse_ctx_t *ctx)
 
     terse__sched_cost_default(&ctx->cost, p, 0.0);
     sched_cpu_tput(&ctx->cost);
+    TERSE_CHECK(sched_measure_tput(ctx));
     if (ctx->hier != NULL) {
         /* one (latency, bandwidth) per level, TERSE_LINK_* for the inter-node one */
         TERSE_CHECK(terse__hier_calibrate(ctx, &ctx->cost));
@@ -1040,7 +1225,10 @@ sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dt
     const size_t stride = terse__sched_stats_stride(&ctx->grid), nl = slot->nlayers;
     const size_t nstat  = nl * stride + nl * 3; /* candidates, then the raw budget stats */
     const double t0     = terse__time_now();
-    double *stats = calloc(nstat + 1, sizeof(double)), scale;
+    double *stats = calloc(nstat + 1, sizeof(double)), scale, *rc = NULL;
+    float *wts = NULL;
+    size_t wcap = 0;
+    const int adam = (ctx->cfg->ERROR_MEASURE == 0);
     void *ws      = malloc(terse__algo_sum_ws_size(ctx->nranks, nstat, TERSE_FLOAT64));
     terse_cmp_spec_t *specs = NULL;
     terse_plan_t plan;
@@ -1062,10 +1250,23 @@ sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dt
         const float *res = NULL;
         double *raw = stats + nl * stride + 3 * l;
         ok = (sched_sample(sendbuf, dtype, &slot->layers[l], NULL, &tmp, &cap, &n, &rows, &cols,
-                           &scale) == TERSE_OK) &&
-             (terse__sched_stats_layer(&ctx->ref_grid, tmp, n, rows, cols,
-                                       terse_rng_mix64(ctx->seed ^ (0x5cef000000ull + l)),
-                                       raw) == TERSE_OK);
+                           &scale) == TERSE_OK);
+        if (ok && adam && (wcap < n)) { /* re-plan steps only: off the hot path */
+            float *nw  = realloc(wts, n * sizeof(float));
+            double *nr = (nw != NULL) ? realloc(rc, (n + 1) * sizeof(double)) : NULL;
+            wts = (nw != NULL) ? nw : wts;
+            rc  = (nr != NULL) ? nr : rc;
+            ok  = (nw != NULL) && (nr != NULL);
+            wcap = ok ? n : wcap;
+        }
+        if (ok && adam) {
+            /* rows + cols <= n + 1 for every sample shape */
+            sched_adam_weights(tmp, n, rows, cols, wts, rc);
+        }
+        ok = ok &&
+             (terse__sched_stats_layer_w(&ctx->ref_grid, tmp, adam ? wts : NULL, n, rows, cols,
+                                         terse_rng_mix64(ctx->seed ^ (0x5cef000000ull + l)),
+                                         raw) == TERSE_OK);
         if (ok && (scale != 1.0)) {
             raw[TERSE_SCHED_STATS_NORM] *= scale;
             raw[TERSE_SCHED_STATS_HEAD] *= scale;
@@ -1073,9 +1274,9 @@ sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dt
         ok = ok && (sched_sample(sendbuf, dtype, &slot->layers[l], res, &tmp, &cap, &n, &rows,
                                  &cols, &scale) == TERSE_OK);
         ok = ok &&
-             (terse__sched_stats_layer(&ctx->grid, tmp, n, rows, cols,
-                                       terse_rng_mix64(ctx->seed ^ (0x5ced000000ull + l)),
-                                       s) == TERSE_OK);
+             (terse__sched_stats_layer_w(&ctx->grid, tmp, adam ? wts : NULL, n, rows, cols,
+                                         terse_rng_mix64(ctx->seed ^ (0x5ced000000ull + l)),
+                                         s) == TERSE_OK);
         if (ok && (scale != 1.0)) {
             for (j = 0; j < stride; ++j) {
                 if (j != TERSE_SCHED_STATS_NONFINITE) {
@@ -1085,6 +1286,8 @@ sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dt
         }
     }
     free(tmp);
+    free(wts);
+    free(rc);
     if (!ctx->cost_ready) {
         TERSE_CHECK_GOTO(sched_calibrate(ctx), status, out);
     }

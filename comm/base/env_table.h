@@ -75,3 +75,5 @@ TERSE_ENV(HIERARCHY,      ENUM,   "auto",    "auto|flat|on",
           "hierarchical allreduce: uncompressed inside a node, compressed between nodes (auto: when TERSE_TOPOLOGY finds several nodes of several ranks)")
 TERSE_ENV(HIER_CHUNK_BYTES, SIZE, "4M",      "bytes, with an optional K, M, G or T suffix; 0 off",
           "hierarchical allreduce: pipeline chunk of a rank's shard (intra- and inter-node stages overlap)")
+TERSE_ENV(ERROR_MEASURE,  ENUM,   "adam",    "adam|sq",
+          "auto: the error the budget counts: squared error per element over that element's mean square (Adafactor's row x column estimate; what Adam-type optimizers see), or plain squared error")
