@@ -28,7 +28,10 @@
 # Consecutive ranks share a host: NP=4 on 2 hosts puts ranks 0,1 on terse-h0 and 2,3 on
 # terse-h1. Every process shares this machine's hostname and boot id, so a host hash alone
 # cannot tell the hosts apart: terse's topology also hashes the network namespace, and
-# TERSE_TOPOLOGY=<ranks-per-node> overrides it.
+# TERSE_TOPOLOGY=<ranks-per-node> overrides it. So terse's hierarchical allreduce
+# (TERSE_HIERARCHY=auto) sees NP / N ranks per node here; with the default btl its traffic
+# inside a host goes over loopback TCP (CPU-bound on a small machine), with
+# TSIM_BTL=vader,tcp,self over shared memory, as on a real node.
 #
 # Environment:
 #   TSIM_PREFIX       name prefix of the namespaces (default terse)
