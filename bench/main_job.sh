@@ -31,8 +31,16 @@ run() { # label, extra environment...
 # 1 Gbit/s (this machine's shared memory is fast enough that compressing would not pay, and
 # auto would rightly send everything uncompressed). quant:4: the uniform reference setting.
 run plain
-run auto-1gbit TERSE_COMPRESSOR=auto TERSE_LINK_BANDWIDTH=1.25e8
+run auto-1gbit TERSE_COMPRESSOR=auto TERSE_LINK_BANDWIDTH=1.25e8 TERSE_STATS="$OUT/auto-1gbit.%r.jsonl"
 run quant4 TERSE_COMPRESSOR=quant:4
 echo "== summary: $NP ranks, $STEPS steps, byte-level LM on the Python standard library =="
 printf '# %-12s %6s %10s %10s %9s %14s %8s %9s %9s\n' run steps loss held-loss held-acc bytes/step ratio ms/step comm-ms
 for l in plain auto-1gbit quant4; do grep -h -A1 '^# run' "$OUT/$l.log" | grep -v '^#'; done
+# plots (python3-matplotlib, installed by .ci/setup): the training curves and auto's telemetry
+if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
+    /usr/bin/python3 bench/plot_curves.py "$OUT/plain.csv" "$OUT/auto-1gbit.csv" "$OUT/quant4.csv" \
+        -o "$OUT/curves.png"
+    /usr/bin/python3 bench/plot_stats.py "$OUT/auto-1gbit.0.jsonl" -o "$OUT/auto-1gbit-stats.png"
+else
+    echo "(no matplotlib: skipping the PNG plots; apt-get install python3-matplotlib)"
+fi
