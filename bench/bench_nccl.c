@@ -316,8 +316,10 @@ bn_rank_run(bn_rank_t *k)
             }
             if (k->r == 0) {
                 w->rows[(size_t)(c + 1) * w->nsizes + z] = row;
-                fprintf(stderr, "# %-14s %12zu B done\n", (c < 0) ? "plain" : w->cmp[c],
-                        w->sizes[z]);
+                /* the row as it comes (the tables print at the end) */
+                fprintf(stderr, "# row %-14s %12zu B ratio %7.2f time %10.1f us relerr %7.1e "
+                        "wrong %llu\n", (c < 0) ? "plain" : w->cmp[c], w->sizes[z], row.ratio,
+                        row.time_us, row.relerr, (unsigned long long)row.wrong);
             }
         }
     }
