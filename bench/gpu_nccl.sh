@@ -10,7 +10,8 @@
 # (build logs, stderr and JSON rows stay beside BUILD).
 # Environment: BUILD (default /tmp/terse-nccl-build), JOBS (16), BENCH_N (timed calls, 10),
 # BENCH_W (warm-up calls, 14: auto needs TERSE_WARMUP_STEPS + 2 to have its plan in force),
-# NVLINK_MAX (1G), SOCKET_MAX (256M), SPECS (the -C list), TEST_TIMEOUT, BENCH_TIMEOUT (s).
+# NVLINK_MAX (1G), SOCKET_MAX (256M), SPECS (the -C list), TEST_TIMEOUT, BENCH_TIMEOUT (s);
+# SKIP_BENCH=1, BENCH_NVLINK=0, BENCH_SOCKET=0, BENCH_MPI=0 leave parts out.
 # NCCL is never linked: the tests and terse-bench load libnccl.so.2 from LD_LIBRARY_PATH or
 # TERSE_NCCL_LIBRARY; this script looks for the torch wheel's copy (the baseline's) first,
 # then the system's. With mpirun on PATH and MPI in the build, MPIRUN=1 runs the bench as
@@ -143,11 +144,17 @@ run_bench() { # name maxbytes [env...]
     log "$name rc $rc"
     return $rc
 }
-run_bench nvlink "$NVLINK_MAX"
-NV_RC=$?
-run_bench socket "$SOCKET_MAX" NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_NET=Socket \
-    NCCL_SOCKET_IFNAME=lo
-SO_RC=$?
+NV_RC=0
+SO_RC=0
+if [ "${BENCH_NVLINK:-1}" = 1 ]; then
+    run_bench nvlink "$NVLINK_MAX"
+    NV_RC=$?
+fi
+if [ "${BENCH_SOCKET:-1}" = 1 ]; then
+    run_bench socket "$SOCKET_MAX" NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_NET=Socket \
+        NCCL_SOCKET_IFNAME=lo
+    SO_RC=$?
+fi
 if [ "${BENCH_MPI:-1}" = 1 ] && command -v mpirun >/dev/null 2>&1; then
     # the socket path again with one process per rank (as the baseline was measured)
     MPIRUN=1 run_bench socket_mpirun "$SOCKET_MAX" NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 \

@@ -109,9 +109,10 @@ typedef enum terse_mem {
 } terse_mem_t;
 
 typedef enum terse_transport_kind {
-    TERSE_TRANSPORT_AUTO = 0, /* NCCL for device buffers, MPI for host buffers */
+    TERSE_TRANSPORT_AUTO = 0, /* MPI (host buffers); never NCCL: name it explicitly */
     TERSE_TRANSPORT_MPI  = 1, /* comm: pointer to an MPI_Comm (intracommunicator) */
-    TERSE_TRANSPORT_NCCL = 2, /* comm: an ncclComm_t */
+    TERSE_TRANSPORT_NCCL = 2, /* comm: an ncclComm_t (the handle itself, not its address);
+                                 device buffers only (see "Device buffers" below) */
     TERSE_TRANSPORT_LOOP = 3, /* comm: a terse loop group (ranks as threads; tests) */
     TERSE_TRANSPORT_LAST
 } terse_transport_kind_t;
@@ -193,6 +194,20 @@ TERSE_API terse_status_t terse_layer_register(terse_ctx_t *ctx, const char *name
  *   [in]     sendbuf  count elements of dtype in mem
  *   [out]    recvbuf  result; for TERSE_MEM_CUDA, enqueued on `stream`
  *   [in]     stream   cudaStream_t for device buffers; ignored for host buffers
+ *
+ * Device buffers (TERSE_MEM_CUDA) need a context over TERSE_TRANSPORT_NCCL, and such a
+ * context takes device buffers only. terse_ctx_create then splits a private communicator off
+ * the caller's (ncclCommSplit, collective over its ranks, once), so terse's own operations
+ * never interleave with the caller's on the caller's communicator; the caller's communicator
+ * is never used for traffic. NCCL is not linked: terse uses the copy the process already
+ * loaded (TERSE_NCCL_LIBRARY overrides). A call enqueues everything on `stream`, allocates
+ * nothing after its layout's first call and does not wait for the device, except on the
+ * rare steps that agree on a new layout or plan (a few words through the host) and the
+ * scheduler's re-plan steps (one copy of the gradient to the host). Call it with the
+ * communicator's device current (terse allocates a layout's buffers there). Non-finite input
+ * reaches every rank's result as NaN in the affected layer (requantised families: the
+ * affected chunk); terse_stats_t.last_rel_err is 0 on this path (the error stays on the
+ * device). Doubles pass through uncompressed (ncclAllReduce).
  * Returns TERSE_OK; TERSE_ERR_INVALID (NULL buffer with count > 0, bad dtype/op/mem);
  * TERSE_ERR_UNSUPPORTED (device memory in a CPU-only build); TERSE_ERR_MISMATCH (ranks
  * disagree: the call fell back to an uncompressed allreduce and the result is still exact);
