@@ -77,3 +77,7 @@ TERSE_ENV(HIER_CHUNK_BYTES, SIZE, "4M",      "bytes, with an optional K, M, G or
           "hierarchical allreduce: pipeline chunk of a rank's shard (intra- and inter-node stages overlap)")
 TERSE_ENV(ERROR_MEASURE,  ENUM,   "adam",    "adam|sq",
           "auto: the error the budget counts: squared error per element over that element's mean square (Adafactor's row x column estimate; what Adam-type optimizers see), or plain squared error")
+TERSE_ENV(TORCH_HELPER,   BOOL,   "0",       "0|1",
+          "PyTorch: with PYTHONPATH=examples/ddp/terse_helper, register each DDP bucket's per-parameter layout with libterse-nccl.so")
+TERSE_ENV(TORCH_HELPER_STEP, INT, "1",       "0..1000000",
+          "PyTorch helper: the DDP step (0 = first) at which every rank registers the bucket layouts")
