@@ -21,8 +21,13 @@
 #
 # Environment: BUILD (/tmp/terse-eval-build), JOBS (16), EVAL_PARTS ("build tests nccl ddp"),
 # EVAL_TESTS (ctest -R regex within -L gpu; default all), EVAL_PATHS ("socket nvlink"),
-# EVAL_SEEDS (3), DDP_STEPS (300), DDP_ARGS, DDP_TIMEOUT (s per run, 150), EVAL_DEADLINE (s
-# after start when no new DDP run starts, 520), TERSE_* (passed to the terse runs).
+# EVAL_SEEDS (3), DDP_STEPS (300), DDP_ARGS, DDP_TIMEOUT (s per run, 90), EVAL_DEADLINE (s
+# after start when no new DDP run starts, 500), TERSE_* (passed to the terse runs).
+#
+# Time (2 x H200, measured): build of libterse-nccl.so 13 s, the shim's gpu tests ~100 s, one
+# DDP run of the default model 15-25 s (startup ~10 s of it): the 16 DDP runs take ~5.5 min.
+# With the kernel tests and gpu_nccl.sh the whole may pass 9 minutes: EVAL_DEADLINE then skips
+# the last runs (logged; extra plain seeds go last), or split it with EVAL_PARTS.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${1:-$ROOT/out/eval}
@@ -35,8 +40,8 @@ PATHS_=${EVAL_PATHS:-socket nvlink}
 SEEDS=${EVAL_SEEDS:-3}
 STEPS=${DDP_STEPS:-300}
 DDP_ARGS=${DDP_ARGS---layers 8 --d-model 512 --heads 8 --batch 8 --seq 256}
-DDP_TIMEOUT=${DDP_TIMEOUT:-150}
-DEADLINE=${EVAL_DEADLINE:-520}
+DDP_TIMEOUT=${DDP_TIMEOUT:-90}
+DEADLINE=${EVAL_DEADLINE:-500}
 PY=${PYTHON:-python3}
 START=$(date +%s)
 log() { echo "== $* ($(( $(date +%s) - START )) s)" | tee -a "$OUT/summary.txt"; }
@@ -135,6 +140,8 @@ if has ddp; then
     T=()
     [ -f "$SHIM" ] && T=(LD_PRELOAD="$SHIM")
     H=(TERSE_TORCH_HELPER=1 PYTHONPATH="$ROOT/examples/ddp/terse_helper")
+    # every path's single-seed rows first, then the extra plain seeds: a run cut short by
+    # EVAL_DEADLINE loses seeds, not whole paths
     for path in $PATHS_; do
         log "ddp comparison: $path ($STEPS steps, $DDP_ARGS)"
         ddp_run "$path" plain 1
@@ -145,6 +152,8 @@ if has ddp; then
         fi
         ddp_run "$path" powerSGD_hook 1 -- --hook powersgd
         ddp_run "$path" fp16_hook 1 -- --hook fp16
+    done
+    for path in $PATHS_; do
         for s in $(seq 2 "$SEEDS"); do
             ddp_run "$path" plain "$s"
         done

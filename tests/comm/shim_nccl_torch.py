@@ -42,6 +42,14 @@ def equal_on_all(t):
 def main():
     mode = sys.argv[1]
     rank = int(os.environ["RANK"])
+    # SHIM_TEST_OUT=PREFIX: each rank writes its lines to PREFIX.rankR (no interleaving)
+    sink = open("%s.rank%d" % (os.environ["SHIM_TEST_OUT"], rank), "w") \
+        if os.environ.get("SHIM_TEST_OUT") else sys.stdout
+
+    def emit(line):
+        sink.write(line + "\n")
+        sink.flush()
+
     local = int(os.environ.get("LOCAL_RANK", rank))
     if mode == "badenv" and rank == 1:
         os.environ["TERSE_MIN_BYTES"] = "lots"
@@ -73,15 +81,15 @@ def main():
                     gg = torch.Generator(device="cpu").manual_seed(1000 * rank + k)
                     t = torch.randint(0, 100, (n,), generator=gg).to(dtype).to(dev)
                 dist.all_reduce(t, op=op)
-                print("rank %d step 0 %s %d hash %s" % (rank, name, n, bits_hash(t)), flush=True)
+                emit("rank %d step 0 %s %d hash %s" % (rank, name, n, bits_hash(t)))
         # floats below TERSE_MIN_BYTES (64 KiB): exact sums
         for step in range(6):
             for n, dtype in ((1, torch.float32), (100, torch.float32), (4000, torch.float32),
                              (8000, torch.bfloat16), (8000, torch.float16)):
                 t = rnd(n, dtype, seed_off=100 * step + n)
                 dist.all_reduce(t)
-                print("rank %d step %d small %s %d hash %s" % (rank, step, dtype, n,
-                      bits_hash(t)), flush=True)
+                emit("rank %d step %d small %s %d hash %s" % (rank, step, dtype, n,
+                     bits_hash(t)))
         # large floats inside a group (coalesced): NCCL defers them, terse must not touch them
         for step in range(6):
             ts = [rnd(1 << 18, torch.float32, seed_off=500 + 10 * step + j) for j in range(3)]
@@ -90,10 +98,10 @@ def main():
                     dist.all_reduce(t)
             cm.wait()
             for j, t in enumerate(ts):
-                print("rank %d step %d grouped%d %d hash %s" % (rank, step, j, t.numel(),
-                      bits_hash(t)), flush=True)
+                emit("rank %d step %d grouped%d %d hash %s" % (rank, step, j, t.numel(),
+                     bits_hash(t)))
         torch.cuda.synchronize()
-        print("combinations %d" % (k + 5 * 6 + 3 * 6), flush=True)
+        emit("combinations %d" % (k + 5 * 6 + 3 * 6))
     elif mode in ("compress", "envdiff"):
         n1, n2, n3 = 1 << 20, 300001, 1 << 18
         acc = None
