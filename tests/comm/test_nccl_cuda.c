@@ -656,8 +656,15 @@ test_nccl_refusals(void)
 }
 
 /* Destroying a context and creating another over the same communicator (in one process with
- * a thread per rank). Run alone by bench/gpu_nccl.sh with TNC_RECREATE=1 (it hung on the
- * 2xH200 machine: see the phase notes); skipped otherwise. */
+ * a thread per rank). Run alone by bench/gpu_nccl.sh with TNC_RECREATE=1; skipped otherwise.
+ * On the 2xH200 machine (NCCL 2.28.9) without the barrier below, round 1 hung: rank 0 had left
+ * terse_ctx_destroy and launched the plain allreduce on the parent (a kernel waiting for rank
+ * 1) while rank 1 was still inside terse_ctx_destroy, whose cudaFree / ncclCommDestroy wait
+ * for device work. So in one process driving several GPUs, every rank's context must be
+ * destroyed before any rank enqueues further collectives among them: the barrier. (Not yet
+ * rerun on the GPU machine with it.) */
+static pthread_barrier_t nc_recreate_bar;
+
 static void *
 nc_recreate_rank(void *arg)
 {
@@ -686,6 +693,7 @@ nc_recreate_rank(void *arg)
         cudaStreamSynchronize(s);
         nc_note("  [recreate rank %d round %d: destroy]\n", r, round);
         terse_ctx_destroy(ctx);
+        pthread_barrier_wait(&nc_recreate_bar);
         nc_note("  [recreate rank %d round %d: plain allreduce on the parent]\n", r, round);
         nc_w.api->AllReduce(d, d, 1024, ncclFloat32, ncclSum, nc_w.comms[r], s);
         cudaStreamSynchronize(s);
@@ -706,12 +714,14 @@ test_nccl_recreate(void)
         printf("\n  (diagnostic: set TNC_RECREATE=1) ");
         return;
     }
+    pthread_barrier_init(&nc_recreate_bar, NULL, (unsigned)nc_w.p);
     for (r = 0; r < nc_w.p; ++r) {
         pthread_create(&tid[r], NULL, nc_recreate_rank, (void *)(intptr_t)r);
     }
     for (r = 0; r < nc_w.p; ++r) {
         pthread_join(tid[r], NULL);
     }
+    pthread_barrier_destroy(&nc_recreate_bar);
 }
 
 CU_TestInfo test_nccl_recreate_tests[] = {
