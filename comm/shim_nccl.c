@@ -771,8 +771,9 @@ ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t
     shim_enter(sc->device, &prev);
     if (shim_capturing(stream)) {
         if (bytes >= shim_min_bytes()) {
-            terse_warn_once(TERSE_LOG_SHIM, "an allreduce of %zu bytes during CUDA graph capture "
-                            "passes through uncompressed", bytes);
+            terse_warn_once(TERSE_LOG_SHIM, "an allreduce of %zu bytes passes through "
+                            "uncompressed: its stream is being captured into a CUDA graph, or "
+                            "CUDA cannot tell (no device?)", bytes);
         }
         goto pass;
     }

@@ -50,3 +50,23 @@ if(TARGET terse-nccl AND NOT TERSE_SANITIZE)
                              SKIP_RETURN_CODE 77)
     endforeach()
 endif()
+
+# libterse-nccl.so without a GPU, over a stand-in libnccl.so.2 (tests/comm/fake_nccl.c): the
+# pass-through paths, warnings and exit report (tests/comm/shim_nccl_cpu.sh). CPU, CI.
+if(TARGET terse-nccl AND NOT TERSE_SANITIZE)
+    add_library(terse_fake_nccl SHARED ${CMAKE_CURRENT_SOURCE_DIR}/comm/fake_nccl.c)
+    set_target_properties(terse_fake_nccl PROPERTIES OUTPUT_NAME nccl SOVERSION 2
+                          C_VISIBILITY_PRESET default
+                          LIBRARY_OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/fake_nccl)
+    target_include_directories(terse_fake_nccl PRIVATE ${TERSE_NCCL_INCLUDE_DIR}
+                               ${CUDAToolkit_INCLUDE_DIRS})
+    add_executable(shim_nccl_cpu ${CMAKE_CURRENT_SOURCE_DIR}/comm/shim_nccl_cpu.c)
+    target_include_directories(shim_nccl_cpu PRIVATE ${TERSE_NCCL_INCLUDE_DIR}
+                               ${CUDAToolkit_INCLUDE_DIRS})
+    target_link_libraries(shim_nccl_cpu PRIVATE terse_fake_nccl ${CMAKE_DL_LIBS})
+    add_test(NAME shim_nccl_cpu
+             COMMAND ${CMAKE_COMMAND} -E env SHIM=$<TARGET_FILE:terse-nccl>
+                     PROG=$<TARGET_FILE:shim_nccl_cpu>
+                     bash ${CMAKE_CURRENT_SOURCE_DIR}/comm/shim_nccl_cpu.sh)
+    set_tests_properties(shim_nccl_cpu PROPERTIES TIMEOUT 60 LABELS cpu)
+endif()
