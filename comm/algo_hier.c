@@ -318,8 +318,9 @@ hier_layer_at(const terse_slot_t *slot, size_t e)
     return lo;
 }
 
-/* Piece boundaries: m count / (K L), moved up to the next row of a matrix layer or the next
- * bucket of a flat one; monotone; the same on every rank (integers only). */
+/* Piece boundaries: m count / (K L), moved up to the next row of a matrix layer (rows no
+ * longer than a piece) or the next bucket of a flat one; monotone; the same on every rank
+ * (integers only). */
 static void
 hier_bounds(const terse_slot_t *slot, size_t bucket, int npieces, size_t *b)
 {
@@ -337,8 +338,9 @@ hier_bounds(const terse_slot_t *slot, size_t bucket, int npieces, size_t *b)
             b[m] = slot->count;
             continue;
         }
-        ly   = &slot->layers[hier_layer_at(slot, t)];
-        unit = ((ly->rows > 0) && (ly->cols > 0)) ? ly->cols : bucket;
+        ly = &slot->layers[hier_layer_at(slot, t)];
+        /* whole rows, unless a row is longer than a piece (then pieces would be uneven) */
+        unit = ((ly->rows > 0) && (ly->cols > 0) && (ly->cols <= q)) ? ly->cols : bucket;
         r    = TERSE_MIN(TERSE_ALIGN_UP(t - ly->offset, TERSE_MAX(unit, (size_t)1)), ly->count);
         b[m] = TERSE_MAX(b[m - 1], ly->offset + r);
     }
