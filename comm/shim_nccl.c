@@ -79,7 +79,8 @@ typedef struct shim_layout {
 /* What a cycle place is bound to. */
 typedef struct shim_place {
     const shim_layout_t *lay;      /* NULL: no registered layout */
-    uint32_t             gen;
+    uint32_t             gen;      /* lay->gen when bound */
+    uint32_t             key_gen;  /* part of the place's slot key: changes with its binding */
     int                  ran;      /* the place has a slot in the context */
 } shim_place_t;
 
@@ -96,7 +97,7 @@ typedef struct shim_comm {
     shim_place_t     *places;      /* owned; cycle.period entries while locked */
     size_t            nplaces;
     uint64_t         *agree_buf;   /* device, 3 words (the configuration agreement) */
-    uint32_t          layout_gen;  /* bumped when a place's layout binding changes */
+    uint32_t          layout_gen;  /* bindings so far: a new binding's slot key */
 } shim_comm_t;
 
 /* Lock order: shim_lock before a record's lock (terse_nccl_counters); a record's lock before
@@ -474,15 +475,15 @@ shim_compress(shim_comm_t *sc, size_t place, const void *sendbuff, void *recvbuf
                 sc->places[i].ran = 0;
             }
         }
-        pl->lay = lay;
-        pl->gen = (lay != NULL) ? lay->gen : 0;
-        sc->layout_gen++;
+        pl->lay     = lay;
+        pl->gen     = (lay != NULL) ? lay->gen : 0;
+        pl->key_gen = ++sc->layout_gen;
         if (lay != NULL) {
             terse_info(TERSE_LOG_SHIM, "place %zu of the call cycle uses a registered layout "
                        "of %zu layers", place, lay->n);
         }
     }
-    key = TERSE_KEY_SHIM | ((uint64_t)sc->layout_gen << 32) | (uint64_t)place;
+    key = TERSE_KEY_SHIM | ((uint64_t)(pl->key_gen & 0x3fffffffu) << 32) | (uint64_t)place;
     /* The slot of a new key is built inside the call from ctx->lay_* when the count matches
      * (comm/terse.c ctx_build_slot): lend the place's layout for the call. */
     lay_n     = ctx->lay_n;
