@@ -100,7 +100,7 @@ typedef struct shim_comm {
     uint32_t          layout_gen;  /* bindings so far: a new binding's slot key */
 } shim_comm_t;
 
-/* Lock order: shim_lock before a record's lock (terse_nccl_counters); a record's lock before
+/* Lock order: shim_lock before a record's lock (terse_nccl_counters_get); a record's lock before
  * shim_layout_lock (the allreduce binding a layout). */
 static pthread_mutex_t shim_lock        = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t shim_layout_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -108,7 +108,7 @@ static shim_comm_t    *shim_list;
 static shim_layout_t  *shim_layouts;
 static __thread int    shim_group_depth;
 
-/* counters for the exit log and terse_nccl_counters() */
+/* counters for the exit log and terse_nccl_counters_get() */
 static uint64_t shim_ncalls;       /* ncclAllReduce calls */
 static uint64_t shim_ncompressed;  /* calls terse compressed */
 static uint64_t shim_pass_bytes;   /* plain-equivalent bytes of calls passed through */
@@ -978,10 +978,10 @@ terse_nccl_register_layout(const void *buf, size_t n, const uint64_t *offsets,
  * So bytes sent = out[2] + out[4], and plain NCCL would have sent out[3] + out[4].
  * Returns the number of values written (5), or TERSE_ERR_INVALID for NULL / n < 5.
  */
-TERSE_API int terse_nccl_counters(uint64_t *out, size_t n);
+TERSE_API int terse_nccl_counters_get(uint64_t *out, size_t n);
 
 TERSE_API int
-terse_nccl_counters(uint64_t *out, size_t n)
+terse_nccl_counters_get(uint64_t *out, size_t n)
 {
     shim_comm_t *sc;
     terse_stats_t st;

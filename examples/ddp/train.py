@@ -141,9 +141,9 @@ def loss_of(model, x, y):
 
 # ---------------------------------------------------------------- bytes and checksum
 def terse_counters():
-    """terse_nccl_counters() of a preloaded libterse-nccl.so, or None."""
+    """terse_nccl_counters_get() of a preloaded libterse-nccl.so, or None."""
     try:
-        fn = ctypes.CDLL(None).terse_nccl_counters
+        fn = ctypes.CDLL(None).terse_nccl_counters_get
     except AttributeError:
         return None
     out = (ctypes.c_uint64 * 5)()

@@ -32,7 +32,7 @@ nccl)
     other=$(echo "$exports" | grep -Ev '^(nccl|terse_)' || true)
     for s in ncclAllReduce ncclGroupStart ncclGroupEnd ncclCommInitRank ncclCommInitRankConfig \
              ncclCommInitAll ncclCommSplit ncclCommDestroy ncclCommAbort ncclCommFinalize \
-             terse_nccl_register_layout terse_nccl_counters terse_init; do
+             terse_nccl_register_layout terse_nccl_counters_get terse_init; do
         echo "$exports" | grep -qx "$s" || fail "$s is not exported"
     done
     echo "$exports" | grep -Eq '^(cuda|__cuda)' && fail "a CUDA runtime symbol is exported"

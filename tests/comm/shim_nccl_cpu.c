@@ -7,7 +7,7 @@
  *                        (no GPU: cannot tell the capture state), a group, integers, small
  *                        floats, AVG; creation, finalize, destroy, abort; then prints a hash
  *                        of every result (compared across the two runs) and, under the shim,
- *                        checks terse_nccl_counters and terse_nccl_register_layout's checks
+ *                        checks terse_nccl_counters_get and terse_nccl_register_layout's checks
  *   shim_nccl_cpu idle   loads the library and calls nothing (the shim's exit warning)
  */
 #include <dlfcn.h>
@@ -88,7 +88,7 @@ main(int argc, char **argv)
         printf("idle %d\n", fake_nccl_calls());
         return 0;
     }
-    counters = (int (*)(uint64_t *, size_t))dlsym(RTLD_DEFAULT, "terse_nccl_counters");
+    counters = (int (*)(uint64_t *, size_t))dlsym(RTLD_DEFAULT, "terse_nccl_counters_get");
     reglay   = (int (*)(const void *, size_t, const uint64_t *, const uint64_t *,
                         const uint64_t *, const uint64_t *))
         dlsym(RTLD_DEFAULT, "terse_nccl_register_layout");
