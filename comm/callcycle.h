@@ -80,8 +80,8 @@ void terse__cycle_reset(terse_cycle_t *cy);
 /* Feeds the key of one qualifying call.
  *   [out] place_p  the call's place (0 .. period-1) for LOCKED and IN; untouched otherwise
  * Returns the event (see terse_cycle_event_t). A BROKEN call passes through even when the
- * history locks a new cycle at it (its next call is then place 0). Out of memory (32 KiB of history, or the
- * cycle's keys) keeps learning: the call passes through (LEARNING). */
+ * history locks a new cycle at it (its next call is then place 0). Out of memory (32 KiB of
+ * history, or the cycle's keys) keeps learning: the call passes through (LEARNING). */
 terse_cycle_event_t terse__cycle_feed(terse_cycle_t *cy, uint64_t key, size_t *place_p);
 
 #ifdef __cplusplus
