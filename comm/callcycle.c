@@ -1,5 +1,6 @@
 /*
- * The per-step call cycle of the shims: see callcycle.h.
+ * The per-step call cycle and the configuration agreement verdict of the shims: see
+ * callcycle.h.
  */
 #include "callcycle.h"
 
@@ -7,6 +8,7 @@
 #include <string.h>
 
 #include "terse_base.h"
+#include "terse_internal.h" /* terse__config_hash */
 
 void
 terse__cycle_init(terse_cycle_t *cy, size_t recur)
@@ -137,4 +139,36 @@ terse__cycle_feed(terse_cycle_t *cy, uint64_t key, size_t *place_p)
     }
     *place_p = cy->period - 1;
     return TERSE_CYCLE_LOCKED;
+}
+
+/* ---------------------------------------------------------------- configuration agreement */
+void
+terse__shim_agree_begin(terse_shim_agree_t *a)
+{
+    a->st   = terse_init();
+    a->hash = (a->st == TERSE_OK) ? terse__config_hash(terse__config()) : 0;
+    a->v[0] = a->hash;
+    a->v[1] = ~a->hash;
+    a->v[2] = (a->st == TERSE_OK) ? 0 : 1;
+}
+
+terse_shim_verdict_t
+terse__shim_agree_end(const terse_shim_agree_t *a, const char *call, const char *fails_with)
+{
+    if (a->v[2] != 0) {
+        terse_error(TERSE_LOG_SHIM, "%s an invalid TERSE_* value (see the error above on that "
+                    "rank): %s fails with %s",
+                    (a->st == TERSE_OK) ? "another rank has" : "this rank has", call, fails_with);
+        return TERSE_SHIM_VERDICT_BADCFG;
+    }
+    if ((a->v[0] != a->hash) || (a->v[1] != ~a->hash)) {
+        terse_warn(TERSE_LOG_SHIM, "ranks have different TERSE_* settings: every rank passes "
+                   "%s through uncompressed", call);
+        return TERSE_SHIM_VERDICT_OFF;
+    }
+    if (!terse__config()->SHIM) {
+        terse_info(TERSE_LOG_SHIM, "TERSE_SHIM is 0: passing every call through");
+        return TERSE_SHIM_VERDICT_OFF;
+    }
+    return TERSE_SHIM_VERDICT_ON;
 }

@@ -1,6 +1,6 @@
 /*
- * The per-step call cycle of a shim (DESIGN.md sections 3 and 8, rule 1), shared by
- * libterse-mpi.so and libterse-nccl.so.
+ * The per-step call cycle of a shim (DESIGN.md sections 3 and 8, rule 1), and the verdict of
+ * a shim's configuration agreement: what libterse-mpi.so and libterse-nccl.so share.
  *
  * A training step issues the same sequence of gradient allreduces every step: DDP's buckets,
  * a C trainer's layers. A shim sees only a stream of calls, so it learns that sequence: every
@@ -35,6 +35,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "terse.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -83,6 +85,30 @@ void terse__cycle_reset(terse_cycle_t *cy);
  * history locks a new cycle at it (its next call is then place 0). Out of memory (32 KiB of
  * history, or the cycle's keys) keeps learning: the call passes through (LEARNING). */
 terse_cycle_event_t terse__cycle_feed(terse_cycle_t *cy, uint64_t key, size_t *place_p);
+
+/* ---------------------------------------------------------------- configuration agreement */
+/* Rule 1 for the configuration: at the first candidate call on a communicator every rank
+ * reduces (MAX, collectively, over the user's communicator) three words: the hash of its
+ * TERSE_* values, its complement, and an invalid-value flag. Equal hashes give equal maxima;
+ * any difference shows in one of the two. */
+typedef enum terse_shim_verdict {
+    TERSE_SHIM_VERDICT_ON = 0, /* compress what qualifies */
+    TERSE_SHIM_VERDICT_OFF,    /* pass everything through (settings differ, TERSE_SHIM=0) */
+    TERSE_SHIM_VERDICT_BADCFG  /* some rank has an invalid value: candidate calls fail */
+} terse_shim_verdict_t;
+
+typedef struct terse_shim_agree {
+    terse_status_t st;   /* terse_init() on this rank */
+    uint64_t       hash; /* this rank's configuration hash (0 when invalid) */
+    uint64_t       v[3]; /* the words to reduce with MAX, in place */
+} terse_shim_agree_t;
+
+/* Fills a->v with this rank's words. */
+void terse__shim_agree_begin(terse_shim_agree_t *a);
+/* The verdict from the reduced words, logged once on this rank: `call` names the interposed
+ * function, `fails_with` what it returns for an invalid value (e.g. "MPI_ERR_ARG"). */
+terse_shim_verdict_t terse__shim_agree_end(const terse_shim_agree_t *a, const char *call,
+                                           const char *fails_with);
 
 #ifdef __cplusplus
 }

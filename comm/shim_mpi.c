@@ -307,34 +307,18 @@ out:
 static void
 shim_agree_config(shim_comm_t *sc)
 {
-    terse_status_t st        = terse_init();
-    const terse_config_t *cfg = terse__config();
-    uint64_t h = (st == TERSE_OK) ? terse__config_hash(cfg) : 0;
-    uint64_t v[3];
+    static const shim_state_t of[] = {SHIM_ON, SHIM_OFF, SHIM_BADCFG};
+    terse_shim_agree_t ag;
 
-    v[0] = h;
-    v[1] = ~h;
-    v[2] = (st == TERSE_OK) ? 0 : 1;
-    if (PMPI_Allreduce(MPI_IN_PLACE, v, 3, MPI_UINT64_T, MPI_MAX, sc->comm) != MPI_SUCCESS) {
+    terse__shim_agree_begin(&ag);
+    if (PMPI_Allreduce(MPI_IN_PLACE, ag.v, 3, MPI_UINT64_T, MPI_MAX, sc->comm) != MPI_SUCCESS) {
         terse_warn(TERSE_LOG_SHIM, "the configuration agreement failed: passing through");
         sc->state = SHIM_OFF;
         return;
     }
-    if (v[2] != 0) {
-        terse_error(TERSE_LOG_SHIM, "%s an invalid TERSE_* value (see the error above on that "
-                    "rank): MPI_Allreduce fails with MPI_ERR_ARG",
-                    (st == TERSE_OK) ? "another rank has" : "this rank has");
-        sc->state = SHIM_BADCFG;
-    } else if ((v[0] != h) || (v[1] != ~h)) {
-        terse_warn(TERSE_LOG_SHIM, "ranks have different TERSE_* settings: every rank passes "
-                   "MPI_Allreduce through uncompressed");
-        sc->state = SHIM_OFF;
-    } else if (!cfg->SHIM) {
-        terse_info(TERSE_LOG_SHIM, "TERSE_SHIM is 0: passing every call through");
-        sc->state = SHIM_OFF;
-    } else {
-        terse__cycle_init(&sc->cycle, (size_t)cfg->MPI_CYCLE_RECUR);
-        sc->state = SHIM_ON;
+    sc->state = of[terse__shim_agree_end(&ag, "MPI_Allreduce", "MPI_ERR_ARG")];
+    if (sc->state == SHIM_ON) {
+        terse__cycle_init(&sc->cycle, (size_t)terse__config()->MPI_CYCLE_RECUR);
     }
 }
 

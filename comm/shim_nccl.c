@@ -340,17 +340,13 @@ shim_comm_drop(ncclComm_t comm)
 static void
 shim_agree_config(shim_comm_t *sc, const terse_nccl_api_t *api, cudaStream_t stream)
 {
-    terse_status_t st         = terse_init();
-    const terse_config_t *cfg = terse__config();
-    uint64_t h = (st == TERSE_OK) ? terse__config_hash(cfg) : 0;
-    uint64_t v[3];
+    static const shim_state_t of[] = {SHIM_ON, SHIM_OFF, SHIM_BADCFG};
+    terse_shim_agree_t ag;
     ncclResult_t nr;
 
-    v[0] = h;
-    v[1] = ~h;
-    v[2] = (st == TERSE_OK) ? 0 : 1;
+    terse__shim_agree_begin(&ag);
     if ((sc->agree_buf == NULL) &&
-        (cudaMalloc((void **)&sc->agree_buf, sizeof(v)) != cudaSuccess)) {
+        (cudaMalloc((void **)&sc->agree_buf, sizeof(ag.v)) != cudaSuccess)) {
         /* 24 bytes of device memory: the device is exhausted, and the other ranks may wait
          * in this agreement as they would in any NCCL call on such a device */
         (void)cudaGetLastError();
@@ -360,11 +356,11 @@ shim_agree_config(shim_comm_t *sc, const terse_nccl_api_t *api, cudaStream_t str
         return;
     }
     nr = ncclSuccess;
-    if ((cudaMemcpyAsync(sc->agree_buf, v, sizeof(v), cudaMemcpyHostToDevice, stream) !=
+    if ((cudaMemcpyAsync(sc->agree_buf, ag.v, sizeof(ag.v), cudaMemcpyHostToDevice, stream) !=
          cudaSuccess) ||
         ((nr = api->AllReduce(sc->agree_buf, sc->agree_buf, 3, ncclUint64, ncclMax, sc->comm,
                               stream)) != ncclSuccess) ||
-        (cudaMemcpyAsync(v, sc->agree_buf, sizeof(v), cudaMemcpyDeviceToHost, stream) !=
+        (cudaMemcpyAsync(ag.v, sc->agree_buf, sizeof(ag.v), cudaMemcpyDeviceToHost, stream) !=
          cudaSuccess) ||
         (cudaStreamSynchronize(stream) != cudaSuccess)) {
         terse_warn(TERSE_LOG_SHIM, "the configuration agreement failed (%s): passing through",
@@ -372,21 +368,9 @@ shim_agree_config(shim_comm_t *sc, const terse_nccl_api_t *api, cudaStream_t str
         sc->state = SHIM_OFF;
         return;
     }
-    if (v[2] == 1) {
-        terse_error(TERSE_LOG_SHIM, "%s an invalid TERSE_* value (see the error above on that "
-                    "rank): ncclAllReduce fails with ncclInvalidArgument",
-                    (st == TERSE_OK) ? "another rank has" : "this rank has");
-        sc->state = SHIM_BADCFG;
-    } else if ((v[0] != h) || (v[1] != ~h)) {
-        terse_warn(TERSE_LOG_SHIM, "ranks have different TERSE_* settings: every rank passes "
-                   "ncclAllReduce through uncompressed");
-        sc->state = SHIM_OFF;
-    } else if (!cfg->SHIM) {
-        terse_info(TERSE_LOG_SHIM, "TERSE_SHIM is 0: passing every call through");
-        sc->state = SHIM_OFF;
-    } else {
-        terse__cycle_init(&sc->cycle, (size_t)cfg->MPI_CYCLE_RECUR);
-        sc->state = SHIM_ON;
+    sc->state = of[terse__shim_agree_end(&ag, "ncclAllReduce", "ncclInvalidArgument")];
+    if (sc->state == SHIM_ON) {
+        terse__cycle_init(&sc->cycle, (size_t)terse__config()->MPI_CYCLE_RECUR);
     }
 }
 
