@@ -61,6 +61,7 @@ slot_destroy(terse_slot_t *slot)
         }
     }
     terse__fb_destroy(&slot->fb);
+    free(slot->win);
     terse__sched_plan_free(&slot->plan);
     terse__sched_plan_free(&slot->pending_plan);
     free(slot->pending);
@@ -593,6 +594,7 @@ terse_ctx_destroy(terse_ctx_t *ctx)
         ctx->tp->ops->finalize(ctx->tp);
     }
     ctx_free_layers(ctx);
+    free(ctx->win_tmp);
     terse__sched_plan_free(&ctx->pinned);
     free(ctx->lay_count);
     free(ctx->lay_rows);
@@ -740,6 +742,28 @@ sched_fam_ops(int fam)
  *   [out] n_p, rows_p, cols_p  what was copied (rows_p 0 for a flat sample)
  *   [out] scale_p              count / n: multiplies the summed statistics
  * Returns TERSE_OK or TERSE_ERR_NOMEM. */
+/* The shape of layer ly's sample as sched_sample takes it: n values, a rows x cols matrix
+ * (every k-th row of a big matrix) or flat (rows 0). A pure function of the layer's shape, so
+ * the window sums of successive steps line up. */
+static void
+sched_sample_shape(const terse_layer_state_t *ly, size_t *n_p, size_t *rows_p, size_t *cols_p)
+{
+    size_t n = ly->count, rows = ly->rows, cols = ly->cols;
+
+    if (n > SCHED_SAMPLE_MAX) {
+        if ((rows > 0) && (cols <= SCHED_SAMPLE_MAX)) {
+            rows = TERSE_DIV_UP(rows, TERSE_DIV_UP(n, SCHED_SAMPLE_MAX));
+            n    = rows * cols;
+        } else {
+            rows = cols = 0;
+            n = (SCHED_SAMPLE_MAX / SCHED_SAMPLE_BLOCK) * SCHED_SAMPLE_BLOCK;
+        }
+    }
+    *n_p    = n;
+    *rows_p = rows;
+    *cols_p = (rows > 0) ? cols : 0;
+}
+
 static terse_status_t
 sched_sample(const void *buf, terse_dtype_t dtype, const terse_layer_state_t *ly,
              const float *res, float **tmp_p, size_t *cap_p, size_t *n_p, size_t *rows_p,
@@ -805,23 +829,57 @@ sched_sample(const void *buf, terse_dtype_t dtype, const terse_layer_state_t *ly
  * trainer uniform quant:4 of the 512 x 256 output layer alone moved the held-out loss out of
  * the seeds' band, quant:4 of the 2.6x larger hidden layer did not, while the plain squared
  * error ranked the two the other way round.
- * E[g^2] comes from this step's gradient by Adafactor's factorisation, so it needs no state
- * across steps: matrices E[g_ij^2] = r_i c_j / S (r, c: row and column sums of squares, S the
- * total), flat layers their mean square. floor = 1e-3 x the layer's mean square keeps the
- * weight of a coordinate with no gradient at all finite.
- *   [in]  t, n, rows, cols  the sample (rows 0: flat)
- *   [out] w                 n weights
- *   [in]  rc                rows + cols doubles of scratch */
-static void
-sched_adam_weights(const float *t, size_t n, size_t rows, size_t cols, float *w, double *rc)
+ * E[g^2] is Adafactor's factorisation, accumulated over the TERSE_STATS_WINDOW steps up to the
+ * plan step (the "window"): matrices E[g_ij^2] = R_i C_j / T (R, C: row and column sums of
+ * squares over the window, T their total), flat layers T / n. floor = 1e-3 T / n keeps the
+ * weight of a coordinate without any gradient finite. Only the weights use the window: the
+ * errors are those of compressing one step's gradient, which is what every step's compression
+ * makes (a sum of steps is smoother and would understate them).
+ * Window layout per layer: rows + cols + 1 doubles (R, C, T) for a matrix sample, 1 (T) for a
+ * flat one; slot->win holds them for all layers, allocated at the slot's first window step. */
+static size_t
+sched_win_len(const terse_slot_t *slot, size_t upto)
 {
-    double total = 0.0, floor_, x;
+    size_t l, len = 0, n, rows, cols;
+
+    for (l = 0; l < upto; ++l) {
+        sched_sample_shape(&slot->layers[l], &n, &rows, &cols);
+        len += (rows > 0) ? rows + cols + 1 : 1;
+    }
+    return len;
+}
+
+/* acc (this layer's window part) += this step's squared sample t */
+static void
+sched_win_add(double *acc, const float *t, size_t n, size_t rows, size_t cols)
+{
+    size_t i, j;
+    double x;
+
+    if (rows == 0) {
+        for (i = 0; i < n; ++i) {
+            acc[0] += (double)t[i] * (double)t[i];
+        }
+        return;
+    }
+    for (i = 0; i < rows; ++i) {
+        for (j = 0; j < cols; ++j) {
+            x = (double)t[i * cols + j] * (double)t[i * cols + j];
+            acc[i] += x;
+            acc[rows + j] += x;
+            acc[rows + cols] += x;
+        }
+    }
+}
+
+/* The weights of one layer's sample from its window sums (see above). */
+static void
+sched_win_weights(const double *acc, size_t n, size_t rows, size_t cols, float *w)
+{
+    const double total = acc[(rows > 0) ? rows + cols : 0];
+    const double floor_ = (n > 0) ? 1e-3 * total / (double)n : 0.0;
     size_t i, j;
 
-    for (i = 0; i < n; ++i) {
-        total += (double)t[i] * (double)t[i];
-    }
-    floor_ = (n > 0) ? 1e-3 * total / (double)n : 0.0;
     if (!(total > 0.0) || !isfinite(total)) {
         for (i = 0; i < n; ++i) {
             w[i] = 1.0f; /* a zero layer has no error to weigh; a non-finite one is excluded */
@@ -834,19 +892,39 @@ sched_adam_weights(const float *t, size_t n, size_t rows, size_t cols, float *w,
         }
         return;
     }
-    memset(rc, 0, (rows + cols) * sizeof(double));
     for (i = 0; i < rows; ++i) {
         for (j = 0; j < cols; ++j) {
-            x = (double)t[i * cols + j] * (double)t[i * cols + j];
-            rc[i] += x;
-            rc[rows + j] += x;
+            w[i * cols + j] = (float)(1.0 / (acc[i] * acc[rows + j] / total + floor_));
         }
     }
-    for (i = 0; i < rows; ++i) {
-        for (j = 0; j < cols; ++j) {
-            w[i * cols + j] = (float)(1.0 / (rc[i] * rc[rows + j] / total + floor_));
+}
+
+/* A window step before the plan step: adds every layer's squared sample to slot->win.
+ * Host buffers only (the device path would have to copy the gradient to the host on every
+ * window step: it uses the plan step alone). Local: no communication. */
+static void
+sched_win_step(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dtype_t dtype)
+{
+    size_t l, off = 0, n, rows, cols;
+    double scale;
+
+    if (slot->win == NULL) {
+        slot->win_len = sched_win_len(slot, slot->nlayers);
+        slot->win     = calloc(TERSE_MAX(slot->win_len, 1), sizeof(double));
+        if (slot->win == NULL) {
+            return; /* the plan step's own gradient gives the weights then */
         }
+        slot->mem_bytes += slot->win_len * sizeof(double);
     }
+    for (l = 0; l < slot->nlayers; ++l) {
+        if (sched_sample(sendbuf, dtype, &slot->layers[l], NULL, &ctx->win_tmp, &ctx->win_cap,
+                         &n, &rows, &cols, &scale) != TERSE_OK) {
+            return; /* a partial window only changes weights, never agreement */
+        }
+        sched_win_add(slot->win + off, ctx->win_tmp, n, rows, cols);
+        off += (rows > 0) ? rows + cols + 1 : 1;
+    }
+    ++slot->win_steps;
 }
 
 /* Compress + decompress throughput of the CPU reference code (input fp32 bytes per second),
@@ -914,7 +992,8 @@ sched_time_family(const terse_ctx_t *ctx, int fam, float *v, float *res, float *
     ob = (terse_buf_t){.ptr = out, .count = n, .dtype = TERSE_FLOAT32, .mem = TERSE_MEM_HOST};
     for (rep = 0; ok && (rep < 3); ++rep) {
         memset(res, 0, n * sizeof(float));
-        rng = terse_rng_make(ctx->seed, TERSE_RNG_QUANT, 0, (uint32_t)rep, (uint32_t)ctx->rank);
+        /* a shared stream: random-k insists on one; timing does not care */
+        rng = terse_rng_make(ctx->seed, TERSE_RNG_QUANT, 0, (uint32_t)rep, TERSE_RNG_SHARED);
         t   = terse__time_now();
         ok  = (ops->payload_size(cmp, n, 0, &bytes) == TERSE_OK) && (bytes <= pay_cap / 2) &&
              (ops->compress(cmp, &in, res, &rng, pay, bytes, &flags, NULL, NULL) == TERSE_OK);
@@ -1017,8 +1096,12 @@ sched_calibrate(terse_ctx_t *ctx)
     int w, rep, s;
 
     terse__sched_cost_default(&ctx->cost, p, 0.0);
-    sched_cpu_tput(&ctx->cost);
-    TERSE_CHECK(sched_measure_tput(ctx));
+    if (ctx->dev == NULL) {
+        /* host compressors: measured here; the device path keeps the cost model's GPU kernel
+         * figures (terse__sched_cost_default), which host timings would understate ~50x */
+        sched_cpu_tput(&ctx->cost);
+        TERSE_CHECK(sched_measure_tput(ctx));
+    }
     if (ctx->hier != NULL) {
         /* one (latency, bandwidth) per level, TERSE_LINK_* for the inter-node one */
         TERSE_CHECK(terse__hier_calibrate(ctx, &ctx->cost));
@@ -1227,7 +1310,7 @@ sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dt
     const double t0     = terse__time_now();
     double *stats = calloc(nstat + 1, sizeof(double)), scale, *rc = NULL;
     float *wts = NULL;
-    size_t wcap = 0;
+    size_t wcap = 0, win_off = 0;
     const int adam = (ctx->cfg->ERROR_MEASURE == 0);
     void *ws      = malloc(terse__algo_sum_ws_size(ctx->nranks, nstat, TERSE_FLOAT64));
     terse_cmp_spec_t *specs = NULL;
@@ -1253,15 +1336,22 @@ sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dt
                            &scale) == TERSE_OK);
         if (ok && adam && (wcap < n)) { /* re-plan steps only: off the hot path */
             float *nw  = realloc(wts, n * sizeof(float));
-            double *nr = (nw != NULL) ? realloc(rc, (n + 1) * sizeof(double)) : NULL;
+            double *nr = (nw != NULL) ? realloc(rc, (n + 2) * sizeof(double)) : NULL;
             wts = (nw != NULL) ? nw : wts;
             rc  = (nr != NULL) ? nr : rc;
             ok  = (nw != NULL) && (nr != NULL);
             wcap = ok ? n : wcap;
         }
         if (ok && adam) {
-            /* rows + cols <= n + 1 for every sample shape */
-            sched_adam_weights(tmp, n, rows, cols, wts, rc);
+            /* this step joins the window; without a window (device path, no memory) the
+             * weights come from this step alone, in rc (rows + cols + 1 <= n + 2 doubles) */
+            double *acc = (slot->win != NULL) ? slot->win + win_off : rc;
+            if (slot->win == NULL) {
+                memset(rc, 0, ((rows > 0) ? rows + cols + 1 : 1) * sizeof(double));
+            }
+            sched_win_add(acc, tmp, n, rows, cols);
+            sched_win_weights(acc, n, rows, cols, wts);
+            win_off += (rows > 0) ? rows + cols + 1 : 1;
         }
         ok = ok &&
              (terse__sched_stats_layer_w(&ctx->ref_grid, tmp, adam ? wts : NULL, n, rows, cols,
@@ -1288,6 +1378,10 @@ sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dt
     free(tmp);
     free(wts);
     free(rc);
+    if (slot->win != NULL) { /* the next window starts empty */
+        memset(slot->win, 0, slot->win_len * sizeof(double));
+        slot->win_steps = 0;
+    }
     if (!ctx->cost_ready) {
         TERSE_CHECK_GOTO(sched_calibrate(ctx), status, out);
     }
@@ -1436,6 +1530,11 @@ slot_rebuild(terse_ctx_t *ctx, terse_slot_t *old, const terse_cmp_spec_t *specs,
     ns->sched       = old->sched;
     ns->next_plan   = old->next_plan;
     ns->last_plan_s = old->last_plan_s;
+    ns->win         = old->win; /* the layout is the same: so are the window sums */
+    ns->win_len     = old->win_len;
+    ns->win_steps   = old->win_steps;
+    ns->mem_bytes  += (old->win != NULL) ? old->win_len * sizeof(double) : 0;
+    old->win        = NULL;
     for (pp = &ctx->slots; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == old) {
             ns->next = old->next;
@@ -1874,6 +1973,11 @@ terse__allreduce_keyed(terse_ctx_t *ctx, uint64_t key, const void *sendbuf, void
         return TERSE_ERR_MISMATCH;
     }
     step = slot->step;
+    if (slot->sched && (ctx->dev == NULL) && (ctx->cfg->ERROR_MEASURE == 0) &&
+        (slot->step < slot->next_plan) &&
+        (slot->next_plan - slot->step < (uint32_t)ctx->cfg->STATS_WINDOW)) {
+        sched_win_step(ctx, slot, sendbuf, dtype);
+    }
     if (slot->sched && (slot->step == slot->next_plan)) {
         /* the statistics read the input before any output is written (recvbuf may be
          * sendbuf); agreed slots only, so every rank of this slot is here */
@@ -2088,7 +2192,9 @@ terse_stats_get(const terse_ctx_t *ctx, terse_stats_t *stats)
  *   residuals            fb_total floats (sender), rq_total floats (chunk owners)
  *   compressor states    per layer: uint64 bytes, then that many bytes of the instance's
  *                        state_get (0 for families without state, native layers or no
- *                        slot): PowerSGD's Q, so a restart continues bitwise identically
+ *                        slot): PowerSGD's Q, so a restart continues bitwise identically;
+ *                        then uint64 n, uint32 steps and n doubles: the slot's window sums
+ *                        of TERSE_ERROR_MEASURE=adam (n 0: none), so a restart plans alike
  *   other slots          uint64 count, then per slot that is not the registered layout
  *                        (the MPI shim's call-cycle places, unregistered counts):
  *                        uint64 key, uint32 dtype, uint32 nlayers, per layer uint64 count,
@@ -2100,7 +2206,7 @@ terse_stats_get(const terse_ctx_t *ctx, terse_stats_t *stats)
  * Random streams are counters of (seed, layer, step, rank): saving the step and the seed
  * restores them.
  */
-#define TERSE_STATE_MAGIC "TERSEST3"
+#define TERSE_STATE_MAGIC "TERSEST4"
 
 typedef struct state_head {
     char     magic[8];
@@ -2249,6 +2355,12 @@ state_write_cmp(FILE *f, const terse_slot_t *slot, size_t n)
              ((bytes == 0) || (fwrite(buf, 1, b, f) == b));
         free(buf);
     }
+    if (ok) { /* the scheduler's window sums */
+        const uint64_t wn = ((slot != NULL) && (slot->win != NULL)) ? slot->win_len : 0;
+        const uint32_t ws = (wn > 0) ? slot->win_steps : 0;
+        ok = (fwrite(&wn, sizeof(wn), 1, f) == 1) && (fwrite(&ws, sizeof(ws), 1, f) == 1) &&
+             ((wn == 0) || (fwrite(slot->win, sizeof(double), (size_t)wn, f) == wn));
+    }
     return ok;
 }
 
@@ -2280,7 +2392,29 @@ state_read_cmp(FILE *f, terse_slot_t *slot, size_t n)
             return 0;
         }
     }
-    return 1;
+    { /* the scheduler's window sums: the same layout or none */
+        uint64_t wn;
+        uint32_t ws;
+        if ((fread(&wn, sizeof(wn), 1, f) != 1) || (fread(&ws, sizeof(ws), 1, f) != 1)) {
+            return 0;
+        }
+        if (wn == 0) {
+            return 1;
+        }
+        if (wn != sched_win_len(slot, n)) {
+            return 0;
+        }
+        if (slot->win == NULL) {
+            slot->win = malloc((size_t)wn * sizeof(double));
+            if (slot->win == NULL) {
+                return 0;
+            }
+            slot->win_len = (size_t)wn;
+            slot->mem_bytes += (size_t)wn * sizeof(double);
+        }
+        slot->win_steps = ws;
+        return fread(slot->win, sizeof(double), (size_t)wn, f) == wn;
+    }
 }
 
 /* Hands a loaded slot its scheduler position and plans. Ownership of *pending_p (when

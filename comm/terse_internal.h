@@ -85,6 +85,12 @@ typedef struct terse_slot {
     int                  nranks;      /* ranks of the transport the slot was built for */
     struct terse_hier_slot *hier;     /* owned: the hierarchical allreduce (algo_hier.c), or
                                          NULL: the flat algorithms over the context's transport */
+    /* TERSE_ERROR_MEASURE=adam: per layer, sums of squared gradients (row, column, total) over
+     * the steps of the window before the next plan (comm/terse.c, sched_win_*). Owned; NULL
+     * until the first window step. Saved with the state, so a restart plans the same. */
+    double              *win;
+    size_t               win_len;    /* doubles in win */
+    uint32_t             win_steps;  /* steps summed in win since the last plan */
 } terse_slot_t;
 
 /* At a plan switch: a layer that keeps a PowerSGD family (same ops), with rank r in o and r'
@@ -209,6 +215,8 @@ struct terse_ctx {
     size_t                *lay_count, *lay_rows, *lay_cols;
     char                 (*lay_name)[TERSE_NAME_MAX];
     struct terse_hier_ctx *hier;       /* owned; NULL: no hierarchy (algo_hier.c) */
+    float                 *win_tmp;      /* owned scratch of the window steps (sched_win_step) */
+    size_t                 win_cap;      /* floats in win_tmp */
 };
 
 #define TERSE_KEY_REG   (~0ull)

@@ -60,6 +60,14 @@ terse__sched_grid_default(terse_sched_grid_t *grid, uint32_t bucket)
         grid->opt[n].fam     = TERSE_SCHED_FAM_POWERSGD;
         grid->opt[n++].param = sched_default_ranks[i];
     }
+    /* appended (the order above is what older plans and tests index). Not powersgd1: its
+     * estimate is PowerSGD's steady state, and on the C trainer the planner then put the
+     * output layer on powersgd1:16-32 at re-plans and lost held-out loss outside the seeds'
+     * band; it stays available to pinned plans and TERSE_COMPRESSOR. */
+    for (i = 0; i < sizeof(sched_default_topk) / sizeof(double); ++i) {
+        grid->opt[n].fam     = TERSE_SCHED_FAM_TOPKT;
+        grid->opt[n++].param = sched_default_topk[i];
+    }
     grid->n            = n;
     grid->quant_bucket = (bucket == 0) ? 512 : bucket;
     grid->oversample   = 8;

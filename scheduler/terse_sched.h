@@ -93,11 +93,14 @@ typedef struct terse_sched_grid {
 
 /* The default grid (DESIGN.md section 4), in this order:
  *   none, cast:0 (bf16), quant:2 3 4 6 8, sign, topk:0.001 0.003 0.01 0.03 0.1,
- *   randomk:0.001 0.01 0.03 0.1, powersgd:1 2 4 8 16 32        (23 options)
- * The same grids as the compressor registry's families (their ops->grid). powersgd1 and
- * topkt are estimated like powersgd and topk (same rank tail, same top-k energy; optimistic
- * for the alternating variant's warm-up) but are not in the default grid: add them to
- * opt[] to let the planner choose them.
+ *   randomk:0.001 0.01 0.03 0.1, powersgd:1 2 4 8 16 32,
+ *   topkt:0.001 0.003 0.01 0.03 0.1                               (28 options)
+ * The same grids as the compressor registry's families (their ops->grid). topkt is
+ * estimated like topk (it selects exactly top-k's set) and differs in compress time, which
+ * the planner weighs. powersgd1 is estimated like powersgd (its steady state: optimistic, it
+ * refreshes one factor a step) and is NOT in the default grid: given the choice the planner
+ * put the C trainer's output layer on powersgd1 and training lost accuracy; add it to opt[]
+ * to let the planner choose it anyway.
  *   [out] grid  filled; quant_bucket = bucket (0: 512) */
 void terse__sched_grid_default(terse_sched_grid_t *grid, uint32_t bucket);
 

@@ -81,3 +81,5 @@ TERSE_ENV(TORCH_HELPER,   BOOL,   "0",       "0|1",
           "PyTorch: with PYTHONPATH=examples/ddp/terse_helper, register each DDP bucket's per-parameter layout with libterse-nccl.so")
 TERSE_ENV(TORCH_HELPER_STEP, INT, "1",       "0..1000000",
           "PyTorch helper: the DDP step (0 = first) at which every rank registers the bucket layouts")
+TERSE_ENV(STATS_WINDOW,   INT,    "4",       "1..1000",
+          "auto, TERSE_ERROR_MEASURE=adam: steps up to each plan whose squared gradients give E[g^2] (host buffers; the device path uses the plan step)")

@@ -331,9 +331,9 @@ test_stats_layer(void)
     int k;
 
     terse__sched_grid_default(&grid, 64);
-    CU_ASSERT_EQUAL(grid.n, 23);
+    CU_ASSERT_EQUAL(grid.n, 28);
     stride = terse__sched_stats_stride(&grid);
-    CU_ASSERT_EQUAL(stride, 25);
+    CU_ASSERT_EQUAL(stride, 30);
     st = malloc(stride * sizeof(double));
     terse_test_lowrank(51, rows, cols, 2, 0.1f, v);
     for (i = 0; i < n; ++i) {
