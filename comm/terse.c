@@ -1299,6 +1299,42 @@ sched_plan_out(const terse_ctx_t *ctx, const terse_plan_t *plan)
     }
 }
 
+/* Whether compressing cannot pay on this link at all: the plan of least predicted time with
+ * every candidate's error taken as 0 (no budget can forbid anything) sends every layer
+ * uncompressed. Then so does every plan under any budget, and the statistics (the expensive
+ * part of a re-plan: ~0.5 s for a 25 M parameter model on one core) need not be taken: on
+ * NVLink a re-plan is then a few small allreduces. A pure function of the layout and the
+ * agreed cost model. On 1 it leaves stats holding those zero-error statistics (what
+ * sched_solve then turns into the all-uncompressed plan); on 0 stats is zeroed again. */
+static int
+sched_nothing_pays(terse_ctx_t *ctx, const terse_slot_t *slot, double *stats)
+{
+    const size_t stride = terse__sched_stats_stride(&ctx->grid), nl = slot->nlayers;
+    terse_plan_t plan;
+    size_t l;
+    int none = 1;
+
+    if ((stats == NULL) || (ctx->sched_objective != TERSE_SCHED_OBJ_TIME)) {
+        return 0;
+    }
+    for (l = 0; l < nl; ++l) {
+        stats[l * stride + TERSE_SCHED_STATS_NORM]           = 1.0;
+        stats[nl * stride + 3 * l + TERSE_SCHED_STATS_NORM] = 1.0;
+    }
+    memset(&plan, 0, sizeof(plan));
+    if (sched_solve(ctx, slot, stats, &plan) != TERSE_OK) {
+        none = 0;
+    }
+    for (l = 0; none && (l < nl); ++l) {
+        none = (plan.layer[l].fam == TERSE_SCHED_FAM_NONE);
+    }
+    terse__sched_plan_free(&plan);
+    if (!none) {
+        memset(stats, 0, (nl * stride + nl * 3) * sizeof(double));
+    }
+    return none;
+}
+
 /* Statistics, reduction, solve and checksum agreement for one slot (see above). Collective:
  * every rank of a slot with sched set calls it on the same step. Returns TERSE_OK (also when
  * the plan is kept) or a transport error. */
@@ -1319,12 +1355,22 @@ sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dt
     float *tmp = NULL;
     size_t cap = 0, l, j, n, rows, cols;
     uint64_t v[3], sum = 0;
-    int ok = (stats != NULL) && (ws != NULL);
+    int ok = (stats != NULL) && (ws != NULL), skip;
     const char *why = NULL;
 
     memset(&plan, 0, sizeof(plan));
     slot->next_plan = slot->step + (uint32_t)ctx->sched_replan;
-    for (l = 0; ok && (l < nl); ++l) {
+    if (!ctx->cost_ready) {
+        TERSE_CHECK_GOTO(sched_calibrate(ctx), status, out);
+    }
+    /* 0. does compressing pay at all here? (agreed: one flag, MAX) */
+    v[0] = (ok && sched_nothing_pays(ctx, slot, stats)) ? 0 : 1;
+    TERSE_CHECK_GOTO(terse__tp_allreduce(ctx->tp, v, v, 1, TERSE_TP_MAX_U64), status, out);
+    skip = (v[0] == 0);
+    if (!skip && ok && (stats[TERSE_SCHED_STATS_NORM] != 0.0)) {
+        memset(stats, 0, nstat * sizeof(double)); /* another rank could not skip */
+    }
+    for (l = 0; ok && !skip && (l < nl); ++l) {
         double *s = stats + l * stride;
         /* Statistics of the raw gradient, not of gradient plus residual: the residual belongs
          * to the plan in force, and measuring through it made plans oscillate (an aggressive
@@ -1382,8 +1428,10 @@ sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dt
         memset(slot->win, 0, slot->win_len * sizeof(double));
         slot->win_steps = 0;
     }
-    if (!ctx->cost_ready) {
-        TERSE_CHECK_GOTO(sched_calibrate(ctx), status, out);
+    if (skip) {
+        terse_info(TERSE_LOG_SCHED, "step %u: compressing does not pay on this link for any "
+                   "layer: no statistics taken", slot->step);
+        goto solve;
     }
     /* 1. every rank has its statistics */
     v[0] = ok ? 0 : 1;
@@ -1403,6 +1451,7 @@ sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dt
             break;
         }
     }
+solve:
     /* 4. solve (why stays NULL on every rank here: the decision below is agreed) */
     ok = 0;
     if (why == NULL) {
