@@ -303,6 +303,22 @@ sched_jacobi(double *w, size_t m, size_t len)
     }
 }
 
+/* sched_jacobi, then the norm of every vector (the singular values, unsorted) into nrm. */
+static void
+sched_jacobi_norms(double *w, size_t m, size_t len, double *nrm)
+{
+    size_t i, j;
+
+    sched_jacobi(w, m, len);
+    for (i = 0; i < m; ++i) {
+        double s = 0.0;
+        for (j = 0; j < len; ++j) {
+            s += w[i * len + j] * w[i * len + j];
+        }
+        nrm[i] = sqrt(s);
+    }
+}
+
 terse_status_t
 terse__sched_svd_values(const double *a, size_t rows, size_t cols, double *sigma_p)
 {
@@ -323,14 +339,7 @@ terse__sched_svd_values(const double *a, size_t rows, size_t cols, double *sigma
             }
         }
     }
-    sched_jacobi(w, m, len);
-    for (i = 0; i < m; ++i) {
-        double s = 0.0;
-        for (j = 0; j < len; ++j) {
-            s += w[i * len + j] * w[i * len + j];
-        }
-        sigma_p[i] = sqrt(s);
-    }
+    sched_jacobi_norms(w, m, len, sigma_p);
     /* Insertion sort, descending. */
     for (i = 1; i < m; ++i) {
         double x = sigma_p[i];
@@ -466,13 +475,8 @@ sched_powersgd_wtail(const float *m, const float *w, size_t rows, size_t cols, c
         return TERSE_ERR_NOMEM;
     }
     memcpy(bcopy, b, k * cols * sizeof(*b));
-    sched_jacobi(b, k, cols);
+    sched_jacobi_norms(b, k, cols, nrm);
     for (c = 0; c < k; ++c) {
-        double t = 0.0;
-        for (j = 0; j < cols; ++j) {
-            t += b[c * cols + j] * b[c * cols + j];
-        }
-        nrm[c]   = sqrt(t);
         order[c] = c;
     }
     for (c = 1; c < k; ++c) { /* descending by sigma; stable */
