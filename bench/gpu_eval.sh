@@ -57,17 +57,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$OUT/summary.
 if has build; then
     CMAKE_ARGS=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DTERSE_ENABLE_CUDA=ON)
     command -v mpicc > /dev/null 2>&1 || CMAKE_ARGS+=(-DTERSE_ENABLE_MPI=OFF)
-    if [ ! -f /usr/include/CUnit/CUnit.h ] && ls "$ROOT"/.deps/libcunit1*.deb > /dev/null 2>&1; then
-        CU=/tmp/terse-cunit
-        rm -rf "$CU" && mkdir -p "$CU"
-        for deb in "$ROOT"/.deps/libcunit1*.deb; do dpkg -x "$deb" "$CU"; done
-        LIB=$(find "$CU" -name 'libcunit.so*' | head -1)
-        LIBDIR=$(dirname "$LIB")
-        [ -e "$LIBDIR/libcunit.so" ] || ln -sf "$(basename "$LIB")" "$LIBDIR/libcunit.so"
-        export LD_LIBRARY_PATH="$LIBDIR:${LD_LIBRARY_PATH:-}"
-        CMAKE_ARGS+=(-DCUNIT_INCLUDE_DIR="$CU/usr/include" -DCUNIT_LIBRARY="$LIBDIR/libcunit.so")
-    fi
-    [ -d "$ROOT/.data/gradients" ] && CMAKE_ARGS+=(-DTERSE_DATA_DIR="$ROOT/.data/gradients")
+    . "$ROOT/bench/gpu_cmake_args.sh" # CUnit from .deps, gradients from .data
     log "configure"
     cmake -S "$ROOT" -B "$BUILD" "${CMAKE_ARGS[@]}" > "$OUT/configure.log" 2>&1 \
         || { log "configure FAILED"; tail -30 "$OUT/configure.log"; exit 1; }

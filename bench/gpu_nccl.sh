@@ -77,19 +77,7 @@ if command -v mpicc >/dev/null 2>&1; then
 else
     CMAKE_ARGS+=(-DTERSE_ENABLE_MPI=OFF)
 fi
-if [ ! -f /usr/include/CUnit/CUnit.h ] && ls "$ROOT"/.deps/libcunit1*.deb >/dev/null 2>&1; then
-    CU=/tmp/terse-cunit
-    rm -rf "$CU" && mkdir -p "$CU"
-    for deb in "$ROOT"/.deps/libcunit1*.deb; do dpkg -x "$deb" "$CU"; done
-    LIB=$(find "$CU" -name 'libcunit.so*' | head -1)
-    LIBDIR=$(dirname "$LIB")
-    [ -e "$LIBDIR/libcunit.so" ] || ln -sf "$(basename "$LIB")" "$LIBDIR/libcunit.so"
-    export LD_LIBRARY_PATH="$LIBDIR:${LD_LIBRARY_PATH:-}"
-    CMAKE_ARGS+=(-DCUNIT_INCLUDE_DIR="$CU/usr/include" -DCUNIT_LIBRARY="$LIBDIR/libcunit.so")
-fi
-if [ -d "$ROOT/.data/gradients" ]; then
-    CMAKE_ARGS+=(-DTERSE_DATA_DIR="$ROOT/.data/gradients")
-fi
+. "$ROOT/bench/gpu_cmake_args.sh" # CUnit from .deps, gradients from .data
 log "configure"
 cmake -S "$ROOT" -B "$BUILD" "${CMAKE_ARGS[@]}" > "$BUILD.configure.log" 2>&1 \
     || { log "configure FAILED"; tail -30 "$BUILD.configure.log"; exit 1; }
