@@ -946,7 +946,7 @@ sched_cpu_tput(terse_sched_cost_t *cost)
 
 /* Times one compress (+ stages) + decompress of family `fam` at the grid's middle parameter on
  * a fixed pseudo-random 512 x 512 fp32 layer of this rank's memory kind (host), best of 3.
- * Returns the seconds, or -1 when the family is not built or failed here. */
+ * Returns the seconds, or -1 when the family is not built, not in the grid, or failed here. */
 static double
 sched_time_family(const terse_ctx_t *ctx, int fam, float *v, float *res, float *out,
                   void *pay, size_t pay_cap)
@@ -968,6 +968,9 @@ sched_time_family(const terse_ctx_t *ctx, int fam, float *v, float *res, float *
     }
     for (i = 0; i < ctx->grid.n; ++i) { /* the middle option of the family in the grid */
         nopt += (ctx->grid.opt[i].fam == fam);
+    }
+    if (nopt == 0) {
+        return -1.0; /* not a candidate: nothing to time (its default figure stays) */
     }
     for (i = 0, nopt = (nopt + 1) / 2; (i < ctx->grid.n) && (nopt > 0); ++i) {
         if ((ctx->grid.opt[i].fam == fam) && (--nopt == 0)) {
