@@ -738,10 +738,6 @@ sched_fam_ops(int fam)
     return (name != NULL) ? terse__cmp_find(name) : NULL;
 }
 
-/* Copies (a subsample of) layer ly's fp32 values into *tmp_p.
- *   [out] n_p, rows_p, cols_p  what was copied (rows_p 0 for a flat sample)
- *   [out] scale_p              count / n: multiplies the summed statistics
- * Returns TERSE_OK or TERSE_ERR_NOMEM. */
 /* The shape of layer ly's sample as sched_sample takes it: n values, a rows x cols matrix
  * (every k-th row of a big matrix) or flat (rows 0). A pure function of the layer's shape, so
  * the window sums of successive steps line up. */
@@ -764,24 +760,19 @@ sched_sample_shape(const terse_layer_state_t *ly, size_t *n_p, size_t *rows_p, s
     *cols_p = (rows > 0) ? cols : 0;
 }
 
+/* Copies (a subsample of) layer ly's fp32 values into *tmp_p, in sched_sample_shape's shape.
+ *   [out] n_p, rows_p, cols_p  what was copied (rows_p 0 for a flat sample)
+ *   [out] scale_p              count / n: multiplies the summed statistics
+ * Returns TERSE_OK or TERSE_ERR_NOMEM. */
 static terse_status_t
 sched_sample(const void *buf, terse_dtype_t dtype, const terse_layer_state_t *ly,
              const float *res, float **tmp_p, size_t *cap_p, size_t *n_p, size_t *rows_p,
              size_t *cols_p, double *scale_p)
 {
-    size_t n = ly->count, rows = ly->rows, cols = ly->cols, i, k, nb, step, r, nr;
+    size_t n, rows, cols, i, k, nb, step, r;
     float *t;
 
-    if (n > SCHED_SAMPLE_MAX) {
-        if ((rows > 0) && (cols <= SCHED_SAMPLE_MAX)) {
-            k  = TERSE_DIV_UP(n, SCHED_SAMPLE_MAX); /* every k-th row */
-            nr = TERSE_DIV_UP(rows, k);
-            n  = nr * cols;
-        } else {
-            rows = cols = 0;
-            n = (SCHED_SAMPLE_MAX / SCHED_SAMPLE_BLOCK) * SCHED_SAMPLE_BLOCK;
-        }
-    }
+    sched_sample_shape(ly, &n, &rows, &cols);
     if (*cap_p < n) {
         void *p = realloc(*tmp_p, n * sizeof(float));
         if (p == NULL) {
