@@ -738,26 +738,49 @@ sched_fam_ops(int fam)
     return (name != NULL) ? terse__cmp_find(name) : NULL;
 }
 
-/* The shape of layer ly's sample as sched_sample takes it: n values, a rows x cols matrix
- * (every k-th row of a big matrix) or flat (rows 0). A pure function of the layer's shape, so
- * the window sums of successive steps line up. */
+/* The shape of layer ly's sample as sched_sample takes it: n values, flat (rows 0) or a
+ * rows x cols matrix of every kr-th row and kc-th column of a big matrix. Both strides grow,
+ * the larger side's first, until the sample fits SCHED_SAMPLE_MAX: a submatrix keeps the rank
+ * structure PowerSGD's estimate needs (a low-rank matrix's submatrix has the same rank), where
+ * keeping whole rows of a wide layer left too few rows (768 x 3072: 77) for the larger ranks.
+ * A pure function of the layer's shape, so the window sums of successive steps line up.
+ *   [out] kr_p, kc_p  the strides (1: that side is whole); may be NULL */
 static void
-sched_sample_shape(const terse_layer_state_t *ly, size_t *n_p, size_t *rows_p, size_t *cols_p)
+sched_sample_shape2(const terse_layer_state_t *ly, size_t *n_p, size_t *rows_p, size_t *cols_p,
+                    size_t *kr_p, size_t *kc_p)
 {
-    size_t n = ly->count, rows = ly->rows, cols = ly->cols;
+    size_t n = ly->count, rows = ly->rows, cols = ly->cols, kr = 1, kc = 1;
 
-    if (n > SCHED_SAMPLE_MAX) {
-        if ((rows > 0) && (cols <= SCHED_SAMPLE_MAX)) {
-            rows = TERSE_DIV_UP(rows, TERSE_DIV_UP(n, SCHED_SAMPLE_MAX));
-            n    = rows * cols;
-        } else {
-            rows = cols = 0;
-            n = (SCHED_SAMPLE_MAX / SCHED_SAMPLE_BLOCK) * SCHED_SAMPLE_BLOCK;
+    if ((n > SCHED_SAMPLE_MAX) && (rows > 0)) {
+        size_t r = rows, c = cols;
+        while (r * c > SCHED_SAMPLE_MAX) {
+            if (r >= c) {
+                ++kr;
+                r = TERSE_DIV_UP(rows, kr);
+            } else {
+                ++kc;
+                c = TERSE_DIV_UP(cols, kc);
+            }
         }
+        rows = r;
+        cols = c;
+        n    = r * c;
+    } else if (n > SCHED_SAMPLE_MAX) {
+        n = (SCHED_SAMPLE_MAX / SCHED_SAMPLE_BLOCK) * SCHED_SAMPLE_BLOCK;
     }
     *n_p    = n;
     *rows_p = rows;
     *cols_p = (rows > 0) ? cols : 0;
+    if (kr_p != NULL) {
+        *kr_p = kr;
+        *kc_p = kc;
+    }
+}
+
+static void
+sched_sample_shape(const terse_layer_state_t *ly, size_t *n_p, size_t *rows_p, size_t *cols_p)
+{
+    sched_sample_shape2(ly, n_p, rows_p, cols_p, NULL, NULL);
 }
 
 /* Copies (a subsample of) layer ly's fp32 values into *tmp_p, in sched_sample_shape's shape.
@@ -769,10 +792,10 @@ sched_sample(const void *buf, terse_dtype_t dtype, const terse_layer_state_t *ly
              const float *res, float **tmp_p, size_t *cap_p, size_t *n_p, size_t *rows_p,
              size_t *cols_p, double *scale_p)
 {
-    size_t n, rows, cols, i, k, nb, step, r;
+    size_t n, rows, cols, i, kr, kc, nb, step, r;
     float *t;
 
-    sched_sample_shape(ly, &n, &rows, &cols);
+    sched_sample_shape2(ly, &n, &rows, &cols, &kr, &kc);
     if (*cap_p < n) {
         void *p = realloc(*tmp_p, n * sizeof(float));
         if (p == NULL) {
@@ -787,14 +810,13 @@ sched_sample(const void *buf, terse_dtype_t dtype, const terse_layer_state_t *ly
             t[i] = terse__load_f32(buf, dtype, ly->offset + i) + ((res != NULL) ? res[i] : 0.0f);
         }
     } else if (rows > 0) {
-        k = TERSE_DIV_UP(ly->count, SCHED_SAMPLE_MAX);
-        for (r = 0; r < n / cols; ++r) {
+        for (r = 0; r < rows; ++r) {
             for (i = 0; i < cols; ++i) {
-                t[r * cols + i] = terse__load_f32(buf, dtype, ly->offset + r * k * cols + i) +
-                                  ((res != NULL) ? res[r * k * cols + i] : 0.0f);
+                const size_t at = r * kr * ly->cols + i * kc;
+                t[r * cols + i] = terse__load_f32(buf, dtype, ly->offset + at) +
+                                  ((res != NULL) ? res[at] : 0.0f);
             }
         }
-        rows = n / cols;
     } else {
         nb   = ly->count / SCHED_SAMPLE_BLOCK;
         step = nb / (n / SCHED_SAMPLE_BLOCK);
