@@ -463,16 +463,12 @@ sched_powersgd_wtail(const float *m, const float *w, size_t rows, size_t cols, c
     double *u = malloc(rows * sizeof(*u)), *bcopy = malloc(k * cols * sizeof(*bcopy));
     size_t *order = malloc(k * sizeof(*order)), i, j, c, r, done = 0;
     double *nrm = malloc(k * sizeof(*nrm));
+    terse_status_t status = TERSE_OK;
 
     if ((res == NULL) || (bv == NULL) || (u == NULL) || (bcopy == NULL) || (order == NULL) ||
         (nrm == NULL)) {
-        free(res);
-        free(bv);
-        free(u);
-        free(bcopy);
-        free(order);
-        free(nrm);
-        return TERSE_ERR_NOMEM;
+        status = TERSE_ERR_NOMEM;
+        goto out;
     }
     memcpy(bcopy, b, k * cols * sizeof(*b));
     sched_jacobi_norms(b, k, cols, nrm);
@@ -532,13 +528,15 @@ sched_powersgd_wtail(const float *m, const float *w, size_t rows, size_t cols, c
             }
         }
     }
+
+out:
     free(res);
     free(bv);
     free(u);
     free(bcopy);
     free(order);
     free(nrm);
-    return TERSE_OK;
+    return status;
 }
 
 terse_status_t
@@ -559,6 +557,7 @@ terse__sched_powersgd_err_w(const float *m, const float *w, size_t rows, size_t 
     size_t mind = TERSE_MIN(rows, cols), k, i, maxr = 0, c;
     double *om = NULL, *y = NULL, *b = NULL, *sig = NULL, *acc = NULL, *xt = NULL, total = 0.0;
     terse_rng_t rng;
+    terse_status_t status = TERSE_OK;
     unsigned it;
 
     for (i = 0; i < rows * cols; ++i) {
@@ -591,13 +590,8 @@ terse__sched_powersgd_err_w(const float *m, const float *w, size_t rows, size_t 
         (xt == NULL)) {
         terse_error(TERSE_LOG_SCHED, "failed to allocate range finder for %zu x %zu rank %zu",
                     rows, cols, k);
-        free(om);
-        free(y);
-        free(b);
-        free(sig);
-        free(acc);
-        free(xt);
-        return TERSE_ERR_NOMEM;
+        status = TERSE_ERR_NOMEM;
+        goto out;
     }
     /* Omega: gaussian columns (Box-Muller on Philox uniforms). */
     rng = terse_rng_make(seed, SCHED_RNG_SKETCH, 0, 0, TERSE_RNG_SHARED);
@@ -622,13 +616,8 @@ terse__sched_powersgd_err_w(const float *m, const float *w, size_t rows, size_t 
     /* B = Q^T M: k x cols, row c = M^T q_c. */
     sched_mul_t(m, rows, cols, y, k, b);
     if (terse__sched_svd_values(b, k, cols, sig) != TERSE_OK) {
-        free(om);
-        free(y);
-        free(b);
-        free(sig);
-        free(acc);
-        free(xt);
-        return TERSE_ERR_NOMEM;
+        status = TERSE_ERR_NOMEM;
+        goto out;
     }
     for (i = 0; i < nr; ++i) {
         double kept = 0.0;
@@ -641,23 +630,18 @@ terse__sched_powersgd_err_w(const float *m, const float *w, size_t rows, size_t 
         }
         tail_p[i] = (total > kept) ? total - kept : 0.0;
     }
-    if ((w != NULL) && (wtail_p != NULL) &&
-        (sched_powersgd_wtail(m, w, rows, cols, y, b, k, ranks, nr, wtail_p) != TERSE_OK)) {
-        free(om);
-        free(y);
-        free(b);
-        free(sig);
-        free(acc);
-        free(xt);
-        return TERSE_ERR_NOMEM;
+    if ((w != NULL) && (wtail_p != NULL)) {
+        status = sched_powersgd_wtail(m, w, rows, cols, y, b, k, ranks, nr, wtail_p);
     }
+
+out:
     free(om);
     free(y);
     free(b);
     free(sig);
     free(acc);
     free(xt);
-    return TERSE_OK;
+    return status;
 }
 
 /* ---------------------------------------------------------------- one layer */
