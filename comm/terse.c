@@ -39,6 +39,8 @@ terse__config_hash(const terse_config_t *cfg)
 }
 
 /* ---------------------------------------------------------------- slots */
+static void sched_job_drop(terse_sched_job_t *job);
+
 static void
 slot_destroy(terse_slot_t *slot)
 {
@@ -60,6 +62,7 @@ slot_destroy(terse_slot_t *slot)
             slot->layers[l].ops->destroy(slot->layers[l].cmp);
         }
     }
+    sched_job_drop(slot->job); /* first: its thread reads the context, not the slot */
     terse__fb_destroy(&slot->fb);
     free(slot->win);
     terse__sched_plan_free(&slot->plan);
@@ -529,6 +532,10 @@ terse_ctx_create(const terse_ctx_params_t *params, terse_ctx_t **ctx_p)
     ctx->ref_grid.share = ctx->grid.share;
     ctx->dev    = ((&terse__nccl_path != NULL) && (tops == terse__nccl_path.tp_ops)) ?
                       &terse__nccl_path : NULL;
+    /* TERSE_STATS_ASYNC: 0 auto (on for device buffers), 1 on, 2 off */
+    ctx->sched_lag = ((ctx->cfg->STATS_ASYNC == 1) ||
+                      ((ctx->cfg->STATS_ASYNC == 0) && (ctx->dev != NULL))) ?
+                         (uint32_t)ctx->cfg->STATS_LAG : 0;
     if (tops->kind != TERSE_TRANSPORT_LOOP) {
         terse__log_set_rank(ctx->rank);
     }
@@ -1351,99 +1358,173 @@ sched_nothing_pays(terse_ctx_t *ctx, const terse_slot_t *slot, double *stats)
     return none;
 }
 
-/* Statistics, reduction, solve and checksum agreement for one slot (see above). Collective:
- * every rank of a slot with sched set calls it on the same step. Returns TERSE_OK (also when
- * the plan is kept) or a transport error. */
-static terse_status_t
-sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dtype_t dtype)
-{
-    const size_t stride = terse__sched_stats_stride(&ctx->grid), nl = slot->nlayers;
-    const size_t nstat  = nl * stride + nl * 3; /* candidates, then the raw budget stats */
-    const double t0     = terse__time_now();
-    double *stats = calloc(nstat + 1, sizeof(double)), scale, *rc = NULL;
-    float *wts = NULL;
-    size_t wcap = 0, win_off = 0;
-    const int adam = (ctx->cfg->ERROR_MEASURE == 0);
-    void *ws      = malloc(terse__algo_sum_ws_size(ctx->nranks, nstat, TERSE_FLOAT64));
-    terse_cmp_spec_t *specs = NULL;
-    terse_plan_t plan;
-    terse_status_t status = TERSE_OK, st;
-    float *tmp = NULL;
-    size_t cap = 0, l, j, n, rows, cols;
-    uint64_t v[3], sum = 0;
-    int ok = (stats != NULL) && (ws != NULL), skip;
-    const char *why = NULL;
+/* A re-plan's local half (statistics) as a job: the samples of every layer and their weights
+ * are copied out of the caller's buffer at the plan step, so the statistics can run on a
+ * helper thread while training goes on (TERSE_STATS_ASYNC), the collective half joining at a
+ * fixed later step on every rank. Owned by the slot while pending. */
+struct terse_sched_job {
+    terse_ctx_t   *ctx;      /* borrowed: grid, ref_grid and seed only (fixed after creation) */
+    size_t         nl, stride, nstat;
+    float         *snap;     /* all layers' samples, concatenated (owned) */
+    float         *w;        /* their weights (TERSE_ERROR_MEASURE=adam) or NULL (owned) */
+    size_t        *off, *n, *rows, *cols; /* per layer (one allocation, owned) */
+    double        *scale;    /* per layer: count / sampled values (owned) */
+    double        *stats;    /* nstat doubles: the result (owned) */
+    int            ok;       /* 1: every layer's statistics were computed */
+    int            threaded; /* 1: `thread` runs sched_job_stats and must be joined */
+    pthread_t      thread;
+    double         t0;       /* when the plan step began (for the logged re-plan time) */
+};
 
-    memset(&plan, 0, sizeof(plan));
-    slot->next_plan = slot->step + (uint32_t)ctx->sched_replan;
-    if (!ctx->cost_ready) {
-        TERSE_CHECK_GOTO(sched_calibrate(ctx), status, out);
+static void
+sched_job_free(terse_sched_job_t *job)
+{
+    if (job == NULL) {
+        return;
     }
-    /* 0. does compressing pay at all here? (agreed: one flag, MAX) */
-    v[0] = (ok && sched_nothing_pays(ctx, slot, stats)) ? 0 : 1;
-    TERSE_CHECK_GOTO(terse__tp_allreduce(ctx->tp, v, v, 1, TERSE_TP_MAX_U64), status, out);
-    skip = (v[0] == 0);
-    if (!skip && ok && (stats[TERSE_SCHED_STATS_NORM] != 0.0)) {
-        memset(stats, 0, nstat * sizeof(double)); /* another rank could not skip */
-    }
-    for (l = 0; ok && !skip && (l < nl); ++l) {
-        double *s = stats + l * stride;
-        /* Statistics of the raw gradient, not of gradient plus residual: the residual belongs
-         * to the plan in force, and measuring through it made plans oscillate (an aggressive
-         * plan inflates the next statistics, which then ask for a timid one, and back) on the
-         * C trainer. Error feedback's accumulation is modelled in sched_solve instead. */
-        const float *res = NULL;
-        double *raw = stats + nl * stride + 3 * l;
-        ok = (sched_sample(sendbuf, dtype, &slot->layers[l], NULL, &tmp, &cap, &n, &rows, &cols,
-                           &scale) == TERSE_OK);
-        if (ok && adam && (wcap < n)) { /* re-plan steps only: off the hot path */
-            float *nw  = realloc(wts, n * sizeof(float));
-            double *nr = (nw != NULL) ? realloc(rc, (n + 2) * sizeof(double)) : NULL;
-            wts = (nw != NULL) ? nw : wts;
-            rc  = (nr != NULL) ? nr : rc;
-            ok  = (nw != NULL) && (nr != NULL);
-            wcap = ok ? n : wcap;
-        }
-        if (ok && adam) {
-            /* this step joins the window; without a window (device path, no memory) the
-             * weights come from this step alone, in rc (rows + cols + 1 <= n + 2 doubles) */
-            double *acc = (slot->win != NULL) ? slot->win + win_off : rc;
-            if (slot->win == NULL) {
-                memset(rc, 0, ((rows > 0) ? rows + cols + 1 : 1) * sizeof(double));
-            }
-            sched_win_add(acc, tmp, n, rows, cols);
-            sched_win_weights(acc, n, rows, cols, wts);
-            win_off += (rows > 0) ? rows + cols + 1 : 1;
-        }
-        ok = ok &&
-             (terse__sched_stats_layer_w(&ctx->ref_grid, tmp, adam ? wts : NULL, n, rows, cols,
+    free(job->snap);
+    free(job->w);
+    free(job->off);
+    free(job->scale);
+    free(job->stats);
+    free(job);
+}
+
+/* The statistics of every layer from the job's samples (pure: thread-safe). Statistics of the
+ * raw gradient, not of gradient plus residual: the residual belongs to the plan in force, and
+ * measuring through it made plans oscillate (an aggressive plan inflates the next statistics,
+ * which then ask for a timid one, and back) on the C trainer. Error feedback's accumulation is
+ * modelled in sched_solve instead. */
+static void *
+sched_job_stats(void *arg)
+{
+    terse_sched_job_t *job = arg;
+    const terse_ctx_t *ctx = job->ctx;
+    size_t l, j;
+    int ok = 1;
+
+    for (l = 0; ok && (l < job->nl); ++l) {
+        const float *t = job->snap + job->off[l];
+        const float *w = (job->w != NULL) ? job->w + job->off[l] : NULL;
+        double *s = job->stats + l * job->stride, *raw = job->stats + job->nl * job->stride + 3 * l;
+        ok = (terse__sched_stats_layer_w(&ctx->ref_grid, t, w, job->n[l], job->rows[l],
+                                         job->cols[l],
                                          terse_rng_mix64(ctx->seed ^ (0x5cef000000ull + l)),
-                                         raw) == TERSE_OK);
-        if (ok && (scale != 1.0)) {
-            raw[TERSE_SCHED_STATS_NORM] *= scale;
-            raw[TERSE_SCHED_STATS_HEAD] *= scale;
-        }
-        ok = ok && (sched_sample(sendbuf, dtype, &slot->layers[l], res, &tmp, &cap, &n, &rows,
-                                 &cols, &scale) == TERSE_OK);
-        ok = ok &&
-             (terse__sched_stats_layer_w(&ctx->grid, tmp, adam ? wts : NULL, n, rows, cols,
+                                         raw) == TERSE_OK) &&
+             (terse__sched_stats_layer_w(&ctx->grid, t, w, job->n[l], job->rows[l], job->cols[l],
                                          terse_rng_mix64(ctx->seed ^ (0x5ced000000ull + l)),
                                          s) == TERSE_OK);
-        if (ok && (scale != 1.0)) {
-            for (j = 0; j < stride; ++j) {
+        if (ok && (job->scale[l] != 1.0)) {
+            raw[TERSE_SCHED_STATS_NORM] *= job->scale[l];
+            raw[TERSE_SCHED_STATS_HEAD] *= job->scale[l];
+            for (j = 0; j < job->stride; ++j) {
                 if (j != TERSE_SCHED_STATS_NONFINITE) {
-                    s[j] *= scale;
+                    s[j] *= job->scale[l];
                 }
             }
         }
     }
+    job->ok = ok;
+    return NULL;
+}
+
+/* The plan step's local work: every layer's sample (and, for TERSE_ERROR_MEASURE=adam, this
+ * step joins the window and the weights are taken from it; the window then starts afresh).
+ * Returns a job (ok 0 inside when something could not be allocated: the collective half then
+ * agrees to keep the plan), or NULL when not even the job could be allocated. */
+static terse_sched_job_t *
+sched_job_make(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dtype_t dtype)
+{
+    const size_t stride = terse__sched_stats_stride(&ctx->grid), nl = slot->nlayers;
+    const int adam = (ctx->cfg->ERROR_MEASURE == 0);
+    terse_sched_job_t *job = calloc(1, sizeof(*job));
+    size_t l, total = 0, cap = 0, win_off = 0, n, rows, cols;
+    double *rc = NULL, scale;
+    float *tmp = NULL;
+    int ok;
+
+    if (job == NULL) {
+        return NULL;
+    }
+    job->ctx    = ctx;
+    job->nl     = nl;
+    job->stride = stride;
+    job->nstat  = nl * stride + nl * 3; /* candidates, then the raw budget stats */
+    job->t0     = terse__time_now();
+    job->stats  = calloc(job->nstat + 1, sizeof(double));
+    job->off    = calloc(4 * TERSE_MAX(nl, 1), sizeof(size_t));
+    job->scale  = calloc(TERSE_MAX(nl, 1), sizeof(double));
+    ok = (job->stats != NULL) && (job->off != NULL) && (job->scale != NULL);
+    if (ok) {
+        job->n    = job->off + nl;
+        job->rows = job->off + 2 * nl;
+        job->cols = job->off + 3 * nl;
+        for (l = 0; l < nl; ++l) {
+            sched_sample_shape(&slot->layers[l], &job->n[l], &job->rows[l], &job->cols[l]);
+            job->off[l] = total;
+            total += job->n[l];
+        }
+        job->snap = malloc(TERSE_MAX(total, 1) * sizeof(float));
+        job->w    = adam ? malloc(TERSE_MAX(total, 1) * sizeof(float)) : NULL;
+        ok        = (job->snap != NULL) && (!adam || (job->w != NULL));
+    }
+    for (l = 0; ok && (l < nl); ++l) {
+        ok = (sched_sample(sendbuf, dtype, &slot->layers[l], NULL, &tmp, &cap, &n, &rows, &cols,
+                           &scale) == TERSE_OK);
+        if (!ok) {
+            break;
+        }
+        memcpy(job->snap + job->off[l], tmp, n * sizeof(float));
+        job->scale[l] = scale;
+        if (adam) {
+            /* without a window (device path, no memory) the weights come from this step
+             * alone, in rc (rows + cols + 1 <= n + 2 doubles) */
+            double *acc = (slot->win != NULL) ? slot->win + win_off : NULL;
+            if (acc == NULL) {
+                double *nr = realloc(rc, (n + 2) * sizeof(double));
+                ok = (nr != NULL);
+                if (!ok) {
+                    break;
+                }
+                rc  = nr;
+                acc = rc;
+                memset(rc, 0, ((rows > 0) ? rows + cols + 1 : 1) * sizeof(double));
+            }
+            sched_win_add(acc, tmp, n, rows, cols);
+            sched_win_weights(acc, n, rows, cols, job->w + job->off[l]);
+            win_off += (rows > 0) ? rows + cols + 1 : 1;
+        }
+    }
     free(tmp);
-    free(wts);
     free(rc);
     if (slot->win != NULL) { /* the next window starts empty */
         memset(slot->win, 0, slot->win_len * sizeof(double));
         slot->win_steps = 0;
     }
+    job->ok = ok;
+    return job;
+}
+
+/* The re-plan's collective half: agrees that every rank has its statistics, sums them
+ * (bitwise equal everywhere), solves, compares the checksum and makes the plan pending for the
+ * next call. job->stats holds zero-error statistics and skip is 1 when compressing cannot pay
+ * (no statistics were taken). Collective. Returns TERSE_OK (also when the plan is kept) or a
+ * transport error. */
+static terse_status_t
+sched_collect(terse_ctx_t *ctx, terse_slot_t *slot, terse_sched_job_t *job, int skip)
+{
+    const size_t nl = slot->nlayers, stride = job->stride, nstat = job->nstat;
+    double *stats = job->stats;
+    void *ws = malloc(terse__algo_sum_ws_size(ctx->nranks, nstat, TERSE_FLOAT64));
+    terse_cmp_spec_t *specs = NULL;
+    terse_plan_t plan;
+    terse_status_t status = TERSE_OK, st;
+    uint64_t v[3], sum = 0;
+    int ok = job->ok && (ws != NULL);
+    const char *why = NULL;
+    size_t l;
+
+    memset(&plan, 0, sizeof(plan));
     if (skip) {
         terse_info(TERSE_LOG_SCHED, "step %u: compressing does not pay on this link for any "
                    "layer: no statistics taken", slot->step);
@@ -1500,10 +1581,11 @@ solve:
     if (why != NULL) {
         goto out;
     }
-    slot->last_plan_s = terse__time_now() - t0;
+    slot->last_plan_s = terse__time_now() - job->t0;
     sched_plan_out(ctx, &plan);
     terse_info(TERSE_LOG_SCHED, "step %u: plan %016llx for %zu layers (%.3g predicted s, %.4g "
-               "wire bytes, error %.4g of budget %.4g), solved in %.3g s; switching at step %u",
+               "wire bytes, error %.4g of budget %.4g), solved %.3g s after its statistics step; "
+               "switching at step %u",
                slot->step, (unsigned long long)sum, nl, plan.predicted_time, plan.wire_bytes,
                plan.sq_err, plan.budget, slot->last_plan_s, slot->step + 1);
     free(slot->pending);
@@ -1522,7 +1604,117 @@ out:
     terse__sched_plan_free(&plan);
     free(specs);
     free(ws);
-    free(stats);
+    return status;
+}
+
+/* Steps between a plan step and the collective half of its re-plan: 0 (synchronous) unless
+ * TERSE_STATS_ASYNC is on (auto: on for the device path, where the statistics would stall the
+ * GPU's step on the host); at most TERSE_REPLAN_STEPS - 2, so a re-plan never overlaps the
+ * previous one's switch. The same on every rank (agreed configuration). */
+static uint32_t
+sched_lag(const terse_ctx_t *ctx)
+{
+    if ((ctx->sched_lag == 0) || (ctx->sched_replan < 3)) {
+        return 0;
+    }
+    return TERSE_MIN(ctx->sched_lag, (uint32_t)ctx->sched_replan - 2);
+}
+
+/* The plan step of one slot (see above): calibration and the "does anything pay" flag now,
+ * the statistics now or on a helper thread, the collective half now or at slot->join_step.
+ * Collective: every rank of a slot with sched set calls it on the same step. Returns TERSE_OK
+ * (also when the plan is kept) or a transport error. */
+static terse_status_t
+sched_replan(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_dtype_t dtype)
+{
+    const size_t stride = terse__sched_stats_stride(&ctx->grid), nl = slot->nlayers;
+    const uint32_t lag  = sched_lag(ctx);
+    terse_sched_job_t *job = NULL, fake;
+    terse_status_t status = TERSE_OK;
+    uint64_t v[1];
+    int ok;
+
+    slot->next_plan = slot->step + (uint32_t)ctx->sched_replan;
+    if (!ctx->cost_ready) {
+        TERSE_CHECK(sched_calibrate(ctx));
+    }
+    /* 0. does compressing pay at all here? (agreed: one flag, MAX) */
+    memset(&fake, 0, sizeof(fake));
+    fake.nl     = nl;
+    fake.stride = stride;
+    fake.nstat  = nl * stride + nl * 3;
+    fake.stats  = calloc(fake.nstat + 1, sizeof(double));
+    fake.t0     = terse__time_now();
+    ok          = (fake.stats != NULL) && sched_nothing_pays(ctx, slot, fake.stats);
+    v[0]        = ok ? 0 : 1;
+    status      = terse__tp_allreduce(ctx->tp, v, v, 1, TERSE_TP_MAX_U64);
+    if ((status == TERSE_OK) && (v[0] == 0)) {
+        fake.ok = 1;
+        status  = sched_collect(ctx, slot, &fake, 1);
+        if (slot->win != NULL) {
+            memset(slot->win, 0, slot->win_len * sizeof(double));
+            slot->win_steps = 0;
+        }
+    }
+    free(fake.stats);
+    if ((status != TERSE_OK) || (v[0] == 0)) {
+        return status;
+    }
+    job = sched_job_make(ctx, slot, sendbuf, dtype);
+    if (job == NULL) { /* not even a job: an empty failed one, so the agreement still runs */
+        memset(&fake, 0, sizeof(fake));
+        fake.nl = nl, fake.stride = stride, fake.nstat = nl * stride + nl * 3;
+        fake.stats = calloc(fake.nstat + 1, sizeof(double));
+        fake.ok    = 0;
+        status     = sched_collect(ctx, slot, &fake, 0);
+        free(fake.stats);
+        return status;
+    }
+    if (lag == 0) {
+        if (job->ok) {
+            (void)sched_job_stats(job);
+        }
+        status = sched_collect(ctx, slot, job, 0);
+        sched_job_free(job);
+        return status;
+    }
+    /* asynchronous: a thread if one can be had, else right now; joined at the same step on
+     * every rank either way */
+    if (job->ok && (pthread_create(&job->thread, NULL, sched_job_stats, job) == 0)) {
+        job->threaded = 1;
+    } else if (job->ok) {
+        (void)sched_job_stats(job);
+    }
+    slot->job       = job;
+    slot->join_step = slot->step + lag;
+    return TERSE_OK;
+}
+
+/* Waits for a pending job's thread (if any) and frees the job. */
+static void
+sched_job_drop(terse_sched_job_t *job)
+{
+    if ((job != NULL) && job->threaded) {
+        pthread_join(job->thread, NULL);
+        job->threaded = 0;
+    }
+    sched_job_free(job);
+}
+
+/* The join step of an asynchronous re-plan: the collective half. Collective. */
+static terse_status_t
+sched_join(terse_ctx_t *ctx, terse_slot_t *slot)
+{
+    terse_sched_job_t *job = slot->job;
+    terse_status_t status;
+
+    slot->job = NULL;
+    if (job->threaded) {
+        pthread_join(job->thread, NULL);
+        job->threaded = 0;
+    }
+    status = sched_collect(ctx, slot, job, 0);
+    sched_job_free(job);
     return status;
 }
 
@@ -1600,6 +1792,9 @@ slot_rebuild(terse_ctx_t *ctx, terse_slot_t *old, const terse_cmp_spec_t *specs,
     ns->win_steps   = old->win_steps;
     ns->mem_bytes  += (old->win != NULL) ? old->win_len * sizeof(double) : 0;
     old->win        = NULL;
+    ns->job         = old->job; /* a pending re-plan of the same layout */
+    ns->join_step   = old->join_step;
+    old->job        = NULL;
     for (pp = &ctx->slots; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == old) {
             ns->next = old->next;
@@ -2038,6 +2233,9 @@ terse__allreduce_keyed(terse_ctx_t *ctx, uint64_t key, const void *sendbuf, void
         return TERSE_ERR_MISMATCH;
     }
     step = slot->step;
+    if ((slot->job != NULL) && (slot->step == slot->join_step)) {
+        TERSE_CHECK(sched_join(ctx, slot)); /* an asynchronous re-plan's collective half */
+    }
     if (slot->sched && (ctx->dev == NULL) && (ctx->cfg->ERROR_MEASURE == 0) &&
         (slot->step < slot->next_plan) &&
         (slot->next_plan - slot->step < (uint32_t)ctx->cfg->STATS_WINDOW)) {
@@ -2675,6 +2873,16 @@ terse_state_save(const terse_ctx_t *ctx, const char *path)
         terse_error(TERSE_LOG_COMM, "saving state is not supported with the hierarchical "
                     "allreduce yet (TERSE_HIERARCHY=flat can save)");
         return TERSE_ERR_UNSUPPORTED;
+    }
+    for (slot = ctx->slots; slot != NULL; slot = slot->next) {
+        if (slot->job != NULL) {
+            /* its statistics are on a helper thread and not in the format: a state saved
+             * now would re-plan differently after a restart */
+            terse_error(TERSE_LOG_COMM, "saving state inside an asynchronous re-plan (step "
+                        "%u, joined at %u) is not supported: save at another step, or set "
+                        "TERSE_STATS_ASYNC=off", slot->step, slot->join_step);
+            return TERSE_ERR_UNSUPPORTED;
+        }
     }
     TERSE_CHECK(terse__path_expand(path, ctx->rank, file, sizeof(file)));
     n    = ctx->nreg;

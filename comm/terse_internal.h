@@ -91,7 +91,13 @@ typedef struct terse_slot {
     double              *win;
     size_t               win_len;    /* doubles in win */
     uint32_t             win_steps;  /* steps summed in win since the last plan */
+    /* TERSE_STATS_ASYNC: a re-plan whose statistics run on a helper thread (owned; NULL: none
+     * pending); its collective half runs at join_step on every rank. */
+    struct terse_sched_job *job;
+    uint32_t             join_step;
 } terse_slot_t;
+
+typedef struct terse_sched_job terse_sched_job_t;
 
 /* At a plan switch: a layer that keeps a PowerSGD family (same ops), with rank r in o and r'
  * in n, takes the first min(r, r') columns of o's Q into n (whose other columns stay as
@@ -203,6 +209,8 @@ struct terse_ctx {
     double                 sched_fraction; /* TERSE_ERROR_FRACTION (> 0: used instead) */
     int                    sched_objective; /* terse_sched_objective_t */
     size_t                 sched_segment;   /* TERSE_SEGMENT_BYTES */
+    uint32_t               sched_lag;       /* TERSE_STATS_ASYNC/LAG: steps from a plan step
+                                               to its collective half; 0 synchronous */
     terse_cmp_spec_t       reference;    /* TERSE_REFERENCE */
     terse_sched_grid_t     grid;
     terse_sched_grid_t     ref_grid;     /* the reference option alone (the budget) */

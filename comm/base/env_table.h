@@ -83,3 +83,7 @@ TERSE_ENV(TORCH_HELPER_STEP, INT, "1",       "0..1000000",
           "PyTorch helper: the DDP step (0 = first) at which every rank registers the bucket layouts")
 TERSE_ENV(STATS_WINDOW,   INT,    "4",       "1..1000",
           "auto, TERSE_ERROR_MEASURE=adam: steps up to each plan whose squared gradients give E[g^2] (host buffers; the device path uses the plan step)")
+TERSE_ENV(STATS_ASYNC,    ENUM,   "auto",    "auto|on|off",
+          "auto: take a re-plan's statistics on a helper thread, its collective half TERSE_STATS_LAG steps later (auto: on for device buffers, where they would stall the GPU's step)")
+TERSE_ENV(STATS_LAG,      INT,    "3",       "1..1000",
+          "auto with TERSE_STATS_ASYNC: steps from a plan step to its collective half (at most TERSE_REPLAN_STEPS - 2)")
