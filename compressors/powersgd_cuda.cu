@@ -2,14 +2,22 @@
  * powersgd on the GPU (powersgd_cuda.h). Matrices are row-major, factors k-major (powersgd.h);
  * a flat layer's padded tail (row i holds min(cols, count - i cols) real entries) is skipped.
  *
- *   ps_mq      one warp per row, Q read through L1: M = in + residual written back,
- *              P[k][i] = warp butterfly of the lanes' partial dots
+ *   ps_mq      one warp per row (PS_WARPS rows a block), lane l owning the 4-element groups
+ *              l, l + 32, ...: M = in + residual written back, P[k][i] = warp butterfly of
+ *              the lanes' partial dots, Q read through L1. VEC (cols and count multiples of 4,
+ *              pointers aligned): 16-byte loads and stores (8-byte fp16 / bf16 input loads);
+ *              otherwise scalar, in the same per-lane order (the same bits)
  *   ps_orth    one block: modified Gram-Schmidt twice per column, double dots reduced in a
- *              fixed order, the degenerate-column rule of powersgd.h
+ *              fixed order, the degenerate-column rule of powersgd.h; the columns in dynamic
+ *              shared memory when they fit (sh_max), in the basis buffer otherwise
  *   ps_mtp     Q partials per (column tile, row chunk), then ps_mtp_sum adds the chunks in
  *              order (deterministic split-K without atomics)
- *   ps_sub     one warp per row: residual = M - P^ Q^T (same per-element order as the CPU)
- *   ps_keep    warm start: Q <- summed Q with unit columns; ps_write: out = scale P^ Q^T
+ *   ps_sub     ps_mq's shape: residual = M - P^ Q^T (same per-element order as the CPU)
+ *   ps_keep    one block, warm start: Q <- summed Q with unit columns (staged in shared memory
+ *              when it fits)
+ *   ps_write   out = scale P^ Q^T: 2-D tiles, a thread owns 4 columns (their Q in registers)
+ *              and walks rows; VEC: one 16-byte (8-byte fp16 / bf16) store per lane and row
+ * The vector paths change load widths, never the arithmetic: results do not depend on them.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -22,7 +30,10 @@
 #include "powersgd_cuda.h"
 
 #define PS_R      TERSE_PSGD_CUDA_MAX_RANK
-#define PS_WARPS  8
+#define PS_WARPS  4   /* rows (one warp each) per ps_mq / ps_sub block */
+#define PS_WX     64  /* 4-column groups per ps_write block (a warp: 128 columns) */
+#define PS_WY     4   /* rows in flight per ps_write block */
+#define PS_WGRID  2048 /* ps_write blocks, about (16 per SM, enough to stream the output) */
 #define PS_TI     32  /* rows of P^ per shared-memory tile in ps_mtp */
 #define PS_CHUNKS 64  /* row chunks of ps_mtp, at most */
 
@@ -44,6 +55,7 @@ typedef struct ps_cuda {
     float           *m;       /* this step's M: the residual or the scratch */
     int              m_is_res;
     int              next;    /* 0: compress, 1: stage 1, 2: decompress */
+    size_t           sh_max;  /* dynamic shared bytes ps_orth / ps_keep may use (0: none) */
     ps_dev_t        *dev;
     terse_cu_stat_t *stat;
 } ps_cuda_t;
@@ -60,7 +72,71 @@ ps_row_len(const ps_shape_t &s, uint64_t i)
     return (uint32_t)((left < s.cols) ? left : s.cols);
 }
 
-template <int RM>
+/* Four consecutive elements from e (a multiple of 4; the address aligned to four elements):
+ * the same conversions as terse_cu_load, one 16-byte (fp32) or 8-byte (fp16, bf16) load. */
+__device__ __forceinline__ void
+ps_load4(const void *p, int dtype, uint64_t e, float *x)
+{
+    if ((dtype == TERSE_FLOAT16) || (dtype == TERSE_BFLOAT16)) {
+        uint2 w = __ldg((const uint2 *)((const uint16_t *)p + e));
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            uint16_t h = (uint16_t)(((u < 2) ? w.x : w.y) >> (16 * (u & 1)));
+            x[u]       = (dtype == TERSE_FLOAT16) ? terse_cu_half_to_float(h)
+                                                  : terse_bf16_to_float(h);
+        }
+    } else {
+        float4 v = __ldg((const float4 *)((const float *)p + e));
+        x[0]     = v.x;
+        x[1]     = v.y;
+        x[2]     = v.z;
+        x[3]     = v.w;
+    }
+}
+
+/* The store twin of ps_load4 (the conversions of terse_cu_store). */
+__device__ __forceinline__ void
+ps_store4(void *p, int dtype, uint64_t e, const float *v)
+{
+    if ((dtype == TERSE_FLOAT16) || (dtype == TERSE_BFLOAT16)) {
+        uint32_t h[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            h[u] = (dtype == TERSE_FLOAT16) ? terse_cu_float_to_half(v[u])
+                                            : terse_float_to_bf16(v[u]);
+        }
+        *(uint2 *)((uint16_t *)p + e) = make_uint2(h[0] | (h[1] << 16), h[2] | (h[3] << 16));
+    } else {
+        *(float4 *)((float *)p + e) = make_float4(v[0], v[1], v[2], v[3]);
+    }
+}
+
+/* Q[k][j .. j + 3] (k-major, read-only in the kernel). VEC: the group is whole and 16-byte
+ * aligned (one load); otherwise the columns from lim on read as 0. */
+template <int VEC>
+__device__ __forceinline__ void
+ps_q4(const float *q, uint64_t cols, int k, uint64_t j, uint64_t lim, float *v)
+{
+    const float *qk = q + (uint64_t)k * cols + j;
+
+    if (VEC) {
+        float4 t = __ldg((const float4 *)qk);
+        v[0]     = t.x;
+        v[1]     = t.y;
+        v[2]     = t.z;
+        v[3]     = t.w;
+    } else {
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            v[u] = (j + u < lim) ? __ldg(qk + u) : 0.0f;
+        }
+    }
+}
+
+/* Lane l of a row's warp owns the 4-element groups l, l + 32, ... and adds each group's
+ * elements in order: the same per-lane order whether the group is one vector load (VEC: whole
+ * groups, aligned) or four scalar loads, so the two paths give the same bits. */
+template <int RM, int VEC>
 __global__ void __launch_bounds__(PS_WARPS * 32)
 ps_mq(const void *in, int dtype, int add_res, float *m, const float *q, float *p, ps_shape_t s,
       terse_cu_stat_t *st)
@@ -79,20 +155,52 @@ ps_mq(const void *in, int dtype, int add_res, float *m, const float *q, float *p
     }
     /* Q (cols x r, small) is read through the L1 cache: no staging, no block barrier, so
      * every warp streams its row at its own pace */
-#pragma unroll 4
-    for (uint32_t j = lane; j < len; j += 32) {
-        uint64_t e = i * s.cols + j;
-        float x    = terse_cu_load(in, (terse_dtype_t)dtype, e);
-        if (add_res) {
-            x = m[e] + x;
+    for (uint32_t j = (uint32_t)lane * 4; j < len; j += 128) {
+        const uint64_t e = i * s.cols + j;
+        const int nv     = VEC ? 4 : (int)((len - j < 4) ? len - j : 4);
+        float x[4];
+        if (VEC) {
+            ps_load4(in, dtype, e, x);
+            if (add_res) {
+                float4 r = *(const float4 *)(m + e);
+                x[0]     = r.x + x[0];
+                x[1]     = r.y + x[1];
+                x[2]     = r.z + x[2];
+                x[3]     = r.w + x[3];
+            }
+            *(float4 *)(m + e) = make_float4(x[0], x[1], x[2], x[3]);
+        } else {
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                x[u] = 0.0f;
+                if (u < nv) {
+                    float y = terse_cu_load(in, (terse_dtype_t)dtype, e + u);
+                    if (add_res) {
+                        y = m[e + u] + y;
+                    }
+                    m[e + u] = y;
+                    x[u]     = y;
+                }
+            }
         }
-        m[e]  = x;
-        tot   = tot + (double)x * (double)x;
-        probe = probe + x * 0.0f;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            if (u < nv) {
+                tot   = tot + (double)x[u] * (double)x[u];
+                probe = probe + x[u] * 0.0f;
+            }
+        }
 #pragma unroll
         for (int k = 0; k < RM; ++k) {
             if (k < s.r) {
-                acc[k] = acc[k] + x * __ldg(q + (uint64_t)k * s.cols + j);
+                float qk[4];
+                ps_q4<VEC>(q, s.cols, k, j, len, qk);
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    if (u < nv) {
+                        acc[k] = acc[k] + x[u] * qk[u];
+                    }
+                }
             }
         }
     }
@@ -174,23 +282,56 @@ ps_project_out(float *a, uint64_t len, int c, double *sh)
     }
 }
 
-/* One block: basis = orth(summed), or dev->bad when summed is not finite. */
+/* Dynamic shared memory of the one-block kernels (SH = 1): their working copy, so the many
+ * dependent passes of Gram-Schmidt and the warm start wait on shared memory, not on L2. */
+extern __shared__ float ps_dyn[];
+
+/* n floats of src to dst (and to dst2 when not NULL), four independent loads in flight per
+ * thread; *bad_p |= some value is not finite. Every thread of the block calls it. */
+__device__ __forceinline__ void
+ps_stage(const float *src, float *dst, float *dst2, uint64_t n, int *bad_p)
+{
+    int bad = 0;
+
+    for (uint64_t t0 = threadIdx.x; t0 < n; t0 += 4 * (uint64_t)blockDim.x) {
+        float x[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            uint64_t t = t0 + (uint64_t)u * blockDim.x;
+            x[u]       = (t < n) ? src[t] : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            uint64_t t = t0 + (uint64_t)u * blockDim.x;
+            if (t < n) {
+                dst[t] = x[u];
+                if (dst2 != NULL) {
+                    dst2[t] = x[u];
+                }
+                bad |= !terse_cu_isfinite(x[u]);
+            }
+        }
+    }
+    *bad_p |= bad;
+}
+
+/* One block: basis = orth(summed), or dev->bad when summed is not finite. SH: the columns are
+ * worked on in ps_dyn (r * len floats) and copied to basis at the end; basis gets summed at
+ * the start either way, as without SH. */
+template <int SH>
 __global__ void __launch_bounds__(1024)
-ps_orth(const float *summed, float *a, uint64_t len, int r, ps_dev_t *dev)
+ps_orth(const float *summed, float *basis, uint64_t len, int r, ps_dev_t *dev)
 {
     __shared__ double sh[32];
     __shared__ double sw[32];
     __shared__ uint64_t st_[32];
-    int bad = 0;
+    float *a = SH ? ps_dyn : basis;
+    int bad  = 0;
 
     if (dev->bad) {
         return;
     }
-    for (uint64_t t = threadIdx.x; t < (uint64_t)r * len; t += blockDim.x) {
-        float x = summed[t];
-        a[t]    = x;
-        bad |= !terse_cu_isfinite(x);
-    }
+    ps_stage(summed, a, SH ? basis : NULL, (uint64_t)r * len, &bad);
     if (__syncthreads_or(bad)) {
         if (threadIdx.x == 0) {
             dev->bad = 1;
@@ -253,6 +394,11 @@ ps_orth(const float *summed, float *a, uint64_t len, int r, ps_dev_t *dev)
                 ac[t] = ac[t] * inv;
             }
             __syncthreads();
+        }
+    }
+    if (SH) {
+        for (uint64_t t = threadIdx.x; t < (uint64_t)r * len; t += blockDim.x) {
+            basis[t] = a[t];
         }
     }
     if (threadIdx.x == 0) {
@@ -318,6 +464,8 @@ ps_mtp_sum(const float *partial, float *q, ps_shape_t s, uint64_t nchunk, const 
         float v = 0.0f;
         if (!bad) {
             uint64_t k = t / s.cols, j = t % s.cols;
+            /* unrolled: several chunks' loads in flight, still added in chunk order */
+#pragma unroll 8
             for (uint64_t c = 0; c < nchunk; ++c) {
                 v = v + partial[(c * s.r + k) * s.cols + j];
             }
@@ -328,8 +476,10 @@ ps_mtp_sum(const float *partial, float *q, ps_shape_t s, uint64_t nchunk, const 
     }
 }
 
-/* residual = M - P^ Q^T over the real entries (zero when the step is non-finite). */
-template <int RM>
+/* residual = M - P^ Q^T over the real entries (zero when the step is non-finite); the lanes'
+ * groups as in ps_mq. Per element x = M, then x = x - p_k q_k for k = 0, 1, ... (the CPU's
+ * order); only the squared error's per-lane order follows the groups. */
+template <int RM, int VEC>
 __global__ void __launch_bounds__(PS_WARPS * 32)
 ps_sub(float *m, int m_is_res, const float *pb, const float *q, ps_shape_t s,
        const ps_dev_t *dev, terse_cu_stat_t *st)
@@ -352,18 +502,49 @@ ps_sub(float *m, int m_is_res, const float *pb, const float *q, ps_shape_t s,
     for (int k = 0; k < RM; ++k) {
         pk[k] = ((k < s.r) && (i < s.rows)) ? -pb[(uint64_t)k * s.rows + i] : 0.0f;
     }
-#pragma unroll 4
-    for (uint32_t j = lane; j < len; j += 32) {
-        uint64_t e = i * s.cols + j;
-        float x    = m[e];
+    for (uint32_t j = (uint32_t)lane * 4; j < len; j += 128) {
+        const uint64_t e = i * s.cols + j;
+        const int nv     = VEC ? 4 : (int)((len - j < 4) ? len - j : 4);
+        float x[4];
+        if (VEC) {
+            float4 t = *(const float4 *)(m + e);
+            x[0]     = t.x;
+            x[1]     = t.y;
+            x[2]     = t.z;
+            x[3]     = t.w;
+        } else {
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                x[u] = (u < nv) ? m[e + u] : 0.0f;
+            }
+        }
 #pragma unroll
         for (int k = 0; k < RM; ++k) {
             if (k < s.r) {
-                x = x + pk[k] * __ldg(q + (uint64_t)k * s.cols + j);
+                float qk[4];
+                ps_q4<VEC>(q, s.cols, k, j, len, qk);
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    x[u] = x[u] + pk[k] * qk[u];
+                }
             }
         }
-        m[e] = x;
-        err  = err + (double)x * (double)x;
+        if (VEC) {
+            *(float4 *)(m + e) = make_float4(x[0], x[1], x[2], x[3]);
+        } else {
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                if (u < nv) {
+                    m[e + u] = x[u];
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            if (u < nv) {
+                err = err + (double)x[u] * (double)x[u];
+            }
+        }
     }
     err = terse_cu_block_sum(err, shd);
     if ((threadIdx.x == 0) && (err != 0.0)) {
@@ -391,25 +572,32 @@ ps_init_q(float *q, uint64_t n, terse_rng_t rng)
     }
 }
 
-/* One block: decides dec_bad, then the warm start of Q. */
+/* One block: decides dec_bad, then the warm start of Q. SH: the summed Q is staged in ps_dyn
+ * (r * cols floats) by the finiteness pass, and the norms and the scaling read it there. */
+template <int SH>
 __global__ void __launch_bounds__(1024)
 ps_keep(const float *qs, float *q, ps_shape_t s, terse_rng_t rng, ps_dev_t *dev)
 {
     __shared__ double sh[32];
     const uint64_t n = (uint64_t)s.r * s.cols;
-    int bad = !dev->basis_ok;
+    const float *f   = SH ? ps_dyn : qs;
+    int bad          = !dev->basis_ok;
 
-    for (uint64_t t = threadIdx.x; t < n; t += blockDim.x) {
-        bad |= !terse_cu_isfinite(qs[t]);
+    if (SH) {
+        ps_stage(qs, ps_dyn, NULL, n, &bad);
+    } else {
+        for (uint64_t t = threadIdx.x; t < n; t += blockDim.x) {
+            bad |= !terse_cu_isfinite(qs[t]);
+        }
     }
-    bad = __syncthreads_or(bad);
+    bad = __syncthreads_or(bad); /* also the barrier after staging */
     if (bad) {
         for (uint64_t t = threadIdx.x; t < n; t += blockDim.x) {
             q[t] = terse_psgd_init_q(&rng, t);
         }
     } else {
         for (int k = 0; k < s.r; ++k) {
-            const float *fk = qs + (uint64_t)k * s.cols;
+            const float *fk = f + (uint64_t)k * s.cols;
             double nrm      = sqrt(ps_ddot(fk, fk, s.cols, sh));
             if (nrm > 0.0) {
                 float inv = (float)(1.0 / nrm);
@@ -425,32 +613,74 @@ ps_keep(const float *qs, float *q, ps_shape_t s, terse_rng_t rng, ps_dev_t *dev)
     }
 }
 
-/* grid (column tiles, row blocks): out = scale * P^ Q^T row by row. */
-__global__ void __launch_bounds__(256)
+/* out = scale * P^ Q^T. Block (PS_WX, PS_WY): thread x owns the 4 columns j .. j + 3 of its
+ * column tile and keeps their Q in registers; thread y walks the rows y, y + PS_WY * gridDim.y,
+ * ... of its row block. A warp writes 512 contiguous bytes of a row (VEC: one 16-byte store
+ * per lane, 8 bytes for fp16 / bf16). Per element the formula of the CPU: sum_k P^[i][k] Q[j][k]
+ * in k order, times scale. */
+template <int RM, int VEC>
+__global__ void __launch_bounds__(PS_WX * PS_WY)
 ps_write(const float *pb, const float *qs, float scale, void *out, int dtype, ps_shape_t s,
          const ps_dev_t *dev, terse_cu_stat_t *st)
 {
     const int bad = (int)dev->dec_bad;
-    const uint64_t j = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const uint64_t j = ((uint64_t)blockIdx.x * PS_WX + threadIdx.x) * 4;
+    float qv[RM][4];
 
-    for (uint64_t i = blockIdx.y; i < s.rows; i += gridDim.y) {
-        const uint64_t e = i * s.cols + j;
-        float v, row = 0.0f;
-        if ((j >= s.cols) || (e >= s.count)) {
-            continue;
+#pragma unroll
+    for (int k = 0; k < RM; ++k) {
+        if ((k < s.r) && (j < s.cols)) {
+            ps_q4<VEC>(qs, s.cols, k, j, s.cols, qv[k]);
+        } else {
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                qv[k][u] = 0.0f;
+            }
+        }
+    }
+    for (uint64_t i = (uint64_t)blockIdx.y * PS_WY + threadIdx.y; (j < s.cols) && (i < s.rows);
+         i += (uint64_t)gridDim.y * PS_WY) {
+        const uint32_t len = ps_row_len(s, i);
+        const uint64_t e   = i * s.cols + j;
+        float v[4];
+        if (j >= len) {
+            continue; /* the padded last row of a flat layer */
         }
         if (bad) {
-            v = TERSE_CU_NAN;
-        } else {
-            for (int k = 0; k < s.r; ++k) {
-                row = row + __ldg(pb + (uint64_t)k * s.rows + i) * __ldg(qs + (uint64_t)k * s.cols + j);
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                v[u] = TERSE_CU_NAN;
             }
-            v = row * scale;
+        } else {
+            float row[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+            for (int k = 0; k < RM; ++k) {
+                if (k < s.r) {
+                    const float p = __ldg(pb + (uint64_t)k * s.rows + i);
+#pragma unroll
+                    for (int u = 0; u < 4; ++u) {
+                        row[u] = row[u] + p * qv[k][u];
+                    }
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                v[u] = row[u] * scale;
+            }
         }
-        terse_cu_store(out, (terse_dtype_t)dtype, e, v);
+        if (VEC) {
+            ps_store4(out, dtype, e, v);
+        } else {
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                if (j + u < len) {
+                    terse_cu_store(out, (terse_dtype_t)dtype, e + u, v[u]);
+                }
+            }
+        }
     }
     __syncthreads();
-    if ((threadIdx.x == 0) &&
+    if ((threadIdx.x == 0) && (threadIdx.y == 0) &&
         terse_cu_last_block(&st->done, gridDim.x * gridDim.y)) {
         if (bad) {
             st->call |= TERSE_CMP_NONFINITE;
@@ -483,6 +713,48 @@ ps_grid(uint64_t n, unsigned cap)
 {
     unsigned g = terse_cu_blocks(n, 256);
     return (g > cap) ? cap : g;
+}
+
+/* The row kernels' 4-element groups can be vector loads and stores: every row (the padded
+ * last one too) is whole groups, and each pointer is aligned to a group (bytes: its size). */
+static int
+ps_vec(const ps_cuda_t *c, const void *a, size_t a_bytes, const void *b, size_t b_bytes)
+{
+    return ((c->cols % 4) == 0) && ((c->count % 4) == 0) && (((uintptr_t)a % a_bytes) == 0) &&
+           (((uintptr_t)b % b_bytes) == 0) && (((uintptr_t)c->q % 16) == 0);
+}
+
+static size_t
+ps_esize(terse_dtype_t dtype)
+{
+    return (dtype == TERSE_FLOAT32) ? 4 : 2;
+}
+
+/* The dynamic shared memory the one-block kernels may ask for on the current device: the
+ * device's opt-in limit less room for their static arrays, the same on every call so that one
+ * instance never lowers the limit another relies on; 0 (global memory) when it cannot be had. */
+static size_t
+ps_sh_max(void)
+{
+    int dev = 0, optin = 0;
+    size_t lim;
+
+    if ((cudaGetDevice(&dev) != cudaSuccess) ||
+        (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
+         cudaSuccess) ||
+        (optin <= 4096)) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    lim = (size_t)optin - 4096;
+    if ((cudaFuncSetAttribute(ps_orth<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)lim) !=
+         cudaSuccess) ||
+        (cudaFuncSetAttribute(ps_keep<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)lim) !=
+         cudaSuccess)) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return lim;
 }
 
 extern "C" terse_status_t
@@ -530,6 +802,7 @@ terse__cmp_psgd_cuda_create(size_t count, size_t rows, size_t cols, size_t rank,
     c->nchunk     = TERSE_MIN((size_t)PS_CHUNKS, TERSE_DIV_UP(c->rows, 32));
     c->chunk_rows = TERSE_DIV_UP(c->rows, c->nchunk);
     c->nchunk     = TERSE_DIV_UP(c->rows, c->chunk_rows);
+    c->sh_max     = ps_sh_max();
     TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&c->q, rank * c->cols * sizeof(float)), status,
                      err_free);
     TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&c->basis, rank * c->rows * sizeof(float)),
@@ -576,6 +849,7 @@ terse__cmp_psgd_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
     ps_cuda_t *c   = (ps_cuda_t *)cuda;
     cudaStream_t s = (cudaStream_t)stream;
     float *m;
+    int vec;
 
     if ((c == NULL) || (in == NULL) || (n != c->count) || (out == NULL) ||
         (dtype >= TERSE_FLOAT64) || (out_bytes != c->rank * c->rows * sizeof(float))) {
@@ -591,9 +865,17 @@ terse__cmp_psgd_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
     }
     c->m        = m;
     c->m_is_res = (residual != NULL);
+    vec = ps_vec(c, in, 4 * ps_esize(dtype), m, 16);
 #define PS_MQ(_rm)                                                                             \
-    ps_mq<_rm><<<terse_cu_blocks(c->rows, PS_WARPS), PS_WARPS * 32, 0, s>>>(                   \
-        in, (int)dtype, residual != NULL, m, c->q, (float *)out, ps_shape(c), c->stat)
+    do {                                                                                       \
+        if (vec) {                                                                             \
+            ps_mq<_rm, 1><<<terse_cu_blocks(c->rows, PS_WARPS), PS_WARPS * 32, 0, s>>>(        \
+                in, (int)dtype, residual != NULL, m, c->q, (float *)out, ps_shape(c), c->stat); \
+        } else {                                                                               \
+            ps_mq<_rm, 0><<<terse_cu_blocks(c->rows, PS_WARPS), PS_WARPS * 32, 0, s>>>(        \
+                in, (int)dtype, residual != NULL, m, c->q, (float *)out, ps_shape(c), c->stat); \
+        }                                                                                      \
+    } while (0)
     if (c->rank <= 4) {
         PS_MQ(4);
     } else if (c->rank <= 8) {
@@ -625,6 +907,7 @@ terse__cmp_psgd_cuda_stage(void *cuda, unsigned stage, const void *summed, size_
     ps_cuda_t *c   = (ps_cuda_t *)cuda;
     cudaStream_t s = (cudaStream_t)stream;
     ps_shape_t sh;
+    int vec;
 
     if ((c == NULL) || (stage != 1) || (summed == NULL) || (out == NULL) ||
         (summed_bytes != c->rank * c->rows * sizeof(float)) ||
@@ -638,7 +921,13 @@ terse__cmp_psgd_cuda_stage(void *cuda, unsigned stage, const void *summed, size_
     }
     c->next = 2;
     sh      = ps_shape(c);
-    ps_orth<<<1, 1024, 0, s>>>((const float *)summed, c->basis, c->rows, (int)c->rank, c->dev);
+    if (c->rank * c->rows * sizeof(float) <= c->sh_max) {
+        ps_orth<1><<<1, 1024, c->rank * c->rows * sizeof(float), s>>>(
+            (const float *)summed, c->basis, c->rows, (int)c->rank, c->dev);
+    } else {
+        ps_orth<0><<<1, 1024, 0, s>>>((const float *)summed, c->basis, c->rows, (int)c->rank,
+                                      c->dev);
+    }
 #define PS_MTP(_rm)                                                                            \
     ps_mtp<_rm><<<dim3(terse_cu_blocks(c->cols, 256), (unsigned)c->nchunk), 256, 0, s>>>(      \
         c->m, c->basis, c->partial, sh, c->chunk_rows, c->dev)
@@ -654,9 +943,17 @@ terse__cmp_psgd_cuda_stage(void *cuda, unsigned stage, const void *summed, size_
 #undef PS_MTP
     ps_mtp_sum<<<terse_cu_blocks(c->rank * c->cols, 256), 256, 0, s>>>(
         c->partial, (float *)out, sh, c->nchunk, c->dev);
+    vec = ps_vec(c, c->m, 16, out, 16);
 #define PS_SUB(_rm)                                                                            \
-    ps_sub<_rm><<<terse_cu_blocks(c->rows, PS_WARPS), PS_WARPS * 32, 0, s>>>(                  \
-        c->m, c->m_is_res, c->basis, (const float *)out, sh, c->dev, c->stat)
+    do {                                                                                       \
+        if (vec) {                                                                             \
+            ps_sub<_rm, 1><<<terse_cu_blocks(c->rows, PS_WARPS), PS_WARPS * 32, 0, s>>>(       \
+                c->m, c->m_is_res, c->basis, (const float *)out, sh, c->dev, c->stat);         \
+        } else {                                                                               \
+            ps_sub<_rm, 0><<<terse_cu_blocks(c->rows, PS_WARPS), PS_WARPS * 32, 0, s>>>(       \
+                c->m, c->m_is_res, c->basis, (const float *)out, sh, c->dev, c->stat);         \
+        }                                                                                      \
+    } while (0)
     if (c->rank <= 4) {
         PS_SUB(4);
     } else if (c->rank <= 8) {
@@ -681,6 +978,8 @@ terse__cmp_psgd_cuda_decompress(void *cuda, const void *in, size_t in_bytes, flo
 {
     ps_cuda_t *c   = (ps_cuda_t *)cuda;
     cudaStream_t s = (cudaStream_t)stream;
+    unsigned gx, gy;
+    int vec;
 
     if ((c == NULL) || (out == NULL) || (n != c->count) || (dtype >= TERSE_FLOAT64)) {
         return TERSE_ERR_INVALID;
@@ -693,10 +992,40 @@ terse__cmp_psgd_cuda_decompress(void *cuda, const void *in, size_t in_bytes, flo
         return TERSE_ERR_USAGE;
     }
     /* decompress may repeat on the same step with the same bits (powersgd.h) */
-    ps_keep<<<1, 1024, 0, s>>>((const float *)in, c->q, ps_shape(c), ps_q_rng(c), c->dev);
-    ps_write<<<dim3(terse_cu_blocks(c->cols, 256), (unsigned)TERSE_MIN(c->rows, (size_t)4096)),
-               256, 0, s>>>(c->basis, (const float *)in, scale, out,
-                                              (int)dtype, ps_shape(c), c->dev, c->stat);
+    if (c->rank * c->cols * sizeof(float) <= c->sh_max) {
+        ps_keep<1><<<1, 1024, c->rank * c->cols * sizeof(float), s>>>(
+            (const float *)in, c->q, ps_shape(c), ps_q_rng(c), c->dev);
+    } else {
+        ps_keep<0><<<1, 1024, 0, s>>>((const float *)in, c->q, ps_shape(c), ps_q_rng(c),
+                                      c->dev);
+    }
+    gx  = terse_cu_blocks(TERSE_DIV_UP(c->cols, 4), PS_WX);
+    gy  = terse_cu_blocks(c->rows, PS_WY);
+    gy  = TERSE_MIN(gy, TERSE_MAX(1u, PS_WGRID / gx));
+    gy  = TERSE_MIN(gy, 65535u);
+    vec = ps_vec(c, out, 4 * ps_esize(dtype), in, 16);
+#define PS_WRITE(_rm)                                                                          \
+    do {                                                                                       \
+        if (vec) {                                                                             \
+            ps_write<_rm, 1><<<dim3(gx, gy), dim3(PS_WX, PS_WY), 0, s>>>(                      \
+                c->basis, (const float *)in, scale, out, (int)dtype, ps_shape(c), c->dev,      \
+                c->stat);                                                                      \
+        } else {                                                                               \
+            ps_write<_rm, 0><<<dim3(gx, gy), dim3(PS_WX, PS_WY), 0, s>>>(                      \
+                c->basis, (const float *)in, scale, out, (int)dtype, ps_shape(c), c->dev,      \
+                c->stat);                                                                      \
+        }                                                                                      \
+    } while (0)
+    if (c->rank <= 4) {
+        PS_WRITE(4);
+    } else if (c->rank <= 8) {
+        PS_WRITE(8);
+    } else if (c->rank <= 16) {
+        PS_WRITE(16);
+    } else {
+        PS_WRITE(32);
+    }
+#undef PS_WRITE
     TERSE_CUDA_LAUNCHED("powersgd decompress");
     return TERSE_OK;
 }
