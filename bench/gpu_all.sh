@@ -4,7 +4,8 @@
 #   bash bench/gpu_all.sh            (from the repository root, or anywhere)
 # CUnit comes from the .deb files in .deps (dpkg -x into a prefix under /tmp) when the system
 # has none; real gradients from .data/gradients when present. compute-sanitizer (memcheck) runs
-# over the gpu tests when it is installed and GPU_ALL_SANITIZER is not 0. Budget: well under
+# over the gpu tests when it is installed and GPU_ALL_SANITIZER is not 0; GPU_ALL_TESTS=0 skips
+# the tests, GPU_ALL_PROFILE="bench args" adds an Nsight Systems per-kernel table (prof*.csv). Budget: well under
 # 8 minutes on an H100 (build ~1-2 min, tests ~1 min, benchmark ~1 min).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,12 +36,16 @@ cmake --build "$BUILD" -j "$JOBS" -- -k > "$OUT/build.log" 2>&1 \
 cmake --build "$BUILD" -j "$JOBS" --target test_compressors_cuda terse_static >> "$OUT/build.log" 2>&1 \
     || { log "build of the gpu tests FAILED"; grep -E "error|Error" "$OUT/build.log" | tail -40; exit 1; }
 
-log "gpu tests"
-(cd "$BUILD" && ctest -L gpu --output-on-failure --timeout 300) > "$OUT/ctest_gpu.log" 2>&1
-TEST_RC=$?
-tail -15 "$OUT/ctest_gpu.log" | tee -a "$OUT/summary.txt"
+TEST_RC=0
+if [ "${GPU_ALL_TESTS:-1}" != 0 ]; then
+    log "gpu tests"
+    (cd "$BUILD" && ctest -L gpu --output-on-failure --timeout 300) > "$OUT/ctest_gpu.log" 2>&1
+    TEST_RC=$?
+    tail -15 "$OUT/ctest_gpu.log" | tee -a "$OUT/summary.txt"
+fi
 
-if [ "${GPU_ALL_SANITIZER:-1}" != 0 ] && command -v compute-sanitizer >/dev/null 2>&1; then
+if [ "${GPU_ALL_TESTS:-1}" != 0 ] && [ "${GPU_ALL_SANITIZER:-1}" != 0 ] &&
+   command -v compute-sanitizer >/dev/null 2>&1; then
     log "compute-sanitizer memcheck (corrupted-payload suites)"
     for t in "$BUILD"/tests/test_*_cuda; do
         timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$t" corrupt \
@@ -65,5 +70,24 @@ timeout 300 "$BENCH" ${BENCH_ARGS:-} > "$OUT/bench_gpu.txt" 2> "$OUT/bench_gpu.e
 BENCH_RC=$?
 cat "$OUT/bench_gpu.txt" >> "$OUT/summary.txt"
 tail -5 "$OUT/bench_gpu.err" >> "$OUT/summary.txt"
+if [ -n "${GPU_ALL_PROFILE:-}" ]; then
+    # per-kernel times of the benchmark rows named in GPU_ALL_PROFILE (e.g. "-C topk100m"),
+    # from Nsight Systems when the machine has it
+    NSYS=$(command -v nsys || ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+    if [ -n "$NSYS" ]; then
+        log "nsys profile $GPU_ALL_PROFILE"
+        timeout 240 "$NSYS" profile -t cuda -o "$BUILD/prof" --force-overwrite true \
+            "$BENCH" $GPU_ALL_PROFILE > "$OUT/prof_bench.txt" 2>&1
+        timeout 120 "$NSYS" stats -r cuda_gpu_kern_sum -f csv -o "$OUT/prof" "$BUILD/prof.nsys-rep" \
+            > /dev/null 2>&1
+        ls "$OUT"/prof* >> "$OUT/summary.txt" 2>&1
+    elif command -v ncu >/dev/null 2>&1; then
+        log "ncu $GPU_ALL_PROFILE (no nsys)"
+        timeout 300 ncu --metrics gpu__time_duration.sum --csv "$BENCH" $GPU_ALL_PROFILE \
+            > "$OUT/prof_ncu.csv" 2> "$OUT/prof_ncu.err"
+    else
+        log "neither nsys nor ncu on this machine: no per-kernel profile"
+    fi
+fi
 log "done: tests rc $TEST_RC, bench rc $BENCH_RC"
 [ "$TEST_RC" = 0 ] && [ "$BENCH_RC" = 0 ]
