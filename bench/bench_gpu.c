@@ -238,6 +238,22 @@ bg_memset(void *arg)
     BG_CHECK(cudaMemsetAsync(h->dst, 0, h->bytes, bg_stream));
 }
 
+/* bench_gpu_hbm.cu: plain-kernel write / read ceilings (modes there). */
+extern int bg_hbm_kernel(void *dst, size_t bytes, int mode, cudaStream_t s);
+
+static int bg_hbm_mode;
+
+static void
+bg_hbm_kern(void *arg)
+{
+    bg_hbm_t *h = arg;
+
+    if (bg_hbm_kernel(h->dst, h->bytes, bg_hbm_mode, bg_stream) != 0) {
+        fprintf(stderr, "terse-bench-gpu: hbm kernel mode %d failed\n", bg_hbm_mode);
+        exit(2);
+    }
+}
+
 static void
 bg_copy(void *arg)
 {
@@ -582,6 +598,16 @@ main(int argc, char **argv)
             h.bytes = 2 * n;
             us = bg_time_us(bg_copy, &h);
             bg_row("hbm d2d copy", "read+write", 4 * n, us, 4.0 * (double)n);
+            {
+                static const char *const names[] = {"hbm st.v4", "hbm st.v4.cs", "hbm tma",
+                                                    "hbm ld.v4.cs"};
+                h.bytes = (4 * n) & ~(size_t)16383;
+                for (bg_hbm_mode = 0; bg_hbm_mode < 4; ++bg_hbm_mode) {
+                    us = bg_time_us(bg_hbm_kern, &h);
+                    bg_row(names[bg_hbm_mode], (bg_hbm_mode == 3) ? "read" : "write", h.bytes,
+                           us, (double)h.bytes);
+                }
+            }
         }
         if (bg_selected("quant2")) {
             bg_family("quant:2", 0, 2, n, d_in, d_res, d_out, d_pay);
@@ -613,7 +639,7 @@ main(int argc, char **argv)
         const size_t n = 100000000, k = 1000000;
 
         printf("# top-k, k = 1 M of 100 M fp32 (targets on an H100: exact <= 500 us, sampled "
-               "threshold topkt <= 250 us; both give the same set)\n");
+               "threshold topkt <= 250 us; every row gives the same set)\n");
         memset(&c, 0, sizeof(c));
         c.family = 4;
         c.in     = d_in;
@@ -641,6 +667,19 @@ main(int argc, char **argv)
         us = bg_time_us(bg_compress, &c);
         bg_row("topkt 1M/100M", "select+feedback", 4 * n, us, 12.0 * n + 8.0 * k);
         bg_destroy(&c);
+        /* both families run the sampled candidate threshold with an exact fallback: the
+         * fallback alone (radix select, three levels), for comparison */
+        terse__cmp_topk_cuda_tune(0);
+        c.res = NULL;
+        BG_OK(terse__cmp_topk_cuda_create(n, k, TERSE_TOPK_FAMILY_EXACT, &c.cuda));
+        us = bg_time_us(bg_compress, &c);
+        bg_row("topk radix", "select", 4 * n, us, 4.0 * n + 8.0 * k);
+        c.res = d_res;
+        BG_CHECK(cudaMemset(d_res, 0, n * 4));
+        us = bg_time_us(bg_compress, &c);
+        bg_row("topk radix", "select+feedback", 4 * n, us, 12.0 * n + 8.0 * k);
+        bg_destroy(&c);
+        terse__cmp_topk_cuda_tune(1);
     }
     if (bg_selected("powersgd")) {
         size_t r4096 = 4096, c4096 = 4096;

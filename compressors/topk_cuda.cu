@@ -1,23 +1,36 @@
 /*
- * topk / topkt on the GPU (topk_cuda.h): exact radix select on the key (|v| bits), output in
- * index order, bit for bit the CPU payload.
+ * topk / topkt on the GPU (topk_cuda.h): the exact top-k set (ties: lowest index), output in
+ * index order, bit for bit the CPU payload. Two paths, both launched; each kernel checks on
+ * the device which one applies (no host synchronisation):
  *
+ * Sampled path (both families, layers of >= 64 Ki values with k <= n / 8):
+ *   sample   1 block: the key at rank ~1.5 k n / m among m random draws (radix select)
+ *   pass S   persistent blocks over tiles of TK_TILE values taken in order: v = in + residual
+ *            (into the residual), finiteness, the energy below the threshold, and every value
+ *            at or above it written as an (index, value) candidate in index order: the tile's
+ *            offset comes from a decoupled look-back over the earlier tiles' counts, so the
+ *            layer is read once
+ *   decide   k <= candidates <= capacity, else mode 2: the radix path takes over on the
+ *            prepared v
+ *   select   three radix levels over the candidates give t and `need` (ties taken)
+ *   output   per chunk of candidates: counts above / equal to t, one scan, then the selected
+ *            pairs into their slots; their residual becomes 0
+ * Radix path (mode 0: no sampled path; mode 2: the sample missed):
  *   A    grid-stride: v = in + residual (into the residual), finiteness, level-0 histogram
  *        (key >> 20, 2048 bins; shared-memory counts flushed with integer atomics)
  *   walk 1 block: the bin where the running count from the top reaches k (block scan)
- *   B    one block per tile of TK_TILE values: per-tile count above the level-0 bin, level-1
+ *   B    persistent blocks over tiles: per-tile count above the level-0 bin, level-1
  *        histogram ((key >> 9) & 2047) of the bin's members, which are compacted into the
  *        candidate buffer (warp-aggregated atomics; their order there does not matter)
  *   walk, level-2 histogram (key & 511) over the candidates, walk: threshold t and `need`,
  *        the number of entries equal to t that the selection takes (the lowest indices)
  *   counts per tile of candidates > t and == t; one block scans the tiles (ties first, then
  *        the selected counts) into each tile's output offset
- *   C    one block per tile: block scans give every selected value its pair slot; the
- *        residual of a selected value becomes 0; the squared error of the rest is summed
- *   fixup: header, non-finite payload, status commit.
- * When the candidates overflow their buffer (many equal keys), the level-2 histogram and the
- * tile counts take a full pass instead; both variants are launched, each checks on the device
- * which one applies (no host synchronisation).
+ *   C    persistent blocks over tiles: block scans give every selected value its pair slot;
+ *        the residual of a selected value becomes 0; the squared error of the rest is summed
+ * When the radix candidates overflow their buffer (many equal keys), the level-2 histogram
+ * and the tile counts take a full pass instead (again both variants launched).
+ * fixup: header, non-finite payload, status commit.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -34,7 +47,7 @@
 #define TK_TILE    (TK_THREADS * TK_PER)
 #define TK_BINS    2048
 #define TK_GRID    2048 /* grid-stride kernels */
-/* topkt's sampled path (1); 0 makes topkt run the exact kernels only (same payload). */
+/* The sampled path (1); 0 runs the radix kernels only (same payload). */
 #ifndef TERSE_TOPK_CUDA_SAMPLED
 #define TERSE_TOPK_CUDA_SAMPLED 1
 #endif
@@ -46,8 +59,9 @@ typedef struct tk_sel {
     uint64_t above; /* values strictly above the current prefix */
     uint64_t need;
     uint32_t ncand;
-    uint32_t sthr; /* sampled threshold (topkt) */
+    uint32_t sthr; /* sampled threshold */
     uint32_t mode; /* 0 exact path; 1 sampled path succeeded; 2 sampled path fell back */
+    uint32_t tile_next; /* sampled pass: the next tile a block takes */
 } tk_sel_t;
 
 typedef struct tk_cuda {
@@ -65,12 +79,12 @@ typedef struct tk_cuda {
     uint32_t        *tile_eqbase;
     uint32_t        *tile_out;
     uint32_t        *cand;
-    uint32_t        *tile_cbase;  /* sampled path: the tile's first candidate pair */
-    uint32_t        *tile_ccnt;   /* ... and its number of candidates */
+    unsigned long long *tstat;    /* sampled path: per-tile look-back words (cleared) */
     uint2           *cpairs;      /* sampled path: (index, value) of the candidates */
     size_t           caps;        /* capacity of cpairs */
     uint32_t        *skeys;       /* sampled path: the sample's keys */
     size_t           nsample, ks; /* draws, and the rank of the threshold among them */
+    int              miss;        /* tests: the sample always misses (terse__cmp_topk_cuda_tune) */
     terse_cu_stat_t *stat;
 } tk_cuda_t;
 
@@ -84,7 +98,7 @@ typedef struct tk_args {
     uint64_t         ntiles;
     tk_sel_t        *sel;
     uint32_t        *tile_above, *tile_gtin, *tile_eq, *tile_eqbase, *tile_out, *cand;
-    uint32_t        *tile_cbase, *tile_ccnt;
+    unsigned long long *tstat;
     uint2           *cpairs;
     uint64_t         caps;
     terse_cu_stat_t *stat;
@@ -205,11 +219,9 @@ tk_pass_b(tk_args_t a)
     __shared__ uint32_t cl[TK_TILE]; /* the tile's candidates (any order) */
     __shared__ unsigned cnt[32];
     __shared__ unsigned cn, cbase;
-    const uint64_t tile0 = (uint64_t)blockIdx.x * TK_TILE;
     const int lane = threadIdx.x & 31;
     uint32_t b0;
-    unsigned above = 0;
-    int r, b;
+    int b;
 
     if (tk_nonfinite(a) || (tk_mode(a) == 1)) {
         return;
@@ -218,48 +230,54 @@ tk_pass_b(tk_args_t a)
     for (b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
         h[b] = 0;
     }
-    if (threadIdx.x == 0) {
-        cn = 0;
-    }
-    __syncthreads();
-    for (r = 0; r < TK_PER; ++r) {
-        uint64_t i  = tile0 + (uint64_t)r * TK_THREADS + threadIdx.x;
-        int is_cand = 0;
-        if (i < a.n) {
-            uint32_t key = terse_topk_key(tk_v(a, i));
-            uint32_t top = key >> 20;
-            if (top > b0) {
-                ++above;
-            } else if (top == b0) {
-                is_cand = 1;
-                atomicAdd(&h[(key >> 9) & 0x7ffu], 1u);
-            }
+    /* persistent blocks over the tiles: a skipped call (mode 1) launches few blocks */
+    for (uint64_t tile = blockIdx.x; tile < a.ntiles; tile += gridDim.x) {
+        const uint64_t tile0 = tile * TK_TILE;
+        unsigned above = 0;
+        if (threadIdx.x == 0) {
+            cn = 0;
         }
-        {
-            unsigned mask = __ballot_sync(0xffffffffu, is_cand);
-            if (mask != 0) {
-                unsigned base = 0;
-                int leader    = __ffs(mask) - 1;
-                if (lane == leader) {
-                    base = atomicAdd(&cn, (unsigned)__popc(mask));
-                }
-                base = __shfl_sync(0xffffffffu, base, leader);
-                if (is_cand) {
-                    cl[base + __popc(mask & ((1u << lane) - 1u))] = (uint32_t)i;
+        __syncthreads();
+        for (int r = 0; r < TK_PER; ++r) {
+            uint64_t i  = tile0 + (uint64_t)r * TK_THREADS + threadIdx.x;
+            int is_cand = 0;
+            if (i < a.n) {
+                uint32_t key = terse_topk_key(tk_v(a, i));
+                uint32_t top = key >> 20;
+                if (top > b0) {
+                    ++above;
+                } else if (top == b0) {
+                    is_cand = 1;
+                    atomicAdd(&h[(key >> 9) & 0x7ffu], 1u);
                 }
             }
+            {
+                unsigned mask = __ballot_sync(0xffffffffu, is_cand);
+                if (mask != 0) {
+                    unsigned base = 0;
+                    int leader    = __ffs(mask) - 1;
+                    if (lane == leader) {
+                        base = atomicAdd(&cn, (unsigned)__popc(mask));
+                    }
+                    base = __shfl_sync(0xffffffffu, base, leader);
+                    if (is_cand) {
+                        cl[base + __popc(mask & ((1u << lane) - 1u))] = (uint32_t)i;
+                    }
+                }
+            }
         }
-    }
-    above = terse_cu_block_sum(above, cnt);
-    if (threadIdx.x == 0) {
-        a.tile_above[blockIdx.x] = above;
-        cbase = (cn > 0) ? atomicAdd(&a.sel->ncand, cn) : 0u; /* one global atomic per tile */
-    }
-    __syncthreads();
-    for (unsigned c = threadIdx.x; c < cn; c += blockDim.x) {
-        if ((uint64_t)cbase + c < a.cap) {
-            a.cand[cbase + c] = cl[c];
+        above = terse_cu_block_sum(above, cnt);
+        if (threadIdx.x == 0) {
+            a.tile_above[tile] = above;
+            cbase = (cn > 0) ? atomicAdd(&a.sel->ncand, cn) : 0u; /* one global atomic per tile */
         }
+        __syncthreads();
+        for (unsigned c = threadIdx.x; c < cn; c += blockDim.x) {
+            if ((uint64_t)cbase + c < a.cap) {
+                a.cand[cbase + c] = cl[c];
+            }
+        }
+        __syncthreads(); /* cn and cl are rewritten by the next tile */
     }
     for (b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
         if (h[b] != 0) {
@@ -391,67 +409,74 @@ tk_pass_c(tk_args_t a, uint8_t *pairs)
     __shared__ unsigned sgt[TK_THREADS / 32], seq[TK_THREADS / 32];
     __shared__ double shd[32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const uint64_t base = (uint64_t)blockIdx.x * TK_TILE + (uint64_t)warp * (32 * TK_PER);
     const unsigned lt = (1u << lane) - 1u;
-    float x[TK_PER];
-    unsigned gtm[TK_PER], eqm[TK_PER], cg = 0, ce = 0, gt_before = 0, eq_before = 0, gr = 0, er;
     uint32_t thr;
-    long long allow;
-    unsigned out_base;
     double err = 0.0;
 
     if (tk_nonfinite(a) || (tk_mode(a) == 1)) {
         return;
     }
-    thr      = a.sel->thr;
-    out_base = a.tile_out[blockIdx.x];
-    allow    = (long long)a.sel->need - (long long)a.tile_eqbase[blockIdx.x];
-    allow    = (allow < 0) ? 0 : allow;
+    thr = a.sel->thr;
+    /* persistent blocks over the tiles (see tk_pass_b) */
+    for (uint64_t tile = blockIdx.x; tile < a.ntiles; tile += gridDim.x) {
+        const uint64_t base = tile * TK_TILE + (uint64_t)warp * (32 * TK_PER);
+        const unsigned out_base = a.tile_out[tile];
+        long long allow = (long long)a.sel->need - (long long)a.tile_eqbase[tile];
+        float x[TK_PER];
+        unsigned gtm[TK_PER], eqm[TK_PER], cg = 0, ce = 0, gt_before = 0, eq_before = 0, gr = 0,
+                 er;
+
+        allow = (allow < 0) ? 0 : allow;
 #pragma unroll
-    for (int r = 0; r < TK_PER; ++r) {
-        uint64_t i = base + (uint64_t)r * 32 + lane;
-        uint32_t key;
-        x[r]   = (i < a.n) ? tk_v(a, i) : 0.0f;
-        key    = terse_topk_key(x[r]);
-        gtm[r] = __ballot_sync(0xffffffffu, (i < a.n) && (key > thr));
-        eqm[r] = __ballot_sync(0xffffffffu, (i < a.n) && (key == thr));
-        cg += __popc(gtm[r]);
-        ce += __popc(eqm[r]);
-    }
-    if (lane == 0) {
-        sgt[warp] = cg;
-        seq[warp] = ce;
-    }
-    __syncthreads();
-    for (int w = 0; w < warp; ++w) {
-        gt_before += sgt[w];
-        eq_before += seq[w];
-    }
-    er = eq_before;
-#pragma unroll
-    for (int r = 0; r < TK_PER; ++r) {
-        uint64_t i        = base + (uint64_t)r * 32 + lane;
-        int g             = (gtm[r] >> lane) & 1u;
-        int e             = (eqm[r] >> lane) & 1u;
-        long long ties    = (long long)(er + __popc(eqm[r] & lt));
-        if (g || (e && (ties < allow))) {
-            unsigned pos = out_base + gt_before + gr + __popc(gtm[r] & lt) +
-                           (unsigned)((ties < allow) ? ties : allow);
-            uint8_t *p   = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
-            if (ALIGNED) {
-                *(uint2 *)p = make_uint2((uint32_t)i, __float_as_uint(x[r]));
-            } else {
-                terse_cu_st_u32(p, (uint32_t)i);
-                terse_cu_st_u32(p + 4, __float_as_uint(x[r]));
-            }
-            if (a.res != NULL) {
-                a.res[i] = 0.0f;
-            }
-        } else if (i < a.n) {
-            err = err + (double)x[r] * (double)x[r];
+        for (int r = 0; r < TK_PER; ++r) {
+            uint64_t i = base + (uint64_t)r * 32 + lane;
+            x[r] = (i < a.n) ? tk_v(a, i) : 0.0f;
         }
-        gr += __popc(gtm[r]);
-        er += __popc(eqm[r]);
+#pragma unroll
+        for (int r = 0; r < TK_PER; ++r) {
+            uint64_t i   = base + (uint64_t)r * 32 + lane;
+            uint32_t key = terse_topk_key(x[r]);
+            gtm[r] = __ballot_sync(0xffffffffu, (i < a.n) && (key > thr));
+            eqm[r] = __ballot_sync(0xffffffffu, (i < a.n) && (key == thr));
+            cg += __popc(gtm[r]);
+            ce += __popc(eqm[r]);
+        }
+        if (lane == 0) {
+            sgt[warp] = cg;
+            seq[warp] = ce;
+        }
+        __syncthreads();
+        for (int w = 0; w < warp; ++w) {
+            gt_before += sgt[w];
+            eq_before += seq[w];
+        }
+        er = eq_before;
+#pragma unroll
+        for (int r = 0; r < TK_PER; ++r) {
+            uint64_t i     = base + (uint64_t)r * 32 + lane;
+            int g          = (gtm[r] >> lane) & 1u;
+            int e          = (eqm[r] >> lane) & 1u;
+            long long ties = (long long)(er + __popc(eqm[r] & lt));
+            if (g || (e && (ties < allow))) {
+                unsigned pos = out_base + gt_before + gr + __popc(gtm[r] & lt) +
+                               (unsigned)((ties < allow) ? ties : allow);
+                uint8_t *p   = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
+                if (ALIGNED) {
+                    *(uint2 *)p = make_uint2((uint32_t)i, __float_as_uint(x[r]));
+                } else {
+                    terse_cu_st_u32(p, (uint32_t)i);
+                    terse_cu_st_u32(p + 4, __float_as_uint(x[r]));
+                }
+                if (a.res != NULL) {
+                    a.res[i] = 0.0f;
+                }
+            } else if (i < a.n) {
+                err = err + (double)x[r] * (double)x[r];
+            }
+            gr += __popc(gtm[r]);
+            er += __popc(eqm[r]);
+        }
+        __syncthreads(); /* sgt and seq are rewritten by the next tile */
     }
     err = terse_cu_block_sum(err, shd);
     if ((threadIdx.x == 0) && (err != 0.0)) {
@@ -463,7 +488,7 @@ tk_pass_c(tk_args_t a, uint8_t *pairs)
 /* 1 block of 1024: draws the sample (as topk.c: index = u32 * n >> 32 of the stream), then the
  * key of its ks-th largest value by a three-level radix select in shared memory. */
 __global__ void __launch_bounds__(1024)
-tk_sample(tk_args_t a, terse_rng_t rng, uint32_t m, uint32_t ks, uint32_t *skeys)
+tk_sample(tk_args_t a, terse_rng_t rng, uint32_t m, uint32_t ks, uint32_t *skeys, int miss)
 {
     __shared__ unsigned h[TK_BINS];
     __shared__ unsigned sh[33];
@@ -471,12 +496,28 @@ tk_sample(tk_args_t a, terse_rng_t rng, uint32_t m, uint32_t ks, uint32_t *skeys
     __shared__ unsigned long long s_above, s_newabove;
     uint32_t i;
 
-    for (i = threadIdx.x; i < m; i += blockDim.x) {
-        uint64_t idx = ((uint64_t)terse_rng_u32(&rng, rng.offset + i) * a.n) >> 32;
-        float x      = (a.res != NULL)
-                           ? a.res[idx] + terse_cu_load(a.in, (terse_dtype_t)a.dtype, idx)
-                           : tk_v(a, idx);
-        skeys[i] = terse_topk_key(x);
+    /* 4 draws per thread in flight: the reads are random, each waits for HBM */
+    for (i = threadIdx.x; i < m; i += 4 * blockDim.x) {
+        uint64_t idx[4];
+        float x[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const uint32_t j = i + (uint32_t)u * blockDim.x;
+            idx[u] = (j < m) ? ((uint64_t)terse_rng_u32(&rng, rng.offset + j) * a.n) >> 32 : 0;
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            x[u] = (a.res != NULL)
+                       ? a.res[idx[u]] + terse_cu_load(a.in, (terse_dtype_t)a.dtype, idx[u])
+                       : tk_v(a, idx[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const uint32_t j = i + (uint32_t)u * blockDim.x;
+            if (j < m) {
+                skeys[j] = terse_topk_key(x[u]);
+            }
+        }
     }
     if (threadIdx.x == 0) {
         s_prefix = 0;
@@ -525,70 +566,169 @@ tk_sample(tk_args_t a, terse_rng_t rng, uint32_t m, uint32_t ks, uint32_t *skeys
         __syncthreads();
     }
     if (threadIdx.x == 0) {
-        a.sel->sthr = s_prefix;
+        /* miss (tests): a threshold above every key, so the radix path must take over */
+        a.sel->sthr = miss ? 0xffffffffu : s_prefix;
     }
 }
 
-/* One block per tile: v = in + residual (into the residual), finiteness, energy, and the
- * values at or above the sampled threshold, compacted in index order into the tile's run of
- * candidate pairs (one global atomic per tile). */
+/* Look-back words of the sampled pass: flag in the top two bits, a candidate count below. */
+#define TK_LB_AGG   (1ull << 62) /* the tile's own count */
+#define TK_LB_PRE   (2ull << 62) /* the count of this tile and every tile before it */
+#define TK_LB_COUNT ((1ull << 62) - 1ull)
+
+__device__ __forceinline__ unsigned long long
+tk_ld_relaxed(const unsigned long long *p)
+{
+    unsigned long long v;
+
+    asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+    return v;
+}
+
+__device__ __forceinline__ void
+tk_st_relaxed(unsigned long long *p, unsigned long long v)
+{
+    asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+
+/* Warp 0: the number of candidates in tiles before `tile` (decoupled look-back: each lane
+ * watches one earlier tile, 32 at a time, until a tile with its inclusive count is found).
+ * A tile's owner publishes its own count before it looks back, and blocks take tiles in
+ * increasing order, so every tile waited on belongs to a running block: no deadlock. */
+__device__ __forceinline__ unsigned long long
+tk_look_back(unsigned long long *tstat, uint64_t tile)
+{
+    const int lane = threadIdx.x & 31;
+    long long look = (long long)tile - 1;
+    unsigned long long excl = 0;
+
+    for (;;) {
+        const long long t = look - lane;
+        unsigned long long w = TK_LB_PRE; /* before tile 0: an inclusive count of 0 */
+        unsigned pre;
+        int first;
+        if (t >= 0) {
+            do {
+                w = tk_ld_relaxed(tstat + t);
+            } while ((w >> 62) == 0);
+        }
+        pre   = __ballot_sync(0xffffffffu, (w >> 62) == 2);
+        first = (pre != 0) ? (__ffs(pre) - 1) : 32;
+        excl += terse_cu_warp_sum((lane <= first) ? (w & TK_LB_COUNT) : 0ull);
+        if (pre != 0) {
+            return excl;
+        }
+        look -= 32;
+    }
+}
+
+/* The sampled pass, persistent blocks over tiles taken in order: v = in + residual (into the
+ * residual), finiteness, the energy of the values below the sampled threshold, and the values
+ * at or above it compacted in index order into the candidate pairs (each tile's offset from
+ * the look-back). Warp w of a tile owns values [w * 512, (w + 1) * 512), 16 per lane. */
 __global__ void __launch_bounds__(TK_THREADS)
-tk_pass_t(tk_args_t a)
+tk_pass_s(tk_args_t a)
 {
     __shared__ unsigned swc[TK_THREADS / 32];
-    __shared__ unsigned s_base;
+    __shared__ unsigned s_tile;
+    __shared__ unsigned long long s_excl;
     __shared__ double shd[32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const uint64_t base = (uint64_t)blockIdx.x * TK_TILE + (uint64_t)warp * (32 * TK_PER);
     const unsigned lt = (1u << lane) - 1u;
     const uint32_t sthr = a.sel->sthr;
-    float x[TK_PER];
-    unsigned cm[TK_PER], cnt = 0, woff = 0, total = 0, run;
     double tot = 0.0;
     int bad = 0;
 
+    for (;;) {
+        uint64_t tile, base, run;
+        float x[TK_PER];
+        unsigned cnt = 0, woff = 0, total = 0;
+
+        if (threadIdx.x == 0) {
+            s_tile = atomicAdd(&a.sel->tile_next, 1u);
+        }
+        __syncthreads();
+        tile = s_tile;
+        if (tile >= a.ntiles) {
+            break; /* uniform: every thread read the same s_tile */
+        }
+        base = tile * TK_TILE + (uint64_t)warp * (32 * TK_PER);
+        /* all loads first: 16 in flight per lane */
+        if (a.res != NULL) {
 #pragma unroll
-    for (int r = 0; r < TK_PER; ++r) {
-        uint64_t i = base + (uint64_t)r * 32 + lane;
-        x[r] = 0.0f;
-        if (i < a.n) {
-            if (a.res != NULL) {
-                x[r]     = a.res[i] + terse_cu_load(a.in, (terse_dtype_t)a.dtype, i);
-                a.res[i] = x[r];
+            for (int r = 0; r < TK_PER; ++r) {
+                const uint64_t i = base + (uint64_t)r * 32 + lane;
+                x[r] = (i < a.n) ? a.res[i] + terse_cu_load(a.in, (terse_dtype_t)a.dtype, i)
+                                 : 0.0f;
+            }
+#pragma unroll
+            for (int r = 0; r < TK_PER; ++r) {
+                const uint64_t i = base + (uint64_t)r * 32 + lane;
+                if (i < a.n) {
+                    a.res[i] = x[r];
+                }
+            }
+        } else {
+#pragma unroll
+            for (int r = 0; r < TK_PER; ++r) {
+                const uint64_t i = base + (uint64_t)r * 32 + lane;
+                x[r] = (i < a.n) ? tk_v(a, i) : 0.0f;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < TK_PER; ++r) {
+            const uint64_t i = base + (uint64_t)r * 32 + lane;
+            const int in_range = i < a.n;
+            const int cand = in_range && (terse_topk_key(x[r]) >= sthr);
+            cnt += __popc(__ballot_sync(0xffffffffu, cand));
+            bad |= in_range && !terse_cu_isfinite(x[r]);
+            if (in_range && !cand) {
+                tot = tot + (double)x[r] * (double)x[r];
+            }
+        }
+        if (lane == 0) {
+            swc[warp] = cnt;
+        }
+        __syncthreads();
+        for (int w = 0; w < TK_THREADS / 32; ++w) {
+            woff += (w < warp) ? swc[w] : 0u;
+            total += swc[w];
+        }
+        if (warp == 0) {
+            unsigned long long excl = 0;
+            if (tile == 0) {
+                if (lane == 0) {
+                    tk_st_relaxed(a.tstat, TK_LB_PRE | total);
+                }
             } else {
-                x[r] = tk_v(a, i);
+                if (lane == 0) {
+                    tk_st_relaxed(a.tstat + tile, TK_LB_AGG | total);
+                }
+                excl = tk_look_back(a.tstat, tile);
+                if (lane == 0) {
+                    tk_st_relaxed(a.tstat + tile, TK_LB_PRE | (excl + total));
+                }
             }
-            bad |= !terse_cu_isfinite(x[r]);
-            tot = tot + (double)x[r] * (double)x[r];
+            if (lane == 0) {
+                s_excl = excl;
+            }
         }
-        cm[r] = __ballot_sync(0xffffffffu, (i < a.n) && (terse_topk_key(x[r]) >= sthr));
-        cnt += __popc(cm[r]);
-    }
-    if (lane == 0) {
-        swc[warp] = cnt;
-    }
-    __syncthreads();
-    for (int w = 0; w < TK_THREADS / 32; ++w) {
-        woff += (w < warp) ? swc[w] : 0u;
-        total += swc[w];
-    }
-    if (threadIdx.x == 0) {
-        s_base = (total > 0) ? atomicAdd(&a.sel->ncand, total) : 0u;
-        a.tile_cbase[blockIdx.x] = s_base;
-        a.tile_ccnt[blockIdx.x]  = total;
-    }
-    __syncthreads();
-    run = s_base + woff;
+        __syncthreads();
+        run = s_excl + woff;
 #pragma unroll
-    for (int r = 0; r < TK_PER; ++r) {
-        if ((cm[r] >> lane) & 1u) {
-            uint64_t pos = (uint64_t)run + __popc(cm[r] & lt);
-            if (pos < a.caps) {
-                a.cpairs[pos] = make_uint2((uint32_t)(base + (uint64_t)r * 32 + lane),
-                                           __float_as_uint(x[r]));
+        for (int r = 0; r < TK_PER; ++r) {
+            const uint64_t i = base + (uint64_t)r * 32 + lane;
+            const unsigned m =
+                __ballot_sync(0xffffffffu, (i < a.n) && (terse_topk_key(x[r]) >= sthr));
+            if ((m >> lane) & 1u) {
+                const uint64_t pos = run + __popc(m & lt);
+                if (pos < a.caps) {
+                    a.cpairs[pos] = make_uint2((uint32_t)i, __float_as_uint(x[r]));
+                }
             }
+            run += __popc(m);
         }
-        run += __popc(cm[r]);
+        __syncthreads(); /* swc, s_tile and s_excl are rewritten by the next tile */
     }
     if (__syncthreads_or(bad) && (threadIdx.x == 0)) {
         atomicOr(&a.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
@@ -600,20 +740,22 @@ tk_pass_t(tk_args_t a)
 }
 
 /* The sample hit when k <= candidates <= capacity; otherwise the exact kernels take over on
- * the prepared v (the energy is then summed by them). */
+ * the prepared v (and sum the energy themselves). */
 __global__ void
 tk_sdecide(tk_args_t a)
 {
-    uint32_t nc = a.sel->ncand;
+    const unsigned long long nc = *(volatile unsigned long long *)(a.tstat + a.ntiles - 1) &
+                                  TK_LB_COUNT;
 
     if (tk_nonfinite(a)) {
         return;
     }
-    if (((uint64_t)nc >= a.k) && ((uint64_t)nc <= a.caps)) {
-        a.sel->mode = 1;
+    if ((nc >= a.k) && (nc <= a.caps)) {
+        a.sel->mode  = 1;
+        a.sel->ncand = (uint32_t)nc;
     } else {
-        a.sel->mode   = 2;
-        a.sel->ncand  = 0;
+        a.sel->mode    = 2;
+        a.sel->ncand   = 0;
         a.stat->sq_acc = 0.0;
     }
 }
@@ -657,18 +799,20 @@ tk_chist(tk_args_t a, int level)
     }
 }
 
-/* One block per tile: counts of its candidates above and equal to t. */
+/* One block per chunk of TK_TILE candidates (index order): its counts above and equal to t. */
 __global__ void __launch_bounds__(TK_THREADS)
-tk_ctile_counts(tk_args_t a)
+tk_cchunk_counts(tk_args_t a)
 {
     __shared__ unsigned sh[32];
-    const uint32_t cb = a.tile_cbase[blockIdx.x], cc = a.tile_ccnt[blockIdx.x];
-    const uint32_t thr = a.sel->thr;
+    const uint64_t cb = (uint64_t)blockIdx.x * TK_TILE;
+    const uint32_t nc = a.sel->ncand, thr = a.sel->thr;
     unsigned gt = 0, eq = 0;
+    uint32_t cc;
 
-    if (tk_nonfinite(a) || (tk_mode(a) != 1)) {
+    if (tk_nonfinite(a) || (tk_mode(a) != 1) || (cb >= nc)) {
         return;
     }
+    cc = (uint32_t)TERSE_MIN((uint64_t)TK_TILE, nc - cb);
     for (uint32_t c = threadIdx.x; c < cc; c += blockDim.x) {
         uint32_t key = terse_topk_key(__uint_as_float(a.cpairs[cb + c].y));
         gt += (key > thr);
@@ -683,22 +827,25 @@ tk_ctile_counts(tk_args_t a)
     }
 }
 
-/* One block per tile: the selected candidates, in index order, into their pair slots. */
+/* One block per chunk: the selected candidates, in index order, into their pair slots; their
+ * residual becomes 0; the energy of the candidates left behind joins the error. */
 template <int ALIGNED>
 __global__ void __launch_bounds__(TK_THREADS)
-tk_ctile_out(tk_args_t a, uint8_t *pairs)
+tk_cchunk_out(tk_args_t a, uint8_t *pairs)
 {
     __shared__ unsigned sh[33];
     __shared__ double shd[32];
-    const uint32_t cb = a.tile_cbase[blockIdx.x], cc = a.tile_ccnt[blockIdx.x];
-    uint32_t thr;
+    const uint64_t cb = (uint64_t)blockIdx.x * TK_TILE;
+    const uint32_t nc = a.sel->ncand;
+    uint32_t thr, cc;
     long long allow;
     unsigned gt_run = 0, eq_run = 0, out_base;
-    double kept = 0.0;
+    double left = 0.0;
 
-    if (tk_nonfinite(a) || (tk_mode(a) != 1)) {
+    if (tk_nonfinite(a) || (tk_mode(a) != 1) || (cb >= nc)) {
         return;
     }
+    cc       = (uint32_t)TERSE_MIN((uint64_t)TK_TILE, nc - cb);
     thr      = a.sel->thr;
     out_base = a.tile_out[blockIdx.x];
     allow    = (long long)a.sel->need - (long long)a.tile_eqbase[blockIdx.x];
@@ -718,10 +865,10 @@ tk_ctile_out(tk_args_t a, uint8_t *pairs)
         if (c < cc) {
             unsigned gt_ex = packed & 0xffffu, eq_ex = packed >> 16;
             long long tie  = (long long)(eq_run + eq_ex);
+            float v        = __uint_as_float(cp.y);
             if (is_gt || (is_eq && (tie < allow))) {
                 unsigned pos = out_base + gt_run + gt_ex + (unsigned)((tie < allow) ? tie : allow);
                 uint8_t *p   = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
-                float v      = __uint_as_float(cp.y);
                 if (ALIGNED) {
                     *(uint2 *)p = cp;
                 } else {
@@ -731,15 +878,16 @@ tk_ctile_out(tk_args_t a, uint8_t *pairs)
                 if (a.res != NULL) {
                     a.res[cp.x] = 0.0f;
                 }
-                kept = kept + (double)v * (double)v;
+            } else {
+                left = left + (double)v * (double)v;
             }
         }
         gt_run += total & 0xffffu;
         eq_run += total >> 16;
     }
-    kept = terse_cu_block_sum(kept, shd);
-    if ((threadIdx.x == 0) && (kept != 0.0)) {
-        atomicAdd(&a.stat->sq_acc, -kept);
+    left = terse_cu_block_sum(left, shd);
+    if ((threadIdx.x == 0) && (left != 0.0)) {
+        atomicAdd(&a.stat->sq_acc, left);
     }
 }
 
@@ -870,12 +1018,22 @@ tk_align(size_t x)
     return (x + 255) & ~(size_t)255;
 }
 
+/* The sampled path (both families): 1 on, 0 the radix path only (benchmarks), 2 on but made
+ * to miss (tests of the fallback). */
+static int tk_sampled_on = TERSE_TOPK_CUDA_SAMPLED;
+
+extern "C" void
+terse__cmp_topk_cuda_tune(int sampled)
+{
+    tk_sampled_on = sampled;
+}
+
 extern "C" terse_status_t
 terse__cmp_topk_cuda_create(size_t count, size_t k, unsigned family, void **cuda_p)
 {
     tk_cuda_t *t;
     terse_status_t status;
-    size_t off, tiles_bytes;
+    size_t off, tiles_bytes, tstat_bytes = 0;
     uint8_t *base;
 
     if ((count == 0) || (count > UINT32_MAX) || (k == 0) || (k > count) ||
@@ -894,8 +1052,25 @@ terse__cmp_topk_cuda_create(size_t count, size_t k, unsigned family, void **cuda
     t->ntiles = (count + TK_TILE - 1) / TK_TILE;
     t->cap    = (4 * k > ((size_t)1 << 20)) ? 4 * k : ((size_t)1 << 20);
     t->cap    = (t->cap < count) ? t->cap : count;
+    if (tk_sampled_on && (count >= 65536) && (k <= count / 8)) {
+        /* ~64 draws above the k-th largest (4096 .. 16384 draws, one block reads them); the
+         * threshold at 1.5 k (at least the 16th draw from the top) keeps k <= candidates with
+         * a margin of many standard deviations; room for 3x the expected candidates */
+        double m = 64.0 * (double)count / (double)k, ks, expect;
+        m  = (m < 4096.0) ? 4096.0 : ((m > 16384.0) ? 16384.0 : m);
+        m  = (m > 0.25 * (double)count) ? floor(0.25 * (double)count) : m;
+        ks = ceil(1.5 * (double)k * m / (double)count);
+        ks = (ks < 16.0) ? 16.0 : ((ks > m) ? m : ks);
+        expect     = ks * (double)count / m;
+        t->nsample = (size_t)m;
+        t->ks      = (size_t)ks;
+        t->miss    = (tk_sampled_on == 2);
+        t->caps    = TERSE_MAX(4 * k + 65536, (size_t)(3.0 * expect));
+        t->caps    = TERSE_MIN(count, t->caps);
+        tstat_bytes = tk_align(t->ntiles * sizeof(unsigned long long));
+    }
     tiles_bytes = tk_align(t->ntiles * sizeof(uint32_t));
-    off = tk_align(sizeof(tk_sel_t)) + 3 * tiles_bytes; /* cleared every call */
+    off = tk_align(sizeof(tk_sel_t)) + 3 * tiles_bytes + tstat_bytes; /* cleared every call */
     t->zero_bytes = off;
     off += 2 * tiles_bytes + t->cap * sizeof(uint32_t);
     TERSE_CHECK_GOTO(terse__cuda_calloc(&t->scratch, off), status, err_free_t);
@@ -904,35 +1079,23 @@ terse__cmp_topk_cuda_create(size_t count, size_t k, unsigned family, void **cuda
     t->tile_above  = (uint32_t *)(base + tk_align(sizeof(tk_sel_t)));
     t->tile_gtin   = (uint32_t *)((uint8_t *)t->tile_above + tiles_bytes);
     t->tile_eq     = (uint32_t *)((uint8_t *)t->tile_gtin + tiles_bytes);
-    t->tile_eqbase = (uint32_t *)((uint8_t *)t->tile_eq + tiles_bytes);
+    t->tstat       = (tstat_bytes > 0)
+                         ? (unsigned long long *)((uint8_t *)t->tile_eq + tiles_bytes)
+                         : NULL;
+    t->tile_eqbase = (uint32_t *)((uint8_t *)t->tile_eq + tiles_bytes + tstat_bytes);
     t->tile_out    = (uint32_t *)((uint8_t *)t->tile_eqbase + tiles_bytes);
     t->cand        = (uint32_t *)((uint8_t *)t->tile_out + tiles_bytes);
-    if (TERSE_TOPK_CUDA_SAMPLED && (family == TERSE_TOPK_FAMILY_SAMPLED)) {
-        /* as topk.c: at least 4096 draws and ~64 above the threshold; aim at 1.5 k candidates */
-        double m = 64.0 * (double)count / (double)k;
-        m = (m < 4096.0) ? 4096.0 : m;
-        if (m < 0.5 * (double)count) {
-            double ks    = ceil(1.5 * (double)k * m / (double)count);
-            t->nsample   = (size_t)m;
-            t->ks        = (ks < 1.0) ? 1 : ((ks > m) ? (size_t)m : (size_t)ks);
-            t->caps      = TERSE_MIN(count, 4 * k + 65536);
-            TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->tile_cbase,
-                                                2 * t->ntiles * sizeof(uint32_t)),
-                             status, err_free_scratch);
-            t->tile_ccnt = t->tile_cbase + t->ntiles;
-            TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->cpairs, t->caps * sizeof(uint2)),
-                             status, err_free_scratch);
-            TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->skeys,
-                                                t->nsample * sizeof(uint32_t)),
-                             status, err_free_scratch);
-        }
+    if (t->nsample > 0) {
+        TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->cpairs, t->caps * sizeof(uint2)),
+                         status, err_free_scratch);
+        TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->skeys, t->nsample * sizeof(uint32_t)),
+                         status, err_free_scratch);
     }
     TERSE_CHECK_GOTO(terse__cuda_stat_create(&t->stat), status, err_free_scratch);
     *cuda_p = t;
     return TERSE_OK;
 
 err_free_scratch:
-    terse__cuda_free(t->tile_cbase);
     terse__cuda_free(t->cpairs);
     terse__cuda_free(t->skeys);
     terse__cuda_free(t->scratch);
@@ -949,11 +1112,46 @@ terse__cmp_topk_cuda_destroy(void *cuda)
     if (t != NULL) {
         terse__cuda_free(t->stat);
         terse__cuda_free(t->scratch);
-        terse__cuda_free(t->tile_cbase);
         terse__cuda_free(t->cpairs);
         terse__cuda_free(t->skeys);
         free(t);
     }
+}
+
+/* Blocks of TK_THREADS that fill the GPU once with `kernel` (resident blocks per SM times the
+ * SMs, cached per kernel), at most `want`: persistent kernels loop over the tiles. */
+static unsigned
+tk_persist_grid(const void *kernel, uint64_t want)
+{
+    static const void *keys[8];
+    static int vals[8];
+    int i, per_sm = 0, dev = 0, sms = 0;
+
+    for (i = 0; (i < 8) && (keys[i] != NULL); ++i) {
+        if (keys[i] == kernel) {
+            per_sm = vals[i];
+            break;
+        }
+    }
+    if (per_sm == 0) {
+        if ((cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, TK_THREADS, 0) !=
+             cudaSuccess) || (per_sm <= 0)) {
+            (void)cudaGetLastError(); /* not sticky: only this query failed */
+            per_sm = 2;
+        }
+        if (i < 8) {
+            vals[i] = per_sm; /* a benign race: writers store the same pair */
+            keys[i] = kernel;
+        }
+    }
+    if ((cudaGetDevice(&dev) != cudaSuccess) ||
+        (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) ||
+        (sms <= 0)) {
+        (void)cudaGetLastError();
+        sms = 132;
+    }
+    want = TERSE_MIN(want, (uint64_t)per_sm * (uint64_t)sms);
+    return (unsigned)((want > 0) ? want : 1);
 }
 
 static tk_args_t
@@ -975,8 +1173,7 @@ tk_make_args(const tk_cuda_t *t, const void *in, terse_dtype_t dtype, float *res
     a.tile_eqbase = t->tile_eqbase;
     a.tile_out    = t->tile_out;
     a.cand        = t->cand;
-    a.tile_cbase  = t->tile_cbase;
-    a.tile_ccnt   = t->tile_ccnt;
+    a.tstat       = t->tstat;
     a.cpairs      = t->cpairs;
     a.caps        = t->caps;
     a.stat        = t->stat;
@@ -1011,13 +1208,21 @@ terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
 
     TERSE_CUDA_CHECK_ST(cudaMemsetAsync(t->scratch, 0, t->zero_bytes, s), "cudaMemsetAsync");
     if (t->nsample > 0) {
-        /* topkt: sampled threshold, one pass, select among ~1.5 k candidates; a miss leaves
-         * mode 2 and the exact kernels below do the work */
-        terse_rng_t r = (rng != NULL) ? *rng : terse_rng_make(0, TERSE_RNG_TEST, 0, 0, 0);
+        /* sampled threshold at ~1.5 k, one pass compacting the candidates in index order, the
+         * exact selection among them; a miss leaves mode 2 and the radix kernels below do the
+         * work (each kernel checks the mode on the device: no host synchronisation). The
+         * exact family draws from a fixed stream: the payload is the exact set either way. */
+        terse_rng_t r = ((rng != NULL) && (t->family == TERSE_TOPK_FAMILY_SAMPLED))
+                            ? *rng
+                            : terse_rng_make(0, TERSE_RNG_TEST, 0, 0, 0);
+        const uint64_t nchunk = (t->caps + TK_TILE - 1) / TK_TILE;
+        tk_args_t ac = a; /* the scan over candidate chunks instead of tiles */
         unsigned grid_s = terse_cu_blocks(t->caps, TK_THREADS);
         grid_s = (grid_s > 1024) ? 1024 : grid_s;
-        tk_sample<<<1, 1024, 0, s>>>(a, r, (uint32_t)t->nsample, (uint32_t)t->ks, t->skeys);
-        tk_pass_t<<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a);
+        ac.ntiles = nchunk;
+        tk_sample<<<1, 1024, 0, s>>>(a, r, (uint32_t)t->nsample, (uint32_t)t->ks, t->skeys,
+                                     t->miss);
+        tk_pass_s<<<tk_persist_grid((const void *)tk_pass_s, t->ntiles), TK_THREADS, 0, s>>>(a);
         tk_sdecide<<<1, 1, 0, s>>>(a);
         tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 0);
         tk_walk<<<1, 1024, 0, s>>>(a, 0, 1);
@@ -1025,17 +1230,17 @@ terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
         tk_walk<<<1, 1024, 0, s>>>(a, 1, 1);
         tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 2);
         tk_walk<<<1, 1024, 0, s>>>(a, 2, 1);
-        tk_ctile_counts<<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a);
-        tk_scan<<<1, 1024, 0, s>>>(a, 1);
+        tk_cchunk_counts<<<(unsigned)nchunk, TK_THREADS, 0, s>>>(a);
+        tk_scan<<<1, 1024, 0, s>>>(ac, 1);
         if (((uintptr_t)pairs & 7u) == 0) {
-            tk_ctile_out<1><<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a, pairs);
+            tk_cchunk_out<1><<<(unsigned)nchunk, TK_THREADS, 0, s>>>(a, pairs);
         } else {
-            tk_ctile_out<0><<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a, pairs);
+            tk_cchunk_out<0><<<(unsigned)nchunk, TK_THREADS, 0, s>>>(a, pairs);
         }
     }
     tk_pass_a<<<grid_n, TK_THREADS, 0, s>>>(a);
     tk_walk<<<1, 1024, 0, s>>>(a, 0, 0);
-    tk_pass_b<<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a);
+    tk_pass_b<<<tk_persist_grid((const void *)tk_pass_b, t->ntiles), TK_THREADS, 0, s>>>(a);
     tk_walk<<<1, 1024, 0, s>>>(a, 1, 0);
     tk_hist2<<<grid_c, TK_THREADS, 0, s>>>(a, 0);
     tk_hist2<<<grid_n, TK_THREADS, 0, s>>>(a, 1);
@@ -1044,9 +1249,11 @@ terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
     tk_counts<<<grid_n, TK_THREADS, 0, s>>>(a, 1);
     tk_scan<<<1, 1024, 0, s>>>(a, 0);
     if (((uintptr_t)pairs & 7u) == 0) {
-        tk_pass_c<1><<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a, pairs);
+        tk_pass_c<1><<<tk_persist_grid((const void *)tk_pass_c<1>, t->ntiles), TK_THREADS, 0,
+                       s>>>(a, pairs);
     } else {
-        tk_pass_c<0><<<(unsigned)t->ntiles, TK_THREADS, 0, s>>>(a, pairs);
+        tk_pass_c<0><<<tk_persist_grid((const void *)tk_pass_c<0>, t->ntiles), TK_THREADS, 0,
+                       s>>>(a, pairs);
     }
     tk_fixup<<<64, 256, 0, s>>>(a, (uint8_t *)out, t->family);
     TERSE_CUDA_LAUNCHED("topk kernels");

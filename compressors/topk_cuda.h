@@ -55,6 +55,11 @@ terse_status_t terse__cmp_topk_cuda_decompress_add(void *cuda, const void *in, s
                                                    terse_stream_t stream);
 terse_status_t terse__cmp_topk_cuda_stat(void *cuda, terse_stream_t stream, uint32_t *flags_p,
                                          double *sq_err_p);
+/* Benchmarks and tests: 0 makes instances created afterwards run the radix path only (no
+ * sampled candidate threshold); 2 keeps the sampled path but makes its sample miss, so the
+ * radix path takes over on the device (the fallback); 1 (the default) restores it. Same
+ * payloads in every case. */
+void           terse__cmp_topk_cuda_tune(int sampled);
 
 #ifdef __cplusplus
 }

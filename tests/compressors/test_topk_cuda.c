@@ -15,7 +15,8 @@
 #include "topk_cuda.h"
 
 /* input kinds: 0 gaussian, 1 few distinct magnitudes (ties), 2 all equal, 3 all zero,
- * 4 gaussian with a NaN, 5 gaussian with an Inf */
+ * 4 gaussian with a NaN, 5 gaussian with an Inf, 6 gaussian with its last sixteenth 100x
+ * larger (the large values sit together in a few tiles) */
 static void *
 tc_make(int kind, uint64_t seed, size_t n, terse_dtype_t dt)
 {
@@ -23,8 +24,18 @@ tc_make(int kind, uint64_t seed, size_t n, terse_dtype_t dt)
     void *out;
     size_t i;
 
-    if ((kind == 0) || (kind >= 4)) {
+    if ((kind == 0) || (kind == 4) || (kind == 5)) {
         return terse_test_input(seed, n, dt, 1.0f, (kind >= 4) ? kind - 3 : 0);
+    }
+    if (kind == 6) {
+        float *g = terse_test_input(seed, n, TERSE_FLOAT32, 1.0f, 0);
+        for (i = n - n / 16; i < n; ++i) {
+            g[i] *= 100.0f;
+        }
+        out = malloc((n + 1) * 4);
+        terse__convert_from_f32(g, 1.0f, out, dt, n);
+        free(g);
+        return out;
     }
     x   = malloc((n + 1) * sizeof(float));
     out = malloc((n + 1) * 4);
@@ -208,6 +219,29 @@ test_topk_ties(void)
     tc_case("topk", 1, 3000000, 0.001, TERSE_FLOAT32, 1, 9);
 }
 
+/* The sampled path's two ways out: forced to miss (the radix kernels take over on the v the
+ * sampled pass prepared in the residual), and switched off (the radix path alone, persistent
+ * tile loops over many tiles). */
+static void
+test_topk_paths(void)
+{
+    int mode;
+
+    for (mode = 0; mode <= 2; mode += 2) {
+        terse__cmp_topk_cuda_tune(mode);
+        tc_case("topk", 0, 1000003, 0.01, TERSE_FLOAT32, 1, 30 + mode);
+        tc_case("topkt", 1, 300007, 0.05, TERSE_BFLOAT16, 1, 31 + mode);
+        tc_case("topk", 4, 200003, 0.01, TERSE_FLOAT32, 1, 32 + mode);
+        tc_case("topk", 0, 3000017, 0.001, TERSE_FLOAT16, 0, 33 + mode);
+    }
+    terse__cmp_topk_cuda_tune(1);
+    /* the sampled path itself over many tiles (look-back across windows of 32 tiles), with
+     * and without a residual, and a layer whose candidates cluster in a few tiles */
+    tc_case("topk", 0, 4000037, 0.01, TERSE_FLOAT32, 1, 40);
+    tc_case("topkt", 0, 4000037, 0.002, TERSE_FLOAT32, 0, 41);
+    tc_case("topk", 6, 2000003, 0.01, TERSE_FLOAT32, 1, 42);
+}
+
 static void
 test_topk_nonfinite(void)
 {
@@ -297,6 +331,7 @@ test_topk_corrupt(void)
 static CU_TestInfo topk_cuda_tests[] = {
     {"parity (sizes x densities x dtypes)", test_topk_parity},
     {"ties and candidate overflow", test_topk_ties},
+    {"sampled path: miss, off, many tiles, clustered", test_topk_paths},
     {"non-finite input", test_topk_nonfinite},
     CU_TEST_INFO_NULL,
 };
