@@ -1106,17 +1106,76 @@ terse__ctx_set_cost(terse_ctx_t *ctx, const terse_sched_cost_t *cost)
     ctx->cost_ready = 1;
 }
 
+/* Best times of allreduces of 1 and `big` floats, MAX over ranks (every rank gets the same
+ * model), into best[0..1]; best[0] < 0 when they could not be timed. In the transport's own
+ * memory where it can time there (device buffers for NCCL: host staging would charge the link
+ * with copies and synchronisations the wire algorithms never pay, and make compression look
+ * worth it on NVLink), else on host buffers. Collective. */
+static terse_status_t
+sched_time_link(terse_ctx_t *ctx, size_t big, double *best)
+{
+    float small[1] = {0.0f}, *buf = NULL;
+    uint64_t v[2];
+    double t;
+    int rep, s;
+
+    if (ctx->tp->ops->time_allreduce != NULL) {
+        TERSE_CHECK(ctx->tp->ops->time_allreduce(ctx->tp, 1, 5, &best[0]));
+        if (best[0] >= 0.0) {
+            TERSE_CHECK(ctx->tp->ops->time_allreduce(ctx->tp, big, 3, &best[1]));
+        }
+        if ((best[0] < 0.0) || (best[1] < 0.0)) {
+            best[0] = -1.0;
+            return TERSE_OK;
+        }
+    } else {
+        buf  = calloc(big, sizeof(float));
+        v[0] = (buf == NULL);
+        TERSE_CHECK(terse__tp_allreduce(ctx->tp, v, v, 1, TERSE_TP_MAX_U64));
+        if (v[0] != 0) {
+            free(buf);
+            best[0] = -1.0;
+            return TERSE_OK;
+        }
+        for (s = 0; s < 2; ++s) {
+            best[s] = 1e30;
+            for (rep = 0; rep < ((s == 0) ? 5 : 3); ++rep) {
+                terse_status_t st;
+                t  = terse__time_now();
+                st = terse__tp_allreduce(ctx->tp, (s == 0) ? (void *)small : buf,
+                                         (s == 0) ? (void *)small : buf, (s == 0) ? 1 : big,
+                                         TERSE_TP_SUM_F32);
+                if (st != TERSE_OK) {
+                    free(buf);
+                    return st;
+                }
+                t       = terse__time_now() - t;
+                best[s] = TERSE_MIN(best[s], t);
+            }
+        }
+        free(buf);
+    }
+    /* nanoseconds, MAX over ranks */
+    v[0] = (uint64_t)(best[0] * 1e9);
+    v[1] = (uint64_t)(best[1] * 1e9);
+    TERSE_CHECK(terse__tp_allreduce(ctx->tp, v, v, 2, TERSE_TP_MAX_U64));
+    best[0] = (double)v[0] * 1e-9;
+    best[1] = (double)v[1] * 1e-9;
+    return TERSE_OK;
+}
+
 /* The cost model, once per context: TERSE_LINK_LATENCY / TERSE_LINK_BANDWIDTH where given,
- * else timed allreduces of 1 and 256 K floats (best of a few, MAX over ranks). Collective. */
+ * else timed allreduces of 1 float and of 256 Ki floats on host buffers, 16 Mi floats on
+ * device buffers (NVLink reaches its bus bandwidth only with large messages): best of a few,
+ * MAX over ranks (sched_time_link). Collective. */
 static terse_status_t
 sched_calibrate(terse_ctx_t *ctx)
 {
-    const size_t big = (size_t)1 << 18;
+    const size_t big = (ctx->tp->ops->time_allreduce != NULL) ? ((size_t)1 << 24)
+                                                              : ((size_t)1 << 18);
     const int p = ctx->nranks;
-    double alpha = ctx->cfg->LINK_LATENCY, bw = ctx->cfg->LINK_BANDWIDTH, t, best[2];
-    uint64_t v[3];
-    float small[1] = {0.0f}, *buf;
-    int w, rep, s;
+    double alpha = ctx->cfg->LINK_LATENCY, bw = ctx->cfg->LINK_BANDWIDTH, best[2];
+    int w;
 
     terse__sched_cost_default(&ctx->cost, p, 0.0);
     if (ctx->dev == NULL) {
@@ -1132,37 +1191,19 @@ sched_calibrate(terse_ctx_t *ctx)
         return TERSE_OK;
     }
     if ((p > 1) && ((alpha <= 0.0) || (bw <= 0.0))) {
-        buf = calloc(big, sizeof(float));
-        v[0] = (buf == NULL);
-        TERSE_CHECK(terse__tp_allreduce(ctx->tp, v, v, 1, TERSE_TP_MAX_U64));
-        if (v[0] == 0) {
-            for (s = 0; s < 2; ++s) {
-                best[s] = 1e30;
-                for (rep = 0; rep < ((s == 0) ? 5 : 3); ++rep) {
-                    t = terse__time_now();
-                    TERSE_CHECK(terse__tp_allreduce(ctx->tp, (s == 0) ? (void *)small : buf,
-                                                    (s == 0) ? (void *)small : buf,
-                                                    (s == 0) ? 1 : big, TERSE_TP_SUM_F32));
-                    t = terse__time_now() - t;
-                    best[s] = TERSE_MIN(best[s], t);
-                }
-            }
-            /* nanoseconds, MAX over ranks: every rank gets the same model */
-            v[0] = (uint64_t)(best[0] * 1e9);
-            v[1] = (uint64_t)(best[1] * 1e9);
-            TERSE_CHECK(terse__tp_allreduce(ctx->tp, v, v, 2, TERSE_TP_MAX_U64));
+        TERSE_CHECK(sched_time_link(ctx, big, best));
+        if (best[0] >= 0.0) {
             if (alpha <= 0.0) {
-                alpha = (double)v[0] * 1e-9 / terse__sched_wire_msgs(TERSE_SCHED_WIRE_NATIVE, p);
+                alpha = best[0] / terse__sched_wire_msgs(TERSE_SCHED_WIRE_NATIVE, p);
             }
             if (bw <= 0.0) {
-                double dt = TERSE_MAX((double)v[1] - (double)v[0], 1.0) * 1e-9;
+                double dt = TERSE_MAX(best[1] - best[0], 1e-9);
                 bw        = terse__sched_wire_bytes(TERSE_SCHED_WIRE_NATIVE,
                                                     (double)(big * sizeof(float)), p) / dt;
             }
         } else {
             terse_warn(TERSE_LOG_SCHED, "no memory to calibrate the cost model: using defaults");
         }
-        free(buf);
     }
     for (w = 0; w < TERSE_SCHED_WIRE_COUNT; ++w) {
         if (alpha > 0.0) {

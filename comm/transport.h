@@ -76,6 +76,13 @@ typedef struct terse_transport_ops {
      * NULL where the transport cannot split (then no hierarchy). */
     terse_status_t (*split)(terse_transport_t *tp, int color, int key,
                             terse_transport_t **sub_p);
+    /* Optional (NULL: the cost model times allreduce on host buffers). Collective: times
+     * `reps` SUM allreduces of `count` fp32 in the memory the transport's own traffic uses
+     * (device buffers for NCCL, where host staging would add copies and a synchronisation
+     * that the wire algorithms never pay) after one warm-up; *best_p = the fastest, seconds,
+     * as this rank saw it, or -1 on every rank when one could not time (no memory). */
+    terse_status_t (*time_allreduce)(terse_transport_t *tp, size_t count, int reps,
+                                     double *best_p);
 } terse_transport_ops_t;
 
 /* The common head of every transport instance. */

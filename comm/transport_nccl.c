@@ -400,6 +400,79 @@ nccl_tp_barrier(terse_transport_t *base)
     return nccl_tp_allreduce(base, &v, &v, 1, TERSE_TP_MAX_U64);
 }
 
+/* The cost model's timing on device buffers (transport.h): events on the auxiliary stream
+ * around each ncclAllReduce; one device allocation for the calibration, freed after. When a
+ * rank cannot allocate, every rank returns *best_p = -1 (not timed). */
+static terse_status_t
+nccl_tp_time_allreduce(terse_transport_t *base, size_t count, int reps, double *best_p)
+{
+    terse_nccl_tp_t *tp   = (terse_nccl_tp_t *)base;
+    cudaEvent_t ev[2]     = {NULL, NULL};
+    float *buf            = NULL;
+    terse_status_t status = TERSE_ERR_CUDA;
+    float ms;
+    int prev, r;
+
+    uint64_t failed;
+
+    *best_p = 1e30;
+    TERSE_CHECK(terse__nccl_tp_enter(tp, &prev));
+    failed = (cudaMalloc((void **)&buf, TERSE_MAX(count, (size_t)1) * sizeof(float)) !=
+              cudaSuccess) ||
+             (cudaMemsetAsync(buf, 0, count * sizeof(float), tp->aux) != cudaSuccess) ||
+             (cudaEventCreate(&ev[0]) != cudaSuccess) ||
+             (cudaEventCreate(&ev[1]) != cudaSuccess);
+    if (failed) {
+        (void)cudaGetLastError(); /* not sticky: an allocation failed */
+    }
+    /* every rank times, or none does: a rank missing from a collective would hang the rest */
+    TERSE_CHECK_GOTO(nccl_tp_allreduce(base, &failed, &failed, 1, TERSE_TP_MAX_U64), status,
+                     out);
+    if (failed) {
+        *best_p = -1.0; /* not timed: the caller keeps its defaults */
+        status  = TERSE_OK;
+        goto out;
+    }
+    for (r = -1; r < reps; ++r) {
+        if (cudaEventRecord(ev[0], tp->aux) != cudaSuccess) {
+            goto out;
+        }
+        TERSE_CHECK_GOTO(terse__nccl_status(tp->api, tp->api->AllReduce(buf, buf, count,
+                                                                        ncclFloat32, ncclSum,
+                                                                        tp->comm, tp->aux),
+                                            "ncclAllReduce"), status, out);
+        status = TERSE_ERR_CUDA;
+        if ((cudaEventRecord(ev[1], tp->aux) != cudaSuccess) ||
+            (cudaEventSynchronize(ev[1]) != cudaSuccess) ||
+            (cudaEventElapsedTime(&ms, ev[0], ev[1]) != cudaSuccess)) {
+            goto out;
+        }
+        if (r >= 0) {
+            *best_p = TERSE_MIN(*best_p, 1e-3 * (double)ms); /* r = -1: warm-up */
+        }
+    }
+    base->bytes_sent += (uint64_t)(reps + 1) * 2 * (uint64_t)(base->nranks - 1) * count *
+                        sizeof(float) / (uint64_t)base->nranks;
+    status = TERSE_OK;
+out:
+    if (status == TERSE_ERR_CUDA) {
+        terse_error(TERSE_LOG_COMM, "nccl transport: timing allreduce of %zu floats failed",
+                    count);
+    }
+    if (ev[0] != NULL) {
+        (void)cudaEventDestroy(ev[0]);
+    }
+    if (ev[1] != NULL) {
+        (void)cudaEventDestroy(ev[1]);
+    }
+    if (buf != NULL) {
+        (void)cudaStreamSynchronize(tp->aux);
+        (void)cudaFree(buf);
+    }
+    terse__nccl_tp_leave(prev);
+    return status;
+}
+
 const terse_transport_ops_t terse_transport_nccl_ops = {
     .size      = sizeof(terse_transport_ops_t),
     .name      = "nccl",
@@ -414,4 +487,5 @@ const terse_transport_ops_t terse_transport_nccl_ops = {
     .irecv     = nccl_tp_irecv,
     .waitall   = nccl_tp_waitall,
     .barrier   = nccl_tp_barrier,
+    .time_allreduce = nccl_tp_time_allreduce,
 };
