@@ -94,7 +94,9 @@ ps_load4(const void *p, int dtype, uint64_t e, float *x)
     }
 }
 
-/* The store twin of ps_load4 (the conversions of terse_cu_store). */
+/* The store twin of ps_load4 (the conversions of terse_cu_store) for the decompressed output:
+ * streaming stores (written once, not read back here), through the intrinsics so that the
+ * store stays one vector instruction (a plain float4 store came out as four scalar stores). */
 __device__ __forceinline__ void
 ps_store4(void *p, int dtype, uint64_t e, const float *v)
 {
@@ -105,9 +107,9 @@ ps_store4(void *p, int dtype, uint64_t e, const float *v)
             h[u] = (dtype == TERSE_FLOAT16) ? terse_cu_float_to_half(v[u])
                                             : terse_float_to_bf16(v[u]);
         }
-        *(uint2 *)((uint16_t *)p + e) = make_uint2(h[0] | (h[1] << 16), h[2] | (h[3] << 16));
+        __stcs((uint2 *)((uint16_t *)p + e), make_uint2(h[0] | (h[1] << 16), h[2] | (h[3] << 16)));
     } else {
-        *(float4 *)((float *)p + e) = make_float4(v[0], v[1], v[2], v[3]);
+        __stcs((float4 *)((float *)p + e), make_float4(v[0], v[1], v[2], v[3]));
     }
 }
 
@@ -133,9 +135,39 @@ ps_q4(const float *q, uint64_t cols, int k, uint64_t j, uint64_t lim, float *v)
     }
 }
 
+/* One group of M (nv valid elements x[0 .. nv - 1] at columns j ..) into the lane's sums, in
+ * element order. */
+template <int RM, int VEC>
+__device__ __forceinline__ void
+ps_mq_acc(const float *x, int nv, const float *q, const ps_shape_t &s, uint64_t j, uint32_t len,
+          float *acc, double *tot_p, float *probe_p)
+{
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+        if (u < nv) {
+            *tot_p   = *tot_p + (double)x[u] * (double)x[u];
+            *probe_p = *probe_p + x[u] * 0.0f;
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < RM; ++k) {
+        if (k < s.r) {
+            float qk[4];
+            ps_q4<VEC>(q, s.cols, k, j, len, qk);
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                if (u < nv) {
+                    acc[k] = acc[k] + x[u] * qk[u];
+                }
+            }
+        }
+    }
+}
+
 /* Lane l of a row's warp owns the 4-element groups l, l + 32, ... and adds each group's
- * elements in order: the same per-lane order whether the group is one vector load (VEC: whole
- * groups, aligned) or four scalar loads, so the two paths give the same bits. */
+ * elements in order: the same per-lane order whether the groups are vector loads (VEC: whole
+ * groups, aligned; two groups' loads issued before either is used) or scalar loads, so the
+ * two paths give the same bits. */
 template <int RM, int VEC>
 __global__ void __launch_bounds__(PS_WARPS * 32)
 ps_mq(const void *in, int dtype, int add_res, float *m, const float *q, float *p, ps_shape_t s,
@@ -155,21 +187,43 @@ ps_mq(const void *in, int dtype, int add_res, float *m, const float *q, float *p
     }
     /* Q (cols x r, small) is read through the L1 cache: no staging, no block barrier, so
      * every warp streams its row at its own pace */
-    for (uint32_t j = (uint32_t)lane * 4; j < len; j += 128) {
-        const uint64_t e = i * s.cols + j;
-        const int nv     = VEC ? 4 : (int)((len - j < 4) ? len - j : 4);
-        float x[4];
-        if (VEC) {
+    if (VEC) {
+        for (uint32_t j = (uint32_t)lane * 4; j < len; j += 256) {
+            const uint64_t e = i * s.cols + j;
+            const int two    = (j + 128 < len);
+            float x[4], y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             ps_load4(in, dtype, e, x);
+            if (two) {
+                ps_load4(in, dtype, e + 128, y);
+            }
             if (add_res) {
-                float4 r = *(const float4 *)(m + e);
-                x[0]     = r.x + x[0];
-                x[1]     = r.y + x[1];
-                x[2]     = r.z + x[2];
-                x[3]     = r.w + x[3];
+                const float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                float4 r       = *(const float4 *)(m + e);
+                float4 t       = two ? *(const float4 *)(m + e + 128) : z;
+
+                x[0] = r.x + x[0];
+                x[1] = r.y + x[1];
+                x[2] = r.z + x[2];
+                x[3] = r.w + x[3];
+                y[0] = t.x + y[0];
+                y[1] = t.y + y[1];
+                y[2] = t.z + y[2];
+                y[3] = t.w + y[3];
             }
             *(float4 *)(m + e) = make_float4(x[0], x[1], x[2], x[3]);
-        } else {
+            if (two) {
+                *(float4 *)(m + e + 128) = make_float4(y[0], y[1], y[2], y[3]);
+            }
+            ps_mq_acc<RM, 1>(x, 4, q, s, j, len, acc, &tot, &probe);
+            if (two) {
+                ps_mq_acc<RM, 1>(y, 4, q, s, j + 128, len, acc, &tot, &probe);
+            }
+        }
+    } else {
+        for (uint32_t j = (uint32_t)lane * 4; j < len; j += 128) {
+            const uint64_t e = i * s.cols + j;
+            const int nv     = (int)((len - j < 4) ? len - j : 4);
+            float x[4];
 #pragma unroll
             for (int u = 0; u < 4; ++u) {
                 x[u] = 0.0f;
@@ -182,26 +236,7 @@ ps_mq(const void *in, int dtype, int add_res, float *m, const float *q, float *p
                     x[u]     = y;
                 }
             }
-        }
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-            if (u < nv) {
-                tot   = tot + (double)x[u] * (double)x[u];
-                probe = probe + x[u] * 0.0f;
-            }
-        }
-#pragma unroll
-        for (int k = 0; k < RM; ++k) {
-            if (k < s.r) {
-                float qk[4];
-                ps_q4<VEC>(q, s.cols, k, j, len, qk);
-#pragma unroll
-                for (int u = 0; u < 4; ++u) {
-                    if (u < nv) {
-                        acc[k] = acc[k] + x[u] * qk[u];
-                    }
-                }
-            }
+            ps_mq_acc<RM, 0>(x, nv, q, s, j, len, acc, &tot, &probe);
         }
     }
 #pragma unroll
@@ -476,6 +511,32 @@ ps_mtp_sum(const float *partial, float *q, ps_shape_t s, uint64_t nchunk, const 
     }
 }
 
+/* One group of ps_sub: x[u] = x[u] - p_k Q[j + u][k] in k order, then the squared error of
+ * the nv valid elements in element order. */
+template <int RM, int VEC>
+__device__ __forceinline__ void
+ps_sub_group(float *x, int nv, const float *pk, const float *q, const ps_shape_t &s, uint64_t j,
+             uint32_t len, double *err_p)
+{
+#pragma unroll
+    for (int k = 0; k < RM; ++k) {
+        if (k < s.r) {
+            float qk[4];
+            ps_q4<VEC>(q, s.cols, k, j, len, qk);
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                x[u] = x[u] + pk[k] * qk[u];
+            }
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+        if (u < nv) {
+            *err_p = *err_p + (double)x[u] * (double)x[u];
+        }
+    }
+}
+
 /* residual = M - P^ Q^T over the real entries (zero when the step is non-finite); the lanes'
  * groups as in ps_mq. Per element x = M, then x = x - p_k q_k for k = 0, 1, ... (the CPU's
  * order); only the squared error's per-lane order follows the groups. */
@@ -502,47 +563,45 @@ ps_sub(float *m, int m_is_res, const float *pb, const float *q, ps_shape_t s,
     for (int k = 0; k < RM; ++k) {
         pk[k] = ((k < s.r) && (i < s.rows)) ? -pb[(uint64_t)k * s.rows + i] : 0.0f;
     }
-    for (uint32_t j = (uint32_t)lane * 4; j < len; j += 128) {
-        const uint64_t e = i * s.cols + j;
-        const int nv     = VEC ? 4 : (int)((len - j < 4) ? len - j : 4);
-        float x[4];
-        if (VEC) {
-            float4 t = *(const float4 *)(m + e);
-            x[0]     = t.x;
-            x[1]     = t.y;
-            x[2]     = t.z;
-            x[3]     = t.w;
-        } else {
+    if (VEC) {
+        for (uint32_t j = (uint32_t)lane * 4; j < len; j += 256) {
+            const uint64_t e = i * s.cols + j;
+            const int two    = (j + 128 < len);
+            float x[4], y[4];
+            const float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            float4 t       = *(const float4 *)(m + e);
+            float4 w       = two ? *(const float4 *)(m + e + 128) : z;
+
+            x[0] = t.x;
+            x[1] = t.y;
+            x[2] = t.z;
+            x[3] = t.w;
+            y[0] = w.x;
+            y[1] = w.y;
+            y[2] = w.z;
+            y[3] = w.w;
+            ps_sub_group<RM, 1>(x, 4, pk, q, s, j, len, &err);
+            *(float4 *)(m + e) = make_float4(x[0], x[1], x[2], x[3]);
+            if (two) {
+                ps_sub_group<RM, 1>(y, 4, pk, q, s, j + 128, len, &err);
+                *(float4 *)(m + e + 128) = make_float4(y[0], y[1], y[2], y[3]);
+            }
+        }
+    } else {
+        for (uint32_t j = (uint32_t)lane * 4; j < len; j += 128) {
+            const uint64_t e = i * s.cols + j;
+            const int nv     = (int)((len - j < 4) ? len - j : 4);
+            float x[4];
 #pragma unroll
             for (int u = 0; u < 4; ++u) {
                 x[u] = (u < nv) ? m[e + u] : 0.0f;
             }
-        }
-#pragma unroll
-        for (int k = 0; k < RM; ++k) {
-            if (k < s.r) {
-                float qk[4];
-                ps_q4<VEC>(q, s.cols, k, j, len, qk);
-#pragma unroll
-                for (int u = 0; u < 4; ++u) {
-                    x[u] = x[u] + pk[k] * qk[u];
-                }
-            }
-        }
-        if (VEC) {
-            *(float4 *)(m + e) = make_float4(x[0], x[1], x[2], x[3]);
-        } else {
+            ps_sub_group<RM, 0>(x, nv, pk, q, s, j, len, &err);
 #pragma unroll
             for (int u = 0; u < 4; ++u) {
                 if (u < nv) {
                     m[e + u] = x[u];
                 }
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-            if (u < nv) {
-                err = err + (double)x[u] * (double)x[u];
             }
         }
     }
