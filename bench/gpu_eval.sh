@@ -8,7 +8,8 @@
 #    on NVLink and on the socket path (NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_NET=Socket
 #    NCCL_SOCKET_IFNAME=lo, as DESIGN.md section 7 measured the baseline): plain NCCL with
 #    EVAL_SEEDS seeds, terse auto without and with the layout helper, terse powersgd:4 (with the
-#    helper: layer-wise), PyTorch's powerSGD_hook (rank 4) and fp16_compress_hook.
+#    helper: layer-wise), PyTorch's powerSGD_hook (rank 4) and fp16_compress_hook; then the
+#    compute floor (the same step on one GPU, no communication).
 # Tables: OUTDIR/ddp_<path>.md (loss at the end, held-out loss, step time, bytes per step, ratio,
 # ranks equal) and OUTDIR/summary.txt; every run's log beside them.
 #
@@ -115,7 +116,7 @@ ddp_run() { # path name seed [env...] -- [train.py args...]
     [ "$path" = socket ] && netenv=(NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo)
     # shellcheck disable=SC2086
     env "${netenv[@]}" "${envs[@]}" timeout "$DDP_TIMEOUT" "$PY" -m torch.distributed.run \
-        --standalone --nproc_per_node 2 "$ROOT/examples/ddp/train.py" --steps "$STEPS" \
+        --standalone --nproc_per_node "${NPROC:-2}" "$ROOT/examples/ddp/train.py" --steps "$STEPS" \
         --seed "$seed" --mode "$name" --log-every 50 $DDP_ARGS "${args[@]}" > "$log_" 2>&1
     local rc=$?
     local res
@@ -147,6 +148,12 @@ if has ddp; then
         for s in $(seq 2 "$SEEDS"); do
             ddp_run "$path" plain "$s"
         done
+    done
+    # the compute floor: the same step on one GPU (DDP over one rank moves no bytes), shown
+    # in the first path's table -- the step time no compressor can beat
+    for path in $PATHS_; do
+        NPROC=1 ddp_run "$path" compute-floor-1gpu 1
+        break
     done
     # beyond the list, last (the deadline drops it first): a fixed uniform compressor
     # through the shim, what the wire path gives without the planner
