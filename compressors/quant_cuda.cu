@@ -1096,6 +1096,180 @@ q_decode_fast_kernel(q_dev_layer_t L, uint32_t bshift)
     }
 }
 
+/* Block-contiguous tiles: a decode variant (q_variant & 16; non-ADD fp32 output only). The
+ * grid-stride decoder above keeps each warp on 4 output rows a whole grid apart and fetches
+ * codes and scales in 4- to 8-byte pieces per group; here a persistent block owns tiles of
+ * Q_TV consecutive values at a time:
+ *   (a) the tile's codes (Q_TV * bits / 8 bytes, a multiple of 16 for every bits) are copied
+ *       to shared memory in aligned 16-byte loads; when the code section is not 16-byte
+ *       aligned (it is 4-byte aligned) the copy starts up to 12 bytes early, inside the
+ *       scales, and takes one more chunk, so a tile runs here only when that chunk still lies
+ *       inside the code section (nothing past it is read). The tile's buckets' scales are
+ *       loaded and checked once per bucket into shared memory;
+ *   (b) thread t decodes groups t, t + 256, ... of 4 values from shared memory, so one warp
+ *       store writes 512 contiguous bytes.
+ * The values past the last such tile take the per-group path of q_decode_fast_kernel
+ * (q_field, bounds-safe). Header states, error bits and every output value are those of
+ * q_decode_fast_kernel<0, 1, U, 0>: the same fields and formulas. */
+#define Q_TV  8192u                    /* values per tile: Q_TV / 4 / 256 groups per thread */
+#define Q_TW  (Q_TV * 8u / 32u + 4u)   /* shared code words: 8 bits, plus the 16-byte pad */
+#define Q_TNB (Q_TV / 32u)             /* buckets per tile at most (bucket >= 32) */
+
+__global__ void __launch_bounds__(256)
+q_decode_tile_kernel(q_dev_layer_t L, uint32_t bshift)
+{
+    __shared__ uint4 sh_code4[Q_TW / 4u];
+    __shared__ float sh_s0[Q_TNB], sh_s1[Q_TNB];
+    __shared__ uint8_t sh_bad[Q_TNB];
+    __shared__ uint32_t sh_state;
+    const uint32_t *sh_code = (const uint32_t *)sh_code4;
+    const uint8_t *in     = L.in;
+    const uint64_t n      = L.n, n4 = (n + 3) / 4;
+    const uint32_t bits   = L.bits, mask = (1u << bits) - 1u;
+    const int is_sign     = (L.family == TERSE_QUANT_FAMILY_SIGN);
+    const uint64_t coff   = TERSE_QUANT_HDR_BYTES + L.nb * (is_sign ? 4u : 8u);
+    const uint8_t *codes  = in + coff;
+    const uint64_t cend   = L.bytes - coff;
+    const uint32_t *sc32  = (const uint32_t *)(in + TERSE_QUANT_HDR_BYTES);
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    const float oscale    = L.scale;
+    uint32_t state;
+
+    if (threadIdx.x == 0) {
+        state = 1;
+        if (L.size_ok) {
+            int bad = (terse_cu_ld_u32(in) != TERSE_QUANT_MAGIC) ||
+                      (in[4] != TERSE_QUANT_VERSION) ||
+                      (in[5] != L.family) || (in[6] != bits) ||
+                      (terse_cu_ld_u32(in + 8) != L.bucket) || (terse_cu_ld_u32(in + 12) != 0) ||
+                      (terse_cu_ld_u64(in + 16) != n) ||
+                      ((in[7] & ~(uint32_t)TERSE_CMP_NONFINITE) != 0);
+            state = bad ? 1u : ((in[7] & TERSE_CMP_NONFINITE) ? 2u : 0u);
+        }
+        if ((blockIdx.x == 0) && (state == 1)) {
+            atomicOr(&L.stat->call, (uint32_t)TERSE_CU_ERR_PAYLOAD);
+        }
+        if ((blockIdx.x == 0) && (state == 2) && (n > 0)) {
+            atomicOr(&L.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
+        }
+        sh_state = state;
+    }
+    __syncthreads();
+    state = sh_state;
+    if ((state == 1) || (n == 0)) {
+        return;
+    }
+    if (state == 2) {
+        for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+            terse_cu_store(L.out, (terse_dtype_t)L.dtype, i, TERSE_CU_NAN);
+        }
+        return;
+    }
+
+    /* state 0: size_ok holds, so cend = ceil(n * bits / 8) */
+    const uint32_t a    = (uint32_t)((uintptr_t)codes & 15u); /* 0, 4, 8 or 12 */
+    const uint4 *cb     = (const uint4 *)(codes - a);
+    const uint64_t tb   = (uint64_t)(Q_TV / 8u) * bits;      /* code bytes of a tile */
+    const uint32_t nch  = (uint32_t)(tb / 16u) + ((a != 0) ? 1u : 0u);
+    const uint64_t pad  = (a != 0) ? 16u - a : 0u;          /* bytes read past a tile's end */
+    const uint64_t ntc  = (cend >= pad) ? (cend - pad) / tb : 0;
+    const uint64_t ntf  = (n / Q_TV < ntc) ? n / Q_TV : ntc; /* tiles taken here */
+    const uint32_t nbt  = (bshift <= 13u) ? (Q_TV >> bshift) : 1u;
+
+    for (uint64_t k = blockIdx.x; k < ntf; k += gridDim.x) {
+        const uint64_t v0  = k * Q_TV;
+        const uint64_t kb0 = v0 >> bshift;
+        const uint4 *src   = cb + k * (tb / 16u);
+
+        /* (a) chunks [k tb - a, (k + 1) tb + pad) of the code section, k < ntc: in bounds */
+        for (uint32_t j = threadIdx.x; j < nch; j += 256u) {
+            sh_code4[j] = __ldg(src + j);
+        }
+        for (uint32_t j = threadIdx.x; j < nbt; j += 256u) {
+            float s0, s1;
+            int bad;
+            if (is_sign) {
+                s0  = __uint_as_float(__ldg(sc32 + kb0 + j));
+                s1  = 0.0f;
+                bad = !((s0 - s0) == 0.0f) || !(s0 >= 0.0f);
+            } else {
+                s0  = __uint_as_float(__ldg(sc32 + 2 * (kb0 + j)));
+                s1  = __uint_as_float(__ldg(sc32 + 2 * (kb0 + j) + 1));
+                bad = !terse_quant_scales_ok(s0, s1, bits);
+            }
+            if (bad) {
+                atomicOr(&L.stat->call, (uint32_t)TERSE_CU_ERR_PAYLOAD);
+            }
+            sh_s0[j]  = s0;
+            sh_s1[j]  = s1;
+            sh_bad[j] = (uint8_t)bad;
+        }
+        __syncthreads();
+        /* (b) group g of the tile: code bits 4 g bits .. of the tile, at byte a of sh_code */
+#pragma unroll
+        for (uint32_t r = 0; r < Q_TV / 4u / 256u; ++r) {
+            const uint32_t g    = threadIdx.x + 256u * r;
+            const uint32_t bit0 = 4u * g * bits;
+            const uint32_t wi   = (a >> 2) + (bit0 >> 5), s = bit0 & 31u;
+            const uint32_t w0   = sh_code[wi];
+            const uint32_t w1   = (s + 4u * bits > 32u) ? sh_code[wi + 1] : 0u;
+            const uint32_t f    = __funnelshift_r(w0, w1, s);
+            const uint32_t lb   = (uint32_t)(((v0 + 4u * g) >> bshift) - kb0);
+            const float s0 = sh_s0[lb], s1 = sh_s1[lb];
+            float d[4];
+            if (sh_bad[lb]) {
+                continue;
+            }
+#pragma unroll
+            for (int t = 0; t < 4; ++t) {
+                const uint32_t c = (f >> (t * bits)) & mask;
+                d[t] = (is_sign ? (c ? -s0 : s0) : terse_quant_decode(c, s0, s1)) * oscale;
+            }
+            __stcs((float4 *)((float *)L.out + v0 + 4u * g), make_float4(d[0], d[1], d[2], d[3]));
+        }
+        __syncthreads(); /* the next tile overwrites shared memory */
+    }
+
+    /* the rest: groups from tile ntf on, one at a time as in q_decode_fast_kernel */
+    for (uint64_t T = ntf * (Q_TV / 4u) + (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+         T < n4; T += stride) {
+        const uint64_t k = (4u * T) >> bshift;
+        const uint32_t f = q_field(codes, cend, T, bits);
+        float s0, s1, d[4];
+        int cnt, bad;
+        float *o = (float *)L.out + 4u * T;
+        if (is_sign) {
+            s0  = __uint_as_float(__ldg(sc32 + k));
+            s1  = 0.0f;
+            bad = !((s0 - s0) == 0.0f) || !(s0 >= 0.0f);
+        } else {
+            s0  = __uint_as_float(__ldg(sc32 + 2 * k));
+            s1  = __uint_as_float(__ldg(sc32 + 2 * k + 1));
+            bad = !terse_quant_scales_ok(s0, s1, bits);
+        }
+        if (bad) {
+            atomicOr(&L.stat->call, (uint32_t)TERSE_CU_ERR_PAYLOAD);
+            continue;
+        }
+#pragma unroll
+        for (int t = 0; t < 4; ++t) {
+            const uint32_t c = (f >> (t * bits)) & mask;
+            d[t] = (is_sign ? (c ? -s0 : s0) : terse_quant_decode(c, s0, s1)) * oscale;
+        }
+        cnt = (4u * T + 4u <= n) ? 4 : (int)(n - 4u * T);
+        if (cnt == 4) {
+            __stcs((float4 *)o, make_float4(d[0], d[1], d[2], d[3]));
+        } else {
+#pragma unroll
+            for (int t = 0; t < 3; ++t) { /* unrolled: d stays in registers */
+                if (t < cnt) {
+                    o[t] = d[t];
+                }
+            }
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- launch */
 /* Resident blocks per SM the slot compress kernel is compiled for (its launch bounds): 2 keeps
  * every value in registers, 3 trades a few spills for more warps in flight. q_fast: the
@@ -1220,7 +1394,12 @@ q_launch_fast(q_dev_layer_t L, terse_cu_qmode_t mode, cudaStream_t s)
         }
         void (*k)(q_dev_layer_t, uint32_t);
         unsigned grid;
-        if (mode == TERSE_CU_Q_DECOMPRESS_ADD) {
+        if ((mode != TERSE_CU_Q_DECOMPRESS_ADD) && (q_variant & 16u) &&
+            (L.dtype == TERSE_FLOAT32) && (L.bits >= 1) && (L.bits <= 8) && (L.bucket >= 32)) {
+            /* the bounds its shared memory is sized for (the format's own limits) */
+            k = q_decode_tile_kernel;
+            g = (L.n + Q_TV - 1) / Q_TV; /* one tile per block; the tail needs a block too */
+        } else if (mode == TERSE_CU_Q_DECOMPRESS_ADD) {
             k = (q_variant & 1u) ? q_decode_fast_kernel<1, 0, 4, 0>
                                  : q_decode_fast_kernel<1, 1, 4, 0>;
         } else if (big_u) {
