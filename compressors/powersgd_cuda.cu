@@ -10,8 +10,10 @@
  *   ps_orth    one block: modified Gram-Schmidt twice per column, double dots reduced in a
  *              fixed order, the degenerate-column rule of powersgd.h; the columns in dynamic
  *              shared memory when they fit (sh_max), in the basis buffer otherwise
- *   ps_mtp     Q partials per (column tile, row chunk), then ps_mtp_sum adds the chunks in
- *              order (deterministic split-K without atomics)
+ *   ps_mtp     Q partials per (column tile, row chunk), a thread summing its columns over the
+ *              chunk's rows in order (4 columns with 16-byte loads up to rank 8 when VEC, one
+ *              otherwise), then ps_mtp_sum adds the chunks in order (deterministic split-K
+ *              without atomics; chunk loads unrolled)
  *   ps_sub     ps_mq's shape: residual = M - P^ Q^T (same per-element order as the CPU)
  *   ps_keep    one block, warm start: Q <- summed Q with unit columns (staged in shared memory
  *              when it fits)
@@ -442,23 +444,29 @@ ps_orth(const float *summed, float *basis, uint64_t len, int r, ps_dev_t *dev)
 }
 
 /* ---------------------------------------------------------------- Q = M^T P^ */
-template <int RM>
+/* A thread owns V columns from j and sums its chunk's rows in order, so a column's partial does
+ * not depend on V. V = 4: whole aligned groups (cols and count multiples of 4), one 16-byte
+ * load per row. */
+template <int RM, int V>
 __global__ void __launch_bounds__(256)
 ps_mtp(const float *m, const float *pb, float *partial, ps_shape_t s, uint64_t chunk_rows,
        const ps_dev_t *dev)
 {
     __shared__ float sp[RM * PS_TI];
-    const uint64_t j  = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const uint64_t j  = ((uint64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
     const uint64_t i0 = (uint64_t)blockIdx.y * chunk_rows;
     const uint64_t i1 = (i0 + chunk_rows < s.rows) ? i0 + chunk_rows : s.rows;
-    float acc[RM];
+    float acc[RM][V];
 
     if (dev->bad) {
         return;
     }
 #pragma unroll
     for (int k = 0; k < RM; ++k) {
-        acc[k] = 0.0f;
+#pragma unroll
+        for (int u = 0; u < V; ++u) {
+            acc[k][u] = 0.0f;
+        }
     }
     for (uint64_t ib = i0; ib < i1; ib += PS_TI) {
         const uint64_t nt = (i1 - ib < PS_TI) ? i1 - ib : PS_TI;
@@ -468,13 +476,30 @@ ps_mtp(const float *m, const float *pb, float *partial, ps_shape_t s, uint64_t c
             sp[t] = ((uint64_t)ii < nt) ? pb[(uint64_t)k * s.rows + ib + ii] : 0.0f;
         }
         __syncthreads();
+#pragma unroll 4
         for (uint64_t ii = 0; ii < nt; ++ii) {
-            uint64_t e = (ib + ii) * s.cols + j;
-            float x    = ((j < s.cols) && (e < s.count)) ? m[e] : 0.0f;
+            const uint64_t e = (ib + ii) * s.cols + j;
+            const int ok     = (j < s.cols) && (e < s.count);
+            float x[4]       = {0.0f, 0.0f, 0.0f, 0.0f}; /* the first V are used */
+            if (V == 4) {
+                if (ok) {
+                    float4 t = *(const float4 *)(m + e);
+                    x[0]     = t.x;
+                    x[1]     = t.y;
+                    x[2]     = t.z;
+                    x[3]     = t.w;
+                }
+            } else if (ok) {
+                x[0] = m[e];
+            }
 #pragma unroll
             for (int k = 0; k < RM; ++k) {
                 if (k < s.r) {
-                    acc[k] = acc[k] + x * sp[k * PS_TI + ii];
+                    const float pk = sp[k * PS_TI + ii];
+#pragma unroll
+                    for (int u = 0; u < V; ++u) {
+                        acc[k][u] = acc[k][u] + x[u] * pk;
+                    }
                 }
             }
         }
@@ -483,7 +508,11 @@ ps_mtp(const float *m, const float *pb, float *partial, ps_shape_t s, uint64_t c
 #pragma unroll
         for (int k = 0; k < RM; ++k) {
             if (k < s.r) {
-                partial[((uint64_t)blockIdx.y * s.r + k) * s.cols + j] = acc[k];
+                float *pp = partial + ((uint64_t)blockIdx.y * s.r + k) * s.cols + j;
+#pragma unroll
+                for (int u = 0; u < V; ++u) {
+                    pp[u] = acc[k][u];
+                }
             }
         }
     }
@@ -987,17 +1016,27 @@ terse__cmp_psgd_cuda_stage(void *cuda, unsigned stage, const void *summed, size_
         ps_orth<0><<<1, 1024, 0, s>>>((const float *)summed, c->basis, c->rows, (int)c->rank,
                                       c->dev);
     }
-#define PS_MTP(_rm)                                                                            \
-    ps_mtp<_rm><<<dim3(terse_cu_blocks(c->cols, 256), (unsigned)c->nchunk), 256, 0, s>>>(      \
-        c->m, c->basis, c->partial, sh, c->chunk_rows, c->dev)
+    /* 4 columns a thread up to rank 8 (4 x 8 sums in registers), one column above */
+    vec = (c->rank <= 8) && ps_vec(c, c->m, 16, c->partial, 16);
+#define PS_MTP(_rm, _v, _bs)                                                                   \
+    ps_mtp<_rm, _v><<<dim3(terse_cu_blocks(c->cols, (_bs) * (_v)), (unsigned)c->nchunk), _bs,   \
+                      0, s>>>(c->m, c->basis, c->partial, sh, c->chunk_rows, c->dev)
     if (c->rank <= 4) {
-        PS_MTP(4);
+        if (vec) {
+            PS_MTP(4, 4, 128);
+        } else {
+            PS_MTP(4, 1, 256);
+        }
     } else if (c->rank <= 8) {
-        PS_MTP(8);
+        if (vec) {
+            PS_MTP(8, 4, 128);
+        } else {
+            PS_MTP(8, 1, 256);
+        }
     } else if (c->rank <= 16) {
-        PS_MTP(16);
+        PS_MTP(16, 1, 256);
     } else {
-        PS_MTP(32);
+        PS_MTP(32, 1, 256);
     }
 #undef PS_MTP
     ps_mtp_sum<<<terse_cu_blocks(c->rank * c->cols, 256), 256, 0, s>>>(
