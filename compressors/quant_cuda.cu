@@ -567,8 +567,11 @@ q_decode_bucket(const q_dev_layer_t &Lr, uint64_t k, int lane, int add)
                                (uint32_t)h[4] | ((uint32_t)h[5] << 16),
                                (uint32_t)h[6] | ((uint32_t)h[7] << 16));
             } else {
-                for (int t = 0; t < cnt; ++t) {
-                    ((uint16_t *)out)[i0 + t] = h[t];
+#pragma unroll
+                for (int t = 0; t < 8; ++t) {
+                    if (t < cnt) {
+                        ((uint16_t *)out)[i0 + t] = h[t];
+                    }
                 }
             }
         }
@@ -1053,8 +1056,11 @@ q_decode_fast_kernel(q_dev_layer_t L, uint32_t bshift)
                         *(float4 *)acc = y;
                     }
                 } else {
-                    for (int t = 0; t < cnt; ++t) {
-                        acc[t] = acc[t] + d[t];
+#pragma unroll
+                    for (int t = 0; t < 4; ++t) {
+                        if (t < cnt) {
+                            acc[t] = acc[t] + d[t];
+                        }
                     }
                 }
             } else if (L.dtype == TERSE_FLOAT32) {
@@ -1070,8 +1076,11 @@ q_decode_fast_kernel(q_dev_layer_t L, uint32_t bshift)
                         *(float4 *)o = make_float4(d[0], d[1], d[2], d[3]);
                     }
                 } else {
-                    for (int t = 0; t < cnt; ++t) {
-                        o[t] = d[t];
+#pragma unroll
+                    for (int t = 0; t < 4; ++t) {
+                        if (t < cnt) {
+                            o[t] = d[t];
+                        }
                     }
                 }
             } else {
@@ -1087,8 +1096,11 @@ q_decode_fast_kernel(q_dev_layer_t L, uint32_t bshift)
                     *(uint2 *)o = make_uint2((uint32_t)h[0] | ((uint32_t)h[1] << 16),
                                              (uint32_t)h[2] | ((uint32_t)h[3] << 16));
                 } else {
-                    for (int t = 0; t < cnt; ++t) {
-                        o[t] = h[t];
+#pragma unroll
+                    for (int t = 0; t < 4; ++t) {
+                        if (t < cnt) {
+                            o[t] = h[t];
+                        }
                     }
                 }
             }
