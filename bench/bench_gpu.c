@@ -573,12 +573,13 @@ main(int argc, char **argv)
         }
         if (bg_selected("qvar") && (size >= ((size_t)64 << 20))) {
             /* fast-path variants (terse__cmp_quant_cuda_variant) */
-            static const unsigned vars[] = {1, 2, 4, 8};
+            static const unsigned vars[] = {1, 2, 4, 8, 16};
             static const char *const vnames[] = {"quant:4 v1", "quant:4 v2", "quant:4 v4",
-                                                 "quant:4 v8"};
-            static const char *const snames[] = {"sign v1", "sign v2", "sign v4", "sign v8"};
+                                                 "quant:4 v8", "quant:4 v16"};
+            static const char *const snames[] = {"sign v1", "sign v2", "sign v4", "sign v8",
+                                                 "sign v16"};
             size_t v;
-            for (v = 0; v < 4; ++v) {
+            for (v = 0; v < 5; ++v) {
                 terse__cmp_quant_cuda_variant(vars[v]);
                 bg_family(vnames[v], 0, 4, n, d_in, d_res, d_out, d_pay);
                 if (vars[v] != 4) {

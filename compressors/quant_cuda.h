@@ -75,7 +75,8 @@ void terse__cmp_quant_cuda_tune(int min_blocks);
  * 1 plain instead of streaming (evict-first) stores in decompress, 2 decompress prefetching
  * the codes and scales of 3 iterations ahead into L2, 4 quant compress (bucket 512) compiled
  * for 4 instead of 3 resident blocks per SM, 8 decompress with 16 groups of 4 values in
- * flight per thread instead of 4.
+ * flight per thread instead of 4, 16 fp32 decompress through block-contiguous tiles of 8192
+ * values staged in shared memory (q_decode_tile_kernel).
  * Not thread-safe. */
 void terse__cmp_quant_cuda_variant(unsigned variant);
 
