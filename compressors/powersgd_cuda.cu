@@ -845,6 +845,20 @@ ps_sh_max(void)
     return lim;
 }
 
+/* Runs _launch(RM) with the kernels' compiled rank bound RM (4, 8, 16 or 32) for rank _r. */
+#define PS_BY_RANK(_r, _launch)                                                                \
+    do {                                                                                       \
+        if ((_r) <= 4) {                                                                       \
+            _launch(4);                                                                        \
+        } else if ((_r) <= 8) {                                                                \
+            _launch(8);                                                                        \
+        } else if ((_r) <= 16) {                                                               \
+            _launch(16);                                                                       \
+        } else {                                                                               \
+            _launch(32);                                                                       \
+        }                                                                                      \
+    } while (0)
+
 extern "C" terse_status_t
 terse__cmp_psgd_cuda_reset(void *cuda)
 {
@@ -964,15 +978,7 @@ terse__cmp_psgd_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
                 in, (int)dtype, residual != NULL, m, c->q, (float *)out, ps_shape(c), c->stat); \
         }                                                                                      \
     } while (0)
-    if (c->rank <= 4) {
-        PS_MQ(4);
-    } else if (c->rank <= 8) {
-        PS_MQ(8);
-    } else if (c->rank <= 16) {
-        PS_MQ(16);
-    } else {
-        PS_MQ(32);
-    }
+    PS_BY_RANK(c->rank, PS_MQ);
 #undef PS_MQ
     TERSE_CUDA_LAUNCHED("powersgd mq");
     ps_fix_compress<<<64, 256, 0, s>>>(c->dev, (float *)out, c->rank * c->rows, residual, n,
@@ -1052,15 +1058,7 @@ terse__cmp_psgd_cuda_stage(void *cuda, unsigned stage, const void *summed, size_
                 c->m, c->m_is_res, c->basis, (const float *)out, sh, c->dev, c->stat);         \
         }                                                                                      \
     } while (0)
-    if (c->rank <= 4) {
-        PS_SUB(4);
-    } else if (c->rank <= 8) {
-        PS_SUB(8);
-    } else if (c->rank <= 16) {
-        PS_SUB(16);
-    } else {
-        PS_SUB(32);
-    }
+    PS_BY_RANK(c->rank, PS_SUB);
 #undef PS_SUB
     ps_fix_stage<<<1, 1, 0, s>>>(c->dev, c->stat);
     TERSE_CUDA_LAUNCHED("powersgd stage 1");
@@ -1114,15 +1112,7 @@ terse__cmp_psgd_cuda_decompress(void *cuda, const void *in, size_t in_bytes, flo
                 c->stat);                                                                      \
         }                                                                                      \
     } while (0)
-    if (c->rank <= 4) {
-        PS_WRITE(4);
-    } else if (c->rank <= 8) {
-        PS_WRITE(8);
-    } else if (c->rank <= 16) {
-        PS_WRITE(16);
-    } else {
-        PS_WRITE(32);
-    }
+    PS_BY_RANK(c->rank, PS_WRITE);
 #undef PS_WRITE
     TERSE_CUDA_LAUNCHED("powersgd decompress");
     return TERSE_OK;

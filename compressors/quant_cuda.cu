@@ -932,6 +932,36 @@ q_prefetch_l2(const void *p)
     asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
+/* The fast decoders' header check (thread 0 reads it, the block shares the answer): 0 decode,
+ * 1 rejected (TERSE_CU_ERR_PAYLOAD), 2 the payload carries the non-finite flag (output NaN);
+ * block 0 raises the status flag once. Every thread of the block must call it. */
+__device__ __forceinline__ uint32_t
+q_fast_header_state(const q_dev_layer_t &L, uint32_t *sh_state)
+{
+    if (threadIdx.x == 0) {
+        const uint8_t *in = L.in;
+        uint32_t state    = 1;
+        if (L.size_ok) {
+            int bad = (terse_cu_ld_u32(in) != TERSE_QUANT_MAGIC) ||
+                      (in[4] != TERSE_QUANT_VERSION) ||
+                      (in[5] != L.family) || (in[6] != L.bits) ||
+                      (terse_cu_ld_u32(in + 8) != L.bucket) || (terse_cu_ld_u32(in + 12) != 0) ||
+                      (terse_cu_ld_u64(in + 16) != L.n) ||
+                      ((in[7] & ~(uint32_t)TERSE_CMP_NONFINITE) != 0);
+            state = bad ? 1u : ((in[7] & TERSE_CMP_NONFINITE) ? 2u : 0u);
+        }
+        if ((blockIdx.x == 0) && (state == 1)) {
+            atomicOr(&L.stat->call, (uint32_t)TERSE_CU_ERR_PAYLOAD);
+        }
+        if ((blockIdx.x == 0) && (state == 2) && (L.n > 0)) {
+            atomicOr(&L.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
+        }
+        *sh_state = state;
+    }
+    __syncthreads();
+    return *sh_state;
+}
+
 template <int ADD, int CS, int U, int PF>
 __global__ void __launch_bounds__(256)
 q_decode_fast_kernel(q_dev_layer_t L, uint32_t bshift)
@@ -949,27 +979,7 @@ q_decode_fast_kernel(q_dev_layer_t L, uint32_t bshift)
     const float oscale    = L.scale;
     uint32_t state;
 
-    if (threadIdx.x == 0) {
-        state = 1;
-        if (L.size_ok) {
-            int bad = (terse_cu_ld_u32(in) != TERSE_QUANT_MAGIC) ||
-                      (in[4] != TERSE_QUANT_VERSION) ||
-                      (in[5] != L.family) || (in[6] != bits) ||
-                      (terse_cu_ld_u32(in + 8) != L.bucket) || (terse_cu_ld_u32(in + 12) != 0) ||
-                      (terse_cu_ld_u64(in + 16) != n) ||
-                      ((in[7] & ~(uint32_t)TERSE_CMP_NONFINITE) != 0);
-            state = bad ? 1u : ((in[7] & TERSE_CMP_NONFINITE) ? 2u : 0u);
-        }
-        if ((blockIdx.x == 0) && (state == 1)) {
-            atomicOr(&L.stat->call, (uint32_t)TERSE_CU_ERR_PAYLOAD);
-        }
-        if ((blockIdx.x == 0) && (state == 2) && (n > 0)) {
-            atomicOr(&L.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
-        }
-        sh_state = state;
-    }
-    __syncthreads();
-    state = sh_state;
+    state = q_fast_header_state(L, &sh_state);
     if ((state == 1) || (n == 0)) {
         return;
     }
@@ -1147,27 +1157,7 @@ q_decode_tile_kernel(q_dev_layer_t L, uint32_t bshift)
     const float oscale    = L.scale;
     uint32_t state;
 
-    if (threadIdx.x == 0) {
-        state = 1;
-        if (L.size_ok) {
-            int bad = (terse_cu_ld_u32(in) != TERSE_QUANT_MAGIC) ||
-                      (in[4] != TERSE_QUANT_VERSION) ||
-                      (in[5] != L.family) || (in[6] != bits) ||
-                      (terse_cu_ld_u32(in + 8) != L.bucket) || (terse_cu_ld_u32(in + 12) != 0) ||
-                      (terse_cu_ld_u64(in + 16) != n) ||
-                      ((in[7] & ~(uint32_t)TERSE_CMP_NONFINITE) != 0);
-            state = bad ? 1u : ((in[7] & TERSE_CMP_NONFINITE) ? 2u : 0u);
-        }
-        if ((blockIdx.x == 0) && (state == 1)) {
-            atomicOr(&L.stat->call, (uint32_t)TERSE_CU_ERR_PAYLOAD);
-        }
-        if ((blockIdx.x == 0) && (state == 2) && (n > 0)) {
-            atomicOr(&L.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
-        }
-        sh_state = state;
-    }
-    __syncthreads();
-    state = sh_state;
+    state = q_fast_header_state(L, &sh_state);
     if ((state == 1) || (n == 0)) {
         return;
     }
