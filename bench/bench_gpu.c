@@ -321,6 +321,34 @@ bg_family(const char *name, int family, double param, size_t n, const float *d_i
     bg_destroy(&c);
 }
 
+/* The target rows of top-k, k = 1 M of 100 M fp32: the selection without and with error
+ * feedback (residual read and written). */
+static void
+bg_topk100m(const char *label, unsigned family, const float *d_in, float *d_res, float *d_out,
+            void *d_pay)
+{
+    const size_t n = 100000000, k = 1000000;
+    bg_case_t c;
+    double us;
+
+    memset(&c, 0, sizeof(c));
+    c.family = 4;
+    c.in     = d_in;
+    c.out    = d_out;
+    c.pay    = d_pay;
+    c.n      = n;
+    c.bytes  = TERSE_TOPK_HEADER_BYTES + 8 * k;
+    c.rng    = terse_rng_make(3, TERSE_RNG_TEST, 0, 0, 0);
+    BG_OK(terse__cmp_topk_cuda_create(n, k, family, &c.cuda));
+    us = bg_time_us(bg_compress, &c);
+    bg_row(label, "select", 4 * n, us, 4.0 * n + 8.0 * k);
+    c.res = d_res;
+    BG_CHECK(cudaMemset(d_res, 0, n * 4));
+    us = bg_time_us(bg_compress, &c);
+    bg_row(label, "select+feedback", 4 * n, us, 12.0 * n + 8.0 * k);
+    bg_destroy(&c);
+}
+
 /* ---------------------------------------------------------------- PowerSGD */
 typedef struct bg_psgd {
     size_t  nl;
@@ -634,52 +662,14 @@ main(int argc, char **argv)
     }
 
     if (bg_selected("topk100m")) {
-        /* the target row: k = 1 M of 100 M fp32, selection without and with error feedback */
-        bg_case_t c;
-        double us;
-        const size_t n = 100000000, k = 1000000;
-
         printf("# top-k, k = 1 M of 100 M fp32 (targets on an H100: exact <= 500 us, sampled "
                "threshold topkt <= 250 us; every row gives the same set)\n");
-        memset(&c, 0, sizeof(c));
-        c.family = 4;
-        c.in     = d_in;
-        c.res    = NULL;
-        c.out    = d_out;
-        c.pay    = d_pay;
-        c.n      = n;
-        c.bytes  = TERSE_TOPK_HEADER_BYTES + 8 * k;
-        BG_OK(terse__cmp_topk_cuda_create(n, k, TERSE_TOPK_FAMILY_EXACT, &c.cuda));
-        us = bg_time_us(bg_compress, &c);
-        bg_row("topk 1M/100M", "select", 4 * n, us, 4.0 * n + 8.0 * k);
-        c.res = d_res;
-        BG_CHECK(cudaMemset(d_res, 0, n * 4));
-        us = bg_time_us(bg_compress, &c);
-        bg_row("topk 1M/100M", "select+feedback", 4 * n, us, 12.0 * n + 8.0 * k);
-        bg_destroy(&c);
-        /* topkt: the sampled threshold (target: <= 250 us), same set */
-        c.res = NULL;
-        c.rng = terse_rng_make(3, TERSE_RNG_TEST, 0, 0, 0);
-        BG_OK(terse__cmp_topk_cuda_create(n, k, TERSE_TOPK_FAMILY_SAMPLED, &c.cuda));
-        us = bg_time_us(bg_compress, &c);
-        bg_row("topkt 1M/100M", "select", 4 * n, us, 4.0 * n + 8.0 * k);
-        c.res = d_res;
-        BG_CHECK(cudaMemset(d_res, 0, n * 4));
-        us = bg_time_us(bg_compress, &c);
-        bg_row("topkt 1M/100M", "select+feedback", 4 * n, us, 12.0 * n + 8.0 * k);
-        bg_destroy(&c);
+        bg_topk100m("topk 1M/100M", TERSE_TOPK_FAMILY_EXACT, d_in, d_res, d_out, d_pay);
+        bg_topk100m("topkt 1M/100M", TERSE_TOPK_FAMILY_SAMPLED, d_in, d_res, d_out, d_pay);
         /* both families run the sampled candidate threshold with an exact fallback: the
          * fallback alone (radix select, three levels), for comparison */
         terse__cmp_topk_cuda_tune(0);
-        c.res = NULL;
-        BG_OK(terse__cmp_topk_cuda_create(n, k, TERSE_TOPK_FAMILY_EXACT, &c.cuda));
-        us = bg_time_us(bg_compress, &c);
-        bg_row("topk radix", "select", 4 * n, us, 4.0 * n + 8.0 * k);
-        c.res = d_res;
-        BG_CHECK(cudaMemset(d_res, 0, n * 4));
-        us = bg_time_us(bg_compress, &c);
-        bg_row("topk radix", "select+feedback", 4 * n, us, 12.0 * n + 8.0 * k);
-        bg_destroy(&c);
+        bg_topk100m("topk radix", TERSE_TOPK_FAMILY_EXACT, d_in, d_res, d_out, d_pay);
         terse__cmp_topk_cuda_tune(1);
     }
     if (bg_selected("powersgd")) {
