@@ -22,6 +22,8 @@
 #
 # Environment: BUILD (/tmp/terse-eval-build), JOBS (16), EVAL_PARTS ("build tests nccl ddp"),
 # EVAL_TESTS (ctest -R regex within -L gpu; default all), EVAL_PATHS ("socket nvlink"),
+# EVAL_MODES (the DDP rows to run, by mode name, e.g. "plain terse-auto compute-floor-1gpu";
+# default all: with DDP_ARGS= it fits the reference model's rows into one call),
 # EVAL_SEEDS (3), DDP_STEPS (300), DDP_ARGS, DDP_TIMEOUT (s per run, 90), EVAL_DEADLINE (s
 # after start when no new DDP run starts, 500), TERSE_* (passed to the terse runs).
 #
@@ -108,6 +110,9 @@ ddp_run() { # path name seed [env...] -- [train.py args...]
     [ $# -gt 0 ] && shift
     args=("$@")
     local log_="$OUT/ddp_${path}_${name}_s${seed}.log"
+    if [ -n "${EVAL_MODES:-}" ] && [[ " $EVAL_MODES " != *" $name "* ]]; then
+        return # not asked for
+    fi
     if [ $(( $(date +%s) - START )) -gt "$DEADLINE" ]; then
         log "ddp $path $name seed $seed: skipped (past EVAL_DEADLINE)"
         return
