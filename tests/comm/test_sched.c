@@ -573,14 +573,58 @@ test_sched_stats_json(void)
 }
 
 /* ---------------------------------------------------------------- state */
+
+/* Runs `ref`'s schedule again on 2 loop ranks with a state save before step save_at and a
+ * restart from it (pattern: the state files; pin: a pinned plan or NULL; flat: ref's layout),
+ * and checks every rank's outputs, and the compressor of layer `flat` (the one that changes),
+ * equal ref's at every step (plan sums too on the flat layout). */
+static void
+sched_state_restart(const sched_run_t *ref, int save_at, const char *pattern, const char *pin,
+                    int flat)
+{
+    sched_run_t *run = sched_run_new();
+    int r, s;
+
+    run->flat    = flat;
+    run->steps   = ref->steps;
+    run->pin     = pin;
+    run->save_at = save_at;
+    run->state   = pattern;
+    TERSE_TEST_OK(terse_loop_run(2, sched_rank, run));
+    for (r = 0; r < 2; ++r) {
+        CU_ASSERT_EQUAL(run->status[r], TERSE_OK);
+        CU_ASSERT_EQUAL(run->load_status[r], TERSE_OK);
+        for (s = 0; s < run->steps; ++s) {
+            CU_ASSERT_EQUAL(run->out[r][s], ref->out[r][s]);
+            CU_ASSERT_STRING_EQUAL(run->cmp[r][s][flat], ref->cmp[r][s][flat]);
+            if (flat) {
+                CU_ASSERT_EQUAL(run->plan_sum[r][s], ref->plan_sum[r][s]);
+            }
+        }
+    }
+    free(run);
+}
+
+/* Removes both ranks' state files of `pattern`. */
+static void
+sched_state_unlink(const char *pattern)
+{
+    char file[256];
+    int r;
+
+    for (r = 0; r < 2; ++r) {
+        TERSE_TEST_OK(terse__path_expand(pattern, r, file, sizeof(file)));
+        unlink(file);
+    }
+}
+
 static void
 test_sched_state_roundtrip(void)
 {
     static const int saves[] = {3, 4, 6, 9};
-    char pattern[128], file[256];
-    sched_run_t *ref = sched_run_new(), *run;
+    char pattern[128];
+    sched_run_t *ref = sched_run_new();
     size_t k;
-    int s, r;
 
     ref->flat  = 1;
     ref->steps = 14;
@@ -591,27 +635,9 @@ test_sched_state_roundtrip(void)
     /* save before step 3: a plan pending (solved at step 2, due at 3); 4, 6: inside a plan;
      * 9: just before a switch step. Every restart crosses at least one re-plan (steps 6, 10) */
     for (k = 0; k < sizeof(saves) / sizeof(saves[0]); ++k) {
-        run          = sched_run_new();
-        run->flat    = 1;
-        run->steps   = ref->steps;
-        run->save_at = saves[k];
-        run->state   = pattern;
-        TERSE_TEST_OK(terse_loop_run(2, sched_rank, run));
-        for (r = 0; r < 2; ++r) {
-            CU_ASSERT_EQUAL(run->status[r], TERSE_OK);
-            CU_ASSERT_EQUAL(run->load_status[r], TERSE_OK);
-            for (s = 0; s < run->steps; ++s) {
-                CU_ASSERT_EQUAL(run->out[r][s], ref->out[r][s]);
-                CU_ASSERT_EQUAL(run->plan_sum[r][s], ref->plan_sum[r][s]);
-                CU_ASSERT_STRING_EQUAL(run->cmp[r][s][1], ref->cmp[r][s][1]);
-            }
-        }
-        free(run);
+        sched_state_restart(ref, saves[k], pattern, NULL, 1);
     }
-    for (r = 0; r < 2; ++r) {
-        TERSE_TEST_OK(terse__path_expand(pattern, r, file, sizeof(file)));
-        unlink(file);
-    }
+    sched_state_unlink(pattern);
     free(ref);
 }
 
@@ -622,11 +648,11 @@ static void
 sched_state_psgd(int fam, double rank)
 {
     static const int saves[] = {1, 4, 7};
-    char pattern[128], path[128], file[256];
-    sched_run_t *ref = sched_run_new(), *run;
+    char pattern[128], path[128];
+    sched_run_t *ref = sched_run_new();
     terse_plan_t plan;
     size_t k;
-    int s, r;
+    int s;
 
     snprintf(path, sizeof(path), "/tmp/terse_test_psgdpin_%d.csv", (int)getpid());
     snprintf(pattern, sizeof(pattern), "/tmp/terse_test_psgdst_%d_%%r.bin", (int)getpid());
@@ -650,25 +676,9 @@ sched_state_psgd(int fam, double rank)
     CU_ASSERT_STRING_EQUAL(ref->cmp[0][ref->steps - 1][0],
                            (fam == TERSE_SCHED_FAM_POWERSGD) ? "powersgd" : "powersgd1");
     for (k = 0; k < sizeof(saves) / sizeof(saves[0]); ++k) {
-        run          = sched_run_new();
-        run->pin     = path;
-        run->save_at = saves[k];
-        run->state   = pattern;
-        TERSE_TEST_OK(terse_loop_run(2, sched_rank, run));
-        for (r = 0; r < 2; ++r) {
-            CU_ASSERT_EQUAL(run->status[r], TERSE_OK);
-            CU_ASSERT_EQUAL(run->load_status[r], TERSE_OK);
-            for (s = 0; s < run->steps; ++s) {
-                CU_ASSERT_EQUAL(run->out[r][s], ref->out[r][s]);
-                CU_ASSERT_STRING_EQUAL(run->cmp[r][s][0], ref->cmp[r][s][0]);
-            }
-        }
-        free(run);
+        sched_state_restart(ref, saves[k], pattern, path, 0);
     }
-    for (r = 0; r < 2; ++r) {
-        TERSE_TEST_OK(terse__path_expand(pattern, r, file, sizeof(file)));
-        unlink(file);
-    }
+    sched_state_unlink(pattern);
     unlink(path);
     free(ref);
 }
