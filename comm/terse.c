@@ -947,23 +947,6 @@ sched_win_step(terse_ctx_t *ctx, terse_slot_t *slot, const void *sendbuf, terse_
     ++slot->win_steps;
 }
 
-/* Compress + decompress throughput of the CPU reference code (input fp32 bytes per second),
- * rough figures of one core of our VM; the cost model's defaults are GPU kernels'. */
-static void
-sched_cpu_tput(terse_sched_cost_t *cost)
-{
-    cost->cmp_tput[TERSE_SCHED_FAM_NONE]      = 0.0;
-    cost->cmp_tput[TERSE_SCHED_FAM_CAST]      = 2e9;
-    cost->cmp_tput[TERSE_SCHED_FAM_QUANT]     = 1e9;
-    cost->cmp_tput[TERSE_SCHED_FAM_SIGN]      = 1e9;
-    cost->cmp_tput[TERSE_SCHED_FAM_TOPK]      = 0.3e9;
-    cost->cmp_tput[TERSE_SCHED_FAM_RANDOMK]   = 1e9;
-    cost->cmp_tput[TERSE_SCHED_FAM_POWERSGD]  = 0.5e9;
-    cost->cmp_tput[TERSE_SCHED_FAM_POWERSGD1] = 0.5e9;
-    cost->cmp_tput[TERSE_SCHED_FAM_TOPKT]     = 0.5e9;
-    cost->cmp_overhead                         = 5e-6;
-}
-
 /* Times one compress (+ stages) + decompress of family `fam` at the grid's middle parameter on
  * a fixed pseudo-random 512 x 512 fp32 layer of this rank's memory kind (host), best of 3.
  * Returns the seconds, or -1 when the family is not built, not in the grid, or failed here. */
@@ -1043,7 +1026,7 @@ sched_time_family(const terse_ctx_t *ctx, int fam, float *v, float *res, float *
 /* Measures every grid family's compress + decompress throughput on this rank (one 512 x 512
  * layer each, about 10 ms in all on one core) and reduces the times with MAX over ranks, so
  * every rank gets the same cost model and the slowest rank's times. A family that failed on
- * any rank keeps the default figure of sched_cpu_tput. Collective. */
+ * any rank keeps the default figure of terse__sched_cost_tput. Collective. */
 static terse_status_t
 sched_measure_tput(terse_ctx_t *ctx)
 {
@@ -1181,7 +1164,7 @@ sched_calibrate(terse_ctx_t *ctx)
     if (ctx->dev == NULL) {
         /* host compressors: measured here; the device path keeps the cost model's GPU kernel
          * figures (terse__sched_cost_default), which host timings would understate ~50x */
-        sched_cpu_tput(&ctx->cost);
+        terse__sched_cost_tput(&ctx->cost, 1);
         TERSE_CHECK(sched_measure_tput(ctx));
     }
     if (ctx->hier != NULL) {

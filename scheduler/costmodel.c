@@ -156,17 +156,33 @@ terse__sched_cost_default(terse_sched_cost_t *cost, int nranks, double bw)
         cost->level[0].alpha[w] = 30e-6;
         cost->level[0].bw[w]    = (bw > 0.0) ? bw : 3.5e9;
     }
-    cost->nbuckets                            = 1;
-    cost->cmp_tput[TERSE_SCHED_FAM_NONE]      = 0.0; /* no work */
-    cost->cmp_tput[TERSE_SCHED_FAM_CAST]      = 100e9;
-    cost->cmp_tput[TERSE_SCHED_FAM_QUANT]     = 50e9;
-    cost->cmp_tput[TERSE_SCHED_FAM_SIGN]      = 50e9;
-    cost->cmp_tput[TERSE_SCHED_FAM_TOPK]      = 10e9;
-    cost->cmp_tput[TERSE_SCHED_FAM_RANDOMK]   = 50e9;
-    cost->cmp_tput[TERSE_SCHED_FAM_POWERSGD]  = 20e9;
-    cost->cmp_tput[TERSE_SCHED_FAM_POWERSGD1] = 40e9;
-    cost->cmp_tput[TERSE_SCHED_FAM_TOPKT]     = 30e9;
-    cost->cmp_overhead                        = 5e-6;
+    cost->nbuckets = 1;
+    terse__sched_cost_tput(cost, 0);
+}
+
+void
+terse__sched_cost_tput(terse_sched_cost_t *cost, int host)
+{
+    /* input fp32 bytes per second, compress + decompress; none does no work */
+    static const double tput[2][TERSE_SCHED_FAM_COUNT] = {
+        {
+            /* GPU kernels */
+            [TERSE_SCHED_FAM_CAST] = 100e9, [TERSE_SCHED_FAM_QUANT] = 50e9,
+            [TERSE_SCHED_FAM_SIGN] = 50e9, [TERSE_SCHED_FAM_TOPK] = 10e9,
+            [TERSE_SCHED_FAM_RANDOMK] = 50e9, [TERSE_SCHED_FAM_POWERSGD] = 20e9,
+            [TERSE_SCHED_FAM_POWERSGD1] = 40e9, [TERSE_SCHED_FAM_TOPKT] = 30e9,
+        },
+        {
+            /* CPU reference code, one core of our VM */
+            [TERSE_SCHED_FAM_CAST] = 2e9, [TERSE_SCHED_FAM_QUANT] = 1e9,
+            [TERSE_SCHED_FAM_SIGN] = 1e9, [TERSE_SCHED_FAM_TOPK] = 0.3e9,
+            [TERSE_SCHED_FAM_RANDOMK] = 1e9, [TERSE_SCHED_FAM_POWERSGD] = 0.5e9,
+            [TERSE_SCHED_FAM_POWERSGD1] = 0.5e9, [TERSE_SCHED_FAM_TOPKT] = 0.5e9,
+        },
+    };
+
+    memcpy(cost->cmp_tput, tput[host ? 1 : 0], sizeof(cost->cmp_tput));
+    cost->cmp_overhead = 5e-6;
 }
 
 double

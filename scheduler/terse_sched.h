@@ -247,6 +247,12 @@ typedef struct terse_sched_cost {
  * GB/s) and 5 us per call. Measured values replace them. */
 void terse__sched_cost_default(terse_sched_cost_t *cost, int nranks, double bw);
 
+/* Sets cost's compress throughputs and per-call overhead to the default figures of the GPU
+ * kernels (host 0: what terse__sched_cost_default uses) or of the CPU reference code on one
+ * core (host 1: cast 2, quant 1, sign 1, topk 0.3, randomk 1, powersgd 0.5 GB/s), for the
+ * families whose times are not measured. */
+void terse__sched_cost_tput(terse_sched_cost_t *cost, int host);
+
 /* Bytes one rank hands to the transport at the outermost level for a payload of `bytes`,
  * for class `wire` and p ranks (DESIGN.md section 9):
  *   native, summable: ring allreduce 2(p-1)/p x bytes; requant: reduce-scatter + allgather
