@@ -49,9 +49,11 @@ tr_hash(const void *p, size_t n)
     return h;
 }
 
-/* Caps the address space at what is mapped now plus 24 MiB and fills a few MiB of it with
- * extra arrays: enough for MPI's own temporary buffer of a 16 MiB allreduce, not for a library
- * that needs about twice the message size more (residuals, payload buffers). */
+/* Caps the address space at what is mapped now plus 32 MiB and fills 4 MiB of it with extra
+ * arrays: the 28 MiB left hold MPI's own temporary buffer of a 16 MiB allreduce with room to
+ * spare, not what terse needs to compress it on 2 ranks (residuals, requantised sums, payload
+ * and receive buffers: a cap of 48 MiB still refuses it, 56 MiB lets it through). With 24 MiB
+ * MPI's buffer had almost no margin and failed now and then (MPI_ERR_INTERN). */
 static void
 tr_squeeze(void)
 {
@@ -67,7 +69,7 @@ tr_squeeze(void)
         return;
     }
     fclose(f);
-    rl.rlim_cur = rl.rlim_max = (rlim_t)pages * (rlim_t)page + (24u << 20);
+    rl.rlim_cur = rl.rlim_max = (rlim_t)pages * (rlim_t)page + (32u << 20);
     setrlimit(RLIMIT_AS, &rl);
     for (i = 0; i < 4; ++i) {
         void *p = malloc(1u << 20);
