@@ -931,9 +931,6 @@ tk_fixup(tk_args_t a, uint8_t *out, unsigned family)
     }
     __syncthreads();
     if ((threadIdx.x == 0) && terse_cu_last_block(&a.stat->done, gridDim.x)) {
-        if (a.stat->sq_acc < 0.0) {
-            a.stat->sq_acc = 0.0; /* total - kept, summed in another order */
-        }
         terse_cu_stat_commit(a.stat, 1);
     }
 }
