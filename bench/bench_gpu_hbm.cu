@@ -13,6 +13,8 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda_util.h"
+
 #define HB_THREADS 256
 #define HB_TILE    16384 /* bytes per TMA tile */
 
@@ -86,21 +88,10 @@ hb_tma(uint8_t *dst, size_t ntiles)
 #endif
 }
 
-static int
-hb_grid(const void *kernel, size_t smem)
-{
-    int dev = 0, sms = 132, per_sm = 0;
-
-    (void)cudaGetDevice(&dev);
-    (void)cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    if ((cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, HB_THREADS, smem) !=
-         cudaSuccess) || (per_sm <= 0)) {
-        per_sm = 2;
-    }
-    return per_sm * sms;
-}
-
 /* Returns 0, or -1 when the mode is unknown or the launch failed. bytes: a multiple of 16 KiB. */
+/* One even wave of resident blocks (grid-stride kernels). */
+#define HB_GRID(_k) terse__cuda_fill_grid((const void *)(_k), HB_THREADS, UINT64_MAX)
+
 extern "C" int
 bg_hbm_kernel(void *dst, size_t bytes, int mode, cudaStream_t s)
 {
@@ -109,19 +100,16 @@ bg_hbm_kernel(void *dst, size_t bytes, int mode, cudaStream_t s)
     switch (mode) {
     case 0:
     case 1:
-        hb_store<<<hb_grid((const void *)hb_store, 0), HB_THREADS, 0, s>>>((float4 *)dst,
-                                                                          bytes / 16, mode);
+        hb_store<<<HB_GRID(hb_store), HB_THREADS, 0, s>>>((float4 *)dst, bytes / 16, mode);
         break;
     case 2:
-        hb_tma<<<hb_grid((const void *)hb_tma, 0), HB_THREADS, 0, s>>>((uint8_t *)dst,
-                                                                      bytes / HB_TILE);
+        hb_tma<<<HB_GRID(hb_tma), HB_THREADS, 0, s>>>((uint8_t *)dst, bytes / HB_TILE);
         break;
     case 3:
         if ((sink == NULL) && (cudaMalloc((void **)&sink, sizeof(float)) != cudaSuccess)) {
             return -1;
         }
-        hb_read<<<hb_grid((const void *)hb_read, 0), HB_THREADS, 0, s>>>((const float4 *)dst,
-                                                                        bytes / 16, sink);
+        hb_read<<<HB_GRID(hb_read), HB_THREADS, 0, s>>>((const float4 *)dst, bytes / 16, sink);
         break;
     default:
         return -1;

@@ -99,3 +99,58 @@ terse__cuda_stat_read(terse_cu_stat_t *stat, terse_stream_t s, uint32_t *flags_p
     }
     return TERSE_OK;
 }
+
+/* Streaming multiprocessors of the current device, cached per device (132: an H100's, when the
+ * query fails). */
+static int
+cu_sm_count(void)
+{
+    static int sms[16];
+    int dev = 0;
+
+    if ((cudaGetDevice(&dev) != cudaSuccess) || (dev < 0) || (dev >= 16)) {
+        (void)cudaGetLastError();
+        return 132;
+    }
+    if (sms[dev] == 0) {
+        int c = 0;
+        if ((cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) ||
+            (c <= 0)) {
+            (void)cudaGetLastError();
+            c = 132;
+        }
+        sms[dev] = c; /* a benign race: every writer stores the same value */
+    }
+    return sms[dev];
+}
+
+extern "C" unsigned
+terse__cuda_fill_grid(const void *kernel, int threads, uint64_t want)
+{
+    static const void *keys[32];
+    static int key_threads[32], vals[32];
+    int i, per_sm = 0;
+    uint64_t full;
+
+    for (i = 0; (i < 32) && (keys[i] != NULL); ++i) {
+        if ((keys[i] == kernel) && (key_threads[i] == threads)) {
+            per_sm = vals[i];
+            break;
+        }
+    }
+    if (per_sm == 0) {
+        if ((cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) !=
+             cudaSuccess) || (per_sm <= 0)) {
+            (void)cudaGetLastError(); /* not sticky: only this query failed */
+            per_sm = 2;
+        }
+        if (i < 32) {
+            vals[i]        = per_sm; /* a benign race: writers store the same triple */
+            key_threads[i] = threads;
+            keys[i]        = kernel;
+        }
+    }
+    full = (uint64_t)per_sm * (uint64_t)cu_sm_count();
+    want = (want < full) ? want : full;
+    return (unsigned)((want > 0) ? want : 1);
+}

@@ -24,6 +24,10 @@ terse_status_t terse__cuda_memcpy(void *dst, const void *src, size_t bytes); /* 
 terse_status_t terse__cuda_check_launch(const char *what);
 /* Waits for the stream (tests, benchmarks and lazy status reads only). */
 terse_status_t terse__cuda_stream_sync(terse_stream_t s);
+/* Blocks of `threads` that fill the current device once with `kernel` (a __global__ function:
+ * resident blocks per SM times the SMs, both cached), at most `want`, at least 1: what a
+ * grid-stride or persistent kernel launches to run one even wave. */
+unsigned       terse__cuda_fill_grid(const void *kernel, int threads, uint64_t want);
 
 /* The device status block of one CUDA compressor instance (DESIGN.md section 8 rule 6: the host
  * reads it lazily, never on the hot path). Kernels of a call add their squared error into

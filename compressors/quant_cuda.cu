@@ -650,26 +650,6 @@ q_fixup_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, int mode)
  *               header is checked once per block, the scales per group.
  */
 
-static int
-q_sm_count(void)
-{
-    static int sms[16];
-    int dev = 0;
-
-    if ((cudaGetDevice(&dev) != cudaSuccess) || (dev < 0) || (dev >= 16)) {
-        return 132;
-    }
-    if (sms[dev] == 0) {
-        int c = 0;
-        if ((cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) ||
-            (c <= 0)) {
-            c = 132;
-        }
-        sms[dev] = c; /* a benign race: every writer stores the same value */
-    }
-    return sms[dev];
-}
-
 /* Values i0 .. i0 + 3 of in (16-byte aligned fp32 or 8-byte aligned 16-bit), plus residual. */
 __device__ __forceinline__ void
 q_load4(const uint8_t *in, int dtype, const float *res, uint64_t i0, float *x)
@@ -1307,34 +1287,12 @@ q_pow2_shift(uint32_t b)
     return s;
 }
 
-/* Blocks of 256 threads that fill the GPU once with `kernel` (resident blocks per SM times the
- * SMs, cached per kernel), at most `want`, at least 1: grid-stride kernels run one even wave. */
+/* Blocks of 256 threads that fill the GPU once with `kernel`: grid-stride kernels run one
+ * even wave (terse__cuda_fill_grid). */
 static unsigned
 q_grid(const void *kernel, uint64_t want)
 {
-    static const void *keys[16];
-    static int vals[16];
-    int i, per_sm = 0;
-
-    for (i = 0; (i < 16) && (keys[i] != NULL); ++i) {
-        if (keys[i] == kernel) {
-            per_sm = vals[i];
-            break;
-        }
-    }
-    if (per_sm == 0) {
-        if ((cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Q_WARPS * 32, 0) !=
-             cudaSuccess) || (per_sm <= 0)) {
-            (void)cudaGetLastError(); /* not sticky: only this query failed */
-            per_sm = 2;
-        }
-        if (i < 16) {
-            vals[i] = per_sm; /* a benign race: writers store the same pair */
-            keys[i] = kernel;
-        }
-    }
-    want = (want < (uint64_t)per_sm * q_sm_count()) ? want : (uint64_t)per_sm * q_sm_count();
-    return (unsigned)((want > 0) ? want : 1);
+    return terse__cuda_fill_grid(kernel, Q_WARPS * 32, want);
 }
 
 /* The fast paths of one layer (see "streaming fast paths"); returns 1 when one ran. */

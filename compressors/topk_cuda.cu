@@ -1115,40 +1115,12 @@ terse__cmp_topk_cuda_destroy(void *cuda)
     }
 }
 
-/* Blocks of TK_THREADS that fill the GPU once with `kernel` (resident blocks per SM times the
- * SMs, cached per kernel), at most `want`: persistent kernels loop over the tiles. */
+/* Blocks of TK_THREADS that fill the GPU once with `kernel`, at most `want`: persistent
+ * kernels loop over the tiles (terse__cuda_fill_grid). */
 static unsigned
 tk_persist_grid(const void *kernel, uint64_t want)
 {
-    static const void *keys[8];
-    static int vals[8];
-    int i, per_sm = 0, dev = 0, sms = 0;
-
-    for (i = 0; (i < 8) && (keys[i] != NULL); ++i) {
-        if (keys[i] == kernel) {
-            per_sm = vals[i];
-            break;
-        }
-    }
-    if (per_sm == 0) {
-        if ((cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, TK_THREADS, 0) !=
-             cudaSuccess) || (per_sm <= 0)) {
-            (void)cudaGetLastError(); /* not sticky: only this query failed */
-            per_sm = 2;
-        }
-        if (i < 8) {
-            vals[i] = per_sm; /* a benign race: writers store the same pair */
-            keys[i] = kernel;
-        }
-    }
-    if ((cudaGetDevice(&dev) != cudaSuccess) ||
-        (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) ||
-        (sms <= 0)) {
-        (void)cudaGetLastError();
-        sms = 132;
-    }
-    want = TERSE_MIN(want, (uint64_t)per_sm * (uint64_t)sms);
-    return (unsigned)((want > 0) ? want : 1);
+    return terse__cuda_fill_grid(kernel, TK_THREADS, want);
 }
 
 static tk_args_t
