@@ -21,6 +21,9 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <mpi.h>
 
@@ -52,8 +55,8 @@ tr_hash(const void *p, size_t n)
 /* Caps the address space at what is mapped now plus 32 MiB and fills 4 MiB of it with extra
  * arrays: the 28 MiB left hold MPI's own temporary buffer of a 16 MiB allreduce with room to
  * spare, not what terse needs to compress it on 2 ranks (residuals, requantised sums, payload
- * and receive buffers: a cap of 48 MiB still refuses it, 56 MiB lets it through). With 24 MiB
- * MPI's buffer had almost no margin and failed now and then (MPI_ERR_INTERN). */
+ * and receive buffers). Measured with main's fixed mmap threshold: a cap of 20 MiB fails MPI,
+ * 24..48 MiB pass MPI's buffer and refuse terse's, 56 MiB lets terse compress. */
 static void
 tr_squeeze(void)
 {
@@ -113,6 +116,15 @@ main(int argc, char **argv)
             return 2;
         }
     }
+#ifdef __GLIBC__
+    if (squeeze >= 0) {
+        /* every large block its own mapping, unmapped when freed: what terse gives back after
+         * a failed setup is address space again, whatever the heap's history (glibc otherwise
+         * raises the threshold when a large block is freed and keeps later ones in its heap,
+         * where fragments decide whether MPI's buffer still fits under the squeeze) */
+        mallopt(M_MMAP_THRESHOLD, 128 << 10);
+    }
+#endif
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
