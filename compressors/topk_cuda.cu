@@ -5,16 +5,17 @@
  *
  * Sampled path (both families, layers of >= 64 Ki values with k <= n / 8):
  *   sample   1 block: the key at rank ~1.5 k n / m among m random draws (radix select)
- *   pass S   persistent blocks over tiles of TK_TILE values taken in order: v = in + residual
+ *   pass S   persistent blocks striding over tiles of TK_TILE values: v = in + residual
  *            (into the residual), finiteness, the energy below the threshold, and every value
- *            at or above it written as an (index, value) candidate in index order: the tile's
- *            offset comes from a decoupled look-back over the earlier tiles' counts, so the
- *            layer is read once
+ *            at or above it written as an (index, value) candidate, in index order, into a
+ *            segment per tile that one atomicAdd reserves (no block waits for another), so
+ *            the layer is read once
  *   decide   k <= candidates <= capacity, else mode 2: the radix path takes over on the
  *            prepared v
  *   select   three radix levels over the candidates give t and `need` (ties taken)
- *   output   per chunk of candidates: counts above / equal to t, one scan, then the selected
- *            pairs into their slots; their residual becomes 0
+ *   output   a warp per tile segment: counts above / equal to t, one scan over the tiles in
+ *            tile order, then the selected pairs into their slots (index order again); their
+ *            residual becomes 0
  * Radix path (mode 0: no sampled path; mode 2: the sample missed):
  *   A    grid-stride: v = in + residual (into the residual), finiteness, level-0 histogram
  *        (key >> 20, 2048 bins; shared-memory counts flushed with integer atomics)
@@ -61,7 +62,7 @@ typedef struct tk_sel {
     uint32_t ncand;
     uint32_t sthr; /* sampled threshold */
     uint32_t mode; /* 0 exact path; 1 sampled path succeeded; 2 sampled path fell back */
-    uint32_t tile_next; /* sampled pass: the next tile a block takes */
+    uint32_t cand_next; /* sampled pass: candidates reserved so far */
 } tk_sel_t;
 
 typedef struct tk_cuda {
@@ -358,7 +359,21 @@ tk_counts(tk_args_t a, int full)
     }
 }
 
-/* 1 block of 1024: tie offsets, then output offsets, per tile (in tile order). */
+/* 1 block of 1024: tie offsets, then output offsets, per tile (in tile order). A thread owns
+ * a run of consecutive tiles and reads them TK_SCAN_U at a time into registers before it
+ * stores anything: loads interleaved with stores to other arrays were issued one at a time
+ * (the compiler cannot rule out aliasing), ~100 us for 24 Ki tiles. */
+#define TK_SCAN_U 8
+
+__device__ __forceinline__ unsigned
+tk_scan_sel(const tk_args_t &a, uint64_t t, unsigned eqbase, long long need)
+{
+    long long allow = need - (long long)eqbase;
+    long long eq    = (long long)a.tile_eq[t];
+    allow           = (allow < 0) ? 0 : ((allow > eq) ? eq : allow);
+    return a.tile_above[t] + a.tile_gtin[t] + (unsigned)allow;
+}
+
 __global__ void __launch_bounds__(1024)
 tk_scan(tk_args_t a, int sampled)
 {
@@ -367,34 +382,63 @@ tk_scan(tk_args_t a, int sampled)
     const uint64_t ch = (nt + blockDim.x - 1) / blockDim.x;
     const uint64_t t0 = threadIdx.x * ch, t1 = (t0 + ch < nt) ? t0 + ch : nt;
     const long long need = (long long)a.sel->need;
-    unsigned s = 0, base, total;
+    unsigned s = 0, eqb, outb, total;
     uint64_t t;
 
     if (tk_nonfinite(a) || (sampled ? (tk_mode(a) != 1) : (tk_mode(a) == 1))) {
         return;
     }
-    for (t = t0; t < t1; ++t) {
-        s += a.tile_eq[t];
+    for (t = t0; t < t1; t += TK_SCAN_U) {
+        unsigned v[TK_SCAN_U];
+#pragma unroll
+        for (int u = 0; u < TK_SCAN_U; ++u) {
+            v[u] = (t + u < t1) ? a.tile_eq[t + u] : 0u;
+        }
+#pragma unroll
+        for (int u = 0; u < TK_SCAN_U; ++u) {
+            s += v[u];
+        }
     }
-    base = terse_cu_block_exscan(s, sh, &total);
-    for (t = t0; t < t1; ++t) {
-        a.tile_eqbase[t] = base;
-        base += a.tile_eq[t];
+    eqb = terse_cu_block_exscan(s, sh, &total);
+    s   = 0;
+    {
+        unsigned e = eqb;
+        for (t = t0; t < t1; t += TK_SCAN_U) {
+            unsigned v[TK_SCAN_U];
+#pragma unroll
+            for (int u = 0; u < TK_SCAN_U; ++u) {
+                v[u] = 0;
+                if (t + u < t1) {
+                    v[u] = tk_scan_sel(a, t + u, e, need);
+                    e += a.tile_eq[t + u];
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < TK_SCAN_U; ++u) {
+                s += v[u];
+            }
+        }
     }
-    s = 0;
-    for (t = t0; t < t1; ++t) {
-        long long allow = need - (long long)a.tile_eqbase[t];
-        long long eq    = (long long)a.tile_eq[t];
-        allow           = (allow < 0) ? 0 : ((allow > eq) ? eq : allow);
-        s += a.tile_above[t] + a.tile_gtin[t] + (unsigned)allow;
-    }
-    base = terse_cu_block_exscan(s, sh, &total);
-    for (t = t0; t < t1; ++t) {
-        long long allow = need - (long long)a.tile_eqbase[t];
-        long long eq    = (long long)a.tile_eq[t];
-        allow           = (allow < 0) ? 0 : ((allow > eq) ? eq : allow);
-        a.tile_out[t]   = base;
-        base += a.tile_above[t] + a.tile_gtin[t] + (unsigned)allow;
+    outb = terse_cu_block_exscan(s, sh, &total);
+    for (t = t0; t < t1; t += TK_SCAN_U) {
+        unsigned eb[TK_SCAN_U], sel[TK_SCAN_U];
+#pragma unroll
+        for (int u = 0; u < TK_SCAN_U; ++u) {
+            eb[u]  = eqb;
+            sel[u] = 0;
+            if (t + u < t1) {
+                sel[u] = tk_scan_sel(a, t + u, eqb, need);
+                eqb += a.tile_eq[t + u];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < TK_SCAN_U; ++u) {
+            if (t + u < t1) {
+                a.tile_eqbase[t + u] = eb[u];
+                a.tile_out[t + u]    = outb;
+            }
+            outb += sel[u];
+        }
     }
 }
 
@@ -571,67 +615,22 @@ tk_sample(tk_args_t a, terse_rng_t rng, uint32_t m, uint32_t ks, uint32_t *skeys
     }
 }
 
-/* Look-back words of the sampled pass: flag in the top two bits, a candidate count below. */
-#define TK_LB_AGG   (1ull << 62) /* the tile's own count */
-#define TK_LB_PRE   (2ull << 62) /* the count of this tile and every tile before it */
-#define TK_LB_COUNT ((1ull << 62) - 1ull)
+/* Candidate segments of the sampled pass: tstat[tile] = offset << 32 | count. */
+#define TK_SEG_OFF(w) ((uint32_t)((w) >> 32))
+#define TK_SEG_CNT(w) ((uint32_t)((w) & 0xffffffffu))
 
-__device__ __forceinline__ unsigned long long
-tk_ld_relaxed(const unsigned long long *p)
-{
-    unsigned long long v;
-
-    asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
-    return v;
-}
-
-__device__ __forceinline__ void
-tk_st_relaxed(unsigned long long *p, unsigned long long v)
-{
-    asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
-}
-
-/* Warp 0: the number of candidates in tiles before `tile` (decoupled look-back: each lane
- * watches one earlier tile, 32 at a time, until a tile with its inclusive count is found).
- * A tile's owner publishes its own count before it looks back, and blocks take tiles in
- * increasing order, so every tile waited on belongs to a running block: no deadlock. */
-__device__ __forceinline__ unsigned long long
-tk_look_back(unsigned long long *tstat, uint64_t tile)
-{
-    const int lane = threadIdx.x & 31;
-    long long look = (long long)tile - 1;
-    unsigned long long excl = 0;
-
-    for (;;) {
-        const long long t = look - lane;
-        unsigned long long w = TK_LB_PRE; /* before tile 0: an inclusive count of 0 */
-        unsigned pre;
-        int first;
-        if (t >= 0) {
-            do {
-                w = tk_ld_relaxed(tstat + t);
-            } while ((w >> 62) == 0);
-        }
-        pre   = __ballot_sync(0xffffffffu, (w >> 62) == 2);
-        first = (pre != 0) ? (__ffs(pre) - 1) : 32;
-        excl += terse_cu_warp_sum((lane <= first) ? (w & TK_LB_COUNT) : 0ull);
-        if (pre != 0) {
-            return excl;
-        }
-        look -= 32;
-    }
-}
-
-/* The sampled pass, persistent blocks over tiles taken in order: v = in + residual (into the
+/* The sampled pass, persistent blocks striding over the tiles: v = in + residual (into the
  * residual), finiteness, the energy of the values below the sampled threshold, and the values
- * at or above it compacted in index order into the candidate pairs (each tile's offset from
- * the look-back). Warp w of a tile owns values [w * 512, (w + 1) * 512), 16 per lane. */
+ * at or above it written as (index, value) pairs, in index order, into one segment per tile
+ * that a single atomicAdd reserves; the tile's segment goes to tstat. No block ever waits on
+ * another (an in-order look-back made every block wait about a microsecond a tile: 546 us for
+ * 100 M values); the later kernels walk the segments in tile order, so the output is still in
+ * index order. Warp w of a tile owns values [w * 512, (w + 1) * 512), 16 per lane. */
 __global__ void __launch_bounds__(TK_THREADS)
 tk_pass_s(tk_args_t a)
 {
     __shared__ unsigned swc[TK_THREADS / 32];
-    __shared__ unsigned s_tile;
-    __shared__ unsigned long long s_excl;
+    __shared__ unsigned s_off;
     __shared__ double shd[32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const unsigned lt = (1u << lane) - 1u;
@@ -639,21 +638,13 @@ tk_pass_s(tk_args_t a)
     double tot = 0.0;
     int bad = 0;
 
-    for (;;) {
-        uint64_t tile, base, run;
+    for (uint64_t tile = blockIdx.x; tile < a.ntiles; tile += gridDim.x) {
+        const uint64_t base = tile * TK_TILE + (uint64_t)warp * (32 * TK_PER);
+        uint64_t run;
         float x[TK_PER];
         unsigned cnt = 0, woff = 0, total = 0;
 
-        if (threadIdx.x == 0) {
-            s_tile = atomicAdd(&a.sel->tile_next, 1u);
-        }
-        __syncthreads();
-        tile = s_tile;
-        if (tile >= a.ntiles) {
-            break; /* uniform: every thread read the same s_tile */
-        }
-        base = tile * TK_TILE + (uint64_t)warp * (32 * TK_PER);
-        /* all loads first: 16 in flight per lane */
+        /* all loads first: 16 in flight per lane (32 with the residual) */
         if (a.res != NULL) {
 #pragma unroll
             for (int r = 0; r < TK_PER; ++r) {
@@ -694,27 +685,14 @@ tk_pass_s(tk_args_t a)
             woff += (w < warp) ? swc[w] : 0u;
             total += swc[w];
         }
-        if (warp == 0) {
-            unsigned long long excl = 0;
-            if (tile == 0) {
-                if (lane == 0) {
-                    tk_st_relaxed(a.tstat, TK_LB_PRE | total);
-                }
-            } else {
-                if (lane == 0) {
-                    tk_st_relaxed(a.tstat + tile, TK_LB_AGG | total);
-                }
-                excl = tk_look_back(a.tstat, tile);
-                if (lane == 0) {
-                    tk_st_relaxed(a.tstat + tile, TK_LB_PRE | (excl + total));
-                }
-            }
-            if (lane == 0) {
-                s_excl = excl;
-            }
+        if (threadIdx.x == 0) {
+            /* the sum of all reservations is the candidate count <= n < 2^32 */
+            const unsigned off = (total > 0) ? atomicAdd(&a.sel->cand_next, total) : 0u;
+            a.tstat[tile] = ((unsigned long long)off << 32) | total;
+            s_off = off;
         }
         __syncthreads();
-        run = s_excl + woff;
+        run = (uint64_t)s_off + woff;
 #pragma unroll
         for (int r = 0; r < TK_PER; ++r) {
             const uint64_t i = base + (uint64_t)r * 32 + lane;
@@ -728,7 +706,7 @@ tk_pass_s(tk_args_t a)
             }
             run += __popc(m);
         }
-        __syncthreads(); /* swc, s_tile and s_excl are rewritten by the next tile */
+        __syncthreads(); /* swc and s_off are rewritten by the next tile */
     }
     if (__syncthreads_or(bad) && (threadIdx.x == 0)) {
         atomicOr(&a.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
@@ -744,8 +722,7 @@ tk_pass_s(tk_args_t a)
 __global__ void
 tk_sdecide(tk_args_t a)
 {
-    const unsigned long long nc = *(volatile unsigned long long *)(a.tstat + a.ntiles - 1) &
-                                  TK_LB_COUNT;
+    const unsigned long long nc = *(volatile uint32_t *)&a.sel->cand_next;
 
     if (tk_nonfinite(a)) {
         return;
@@ -799,91 +776,102 @@ tk_chist(tk_args_t a, int level)
     }
 }
 
-/* One block per chunk of TK_TILE candidates (index order): its counts above and equal to t. */
+/* Warp per tile of the sampled path: its segment's counts above and equal to t. */
 __global__ void __launch_bounds__(TK_THREADS)
-tk_cchunk_counts(tk_args_t a)
+tk_tcounts(tk_args_t a)
 {
-    __shared__ unsigned sh[32];
-    const uint64_t cb = (uint64_t)blockIdx.x * TK_TILE;
-    const uint32_t nc = a.sel->ncand, thr = a.sel->thr;
-    unsigned gt = 0, eq = 0;
-    uint32_t cc;
+    const int lane = threadIdx.x & 31;
+    const uint64_t nwarps = (uint64_t)gridDim.x * (TK_THREADS / 32);
+    uint32_t thr;
 
-    if (tk_nonfinite(a) || (tk_mode(a) != 1) || (cb >= nc)) {
+    if (tk_nonfinite(a) || (tk_mode(a) != 1)) {
         return;
     }
-    cc = (uint32_t)TERSE_MIN((uint64_t)TK_TILE, nc - cb);
-    for (uint32_t c = threadIdx.x; c < cc; c += blockDim.x) {
-        uint32_t key = terse_topk_key(__uint_as_float(a.cpairs[cb + c].y));
-        gt += (key > thr);
-        eq += (key == thr);
-    }
-    gt = terse_cu_block_sum(gt, sh);
-    eq = terse_cu_block_sum(eq, sh);
-    if (threadIdx.x == 0) {
-        a.tile_above[blockIdx.x] = 0;
-        a.tile_gtin[blockIdx.x]  = gt;
-        a.tile_eq[blockIdx.x]    = eq;
+    thr = a.sel->thr;
+    for (uint64_t tile = (uint64_t)blockIdx.x * (TK_THREADS / 32) + (threadIdx.x >> 5);
+         tile < a.ntiles; tile += nwarps) {
+        const unsigned long long w = a.tstat[tile];
+        const uint32_t off = TK_SEG_OFF(w), cnt = TK_SEG_CNT(w);
+        unsigned gt = 0, eq = 0;
+        for (uint32_t c = lane; c < cnt; c += 32) {
+            uint32_t key = terse_topk_key(__uint_as_float(a.cpairs[off + c].y));
+            gt += (key > thr);
+            eq += (key == thr);
+        }
+        gt = terse_cu_warp_sum(gt);
+        eq = terse_cu_warp_sum(eq);
+        if (lane == 0) {
+            a.tile_above[tile] = 0;
+            a.tile_gtin[tile]  = gt;
+            a.tile_eq[tile]    = eq;
+        }
     }
 }
 
-/* One block per chunk: the selected candidates, in index order, into their pair slots; their
- * residual becomes 0; the energy of the candidates left behind joins the error. */
+/* Warp per tile: the segment's selected candidates, in index order, into their pair slots
+ * (ballots and popcounts); their residual becomes 0; the energy of the candidates left behind
+ * joins the error. */
 template <int ALIGNED>
 __global__ void __launch_bounds__(TK_THREADS)
-tk_cchunk_out(tk_args_t a, uint8_t *pairs)
+tk_tout(tk_args_t a, uint8_t *pairs)
 {
-    __shared__ unsigned sh[33];
     __shared__ double shd[32];
-    const uint64_t cb = (uint64_t)blockIdx.x * TK_TILE;
-    const uint32_t nc = a.sel->ncand;
-    uint32_t thr, cc;
-    long long allow;
-    unsigned gt_run = 0, eq_run = 0, out_base;
+    const int lane = threadIdx.x & 31;
+    const unsigned lt = (1u << lane) - 1u;
+    const uint64_t nwarps = (uint64_t)gridDim.x * (TK_THREADS / 32);
+    uint32_t thr;
     double left = 0.0;
 
-    if (tk_nonfinite(a) || (tk_mode(a) != 1) || (cb >= nc)) {
+    if (tk_nonfinite(a) || (tk_mode(a) != 1)) {
         return;
     }
-    cc       = (uint32_t)TERSE_MIN((uint64_t)TK_TILE, nc - cb);
-    thr      = a.sel->thr;
-    out_base = a.tile_out[blockIdx.x];
-    allow    = (long long)a.sel->need - (long long)a.tile_eqbase[blockIdx.x];
-    allow    = (allow < 0) ? 0 : allow;
-    for (uint32_t c0 = 0; c0 < cc; c0 += blockDim.x) {
-        uint32_t c = c0 + threadIdx.x;
-        uint2 cp   = make_uint2(0, 0);
-        unsigned is_gt = 0, is_eq = 0, packed, total;
-        if (c < cc) {
-            uint32_t key;
-            cp    = a.cpairs[cb + c];
-            key   = terse_topk_key(__uint_as_float(cp.y));
-            is_gt = key > thr;
-            is_eq = key == thr;
-        }
-        packed = terse_cu_block_exscan((is_eq << 16) | is_gt, sh, &total);
-        if (c < cc) {
-            unsigned gt_ex = packed & 0xffffu, eq_ex = packed >> 16;
-            long long tie  = (long long)(eq_run + eq_ex);
-            float v        = __uint_as_float(cp.y);
-            if (is_gt || (is_eq && (tie < allow))) {
-                unsigned pos = out_base + gt_run + gt_ex + (unsigned)((tie < allow) ? tie : allow);
-                uint8_t *p   = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
-                if (ALIGNED) {
-                    *(uint2 *)p = cp;
-                } else {
-                    terse_cu_st_u32(p, cp.x);
-                    terse_cu_st_u32(p + 4, cp.y);
-                }
-                if (a.res != NULL) {
-                    a.res[cp.x] = 0.0f;
-                }
-            } else {
-                left = left + (double)v * (double)v;
+    thr = a.sel->thr;
+    for (uint64_t tile = (uint64_t)blockIdx.x * (TK_THREADS / 32) + (threadIdx.x >> 5);
+         tile < a.ntiles; tile += nwarps) {
+        const unsigned long long w = a.tstat[tile];
+        const uint32_t off = TK_SEG_OFF(w), cnt = TK_SEG_CNT(w);
+        const unsigned out_base = a.tile_out[tile];
+        long long allow = (long long)a.sel->need - (long long)a.tile_eqbase[tile];
+        unsigned gt_run = 0, eq_run = 0;
+
+        allow = (allow < 0) ? 0 : allow;
+        for (uint32_t c0 = 0; c0 < cnt; c0 += 32) {
+            const uint32_t c = c0 + lane;
+            uint2 cp = make_uint2(0, 0);
+            unsigned gm, em;
+            int is_gt = 0, is_eq = 0;
+            if (c < cnt) {
+                uint32_t key;
+                cp    = a.cpairs[off + c];
+                key   = terse_topk_key(__uint_as_float(cp.y));
+                is_gt = key > thr;
+                is_eq = key == thr;
             }
+            gm = __ballot_sync(0xffffffffu, is_gt);
+            em = __ballot_sync(0xffffffffu, is_eq);
+            if (c < cnt) {
+                const long long tie = (long long)(eq_run + __popc(em & lt));
+                if (is_gt || (is_eq && (tie < allow))) {
+                    unsigned pos = out_base + gt_run + __popc(gm & lt) +
+                                   (unsigned)((tie < allow) ? tie : allow);
+                    uint8_t *p   = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
+                    if (ALIGNED) {
+                        *(uint2 *)p = cp;
+                    } else {
+                        terse_cu_st_u32(p, cp.x);
+                        terse_cu_st_u32(p + 4, cp.y);
+                    }
+                    if (a.res != NULL) {
+                        a.res[cp.x] = 0.0f;
+                    }
+                } else {
+                    const float v = __uint_as_float(cp.y);
+                    left = left + (double)v * (double)v;
+                }
+            }
+            gt_run += __popc(gm);
+            eq_run += __popc(em);
         }
-        gt_run += total & 0xffffu;
-        eq_run += total >> 16;
     }
     left = terse_cu_block_sum(left, shd);
     if ((threadIdx.x == 0) && (left != 0.0)) {
@@ -1184,11 +1172,9 @@ terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
         terse_rng_t r = ((rng != NULL) && (t->family == TERSE_TOPK_FAMILY_SAMPLED))
                             ? *rng
                             : terse_rng_make(0, TERSE_RNG_TEST, 0, 0, 0);
-        const uint64_t nchunk = (t->caps + TK_TILE - 1) / TK_TILE;
-        tk_args_t ac = a; /* the scan over candidate chunks instead of tiles */
+        const unsigned grid_w = tk_persist_grid((const void *)tk_tout<1>, (t->ntiles + 7) / 8);
         unsigned grid_s = terse_cu_blocks(t->caps, TK_THREADS);
         grid_s = (grid_s > 1024) ? 1024 : grid_s;
-        ac.ntiles = nchunk;
         tk_sample<<<1, 1024, 0, s>>>(a, r, (uint32_t)t->nsample, (uint32_t)t->ks, t->skeys,
                                      t->miss);
         tk_pass_s<<<tk_persist_grid((const void *)tk_pass_s, t->ntiles), TK_THREADS, 0, s>>>(a);
@@ -1199,12 +1185,12 @@ terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
         tk_walk<<<1, 1024, 0, s>>>(a, 1, 1);
         tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 2);
         tk_walk<<<1, 1024, 0, s>>>(a, 2, 1);
-        tk_cchunk_counts<<<(unsigned)nchunk, TK_THREADS, 0, s>>>(a);
-        tk_scan<<<1, 1024, 0, s>>>(ac, 1);
+        tk_tcounts<<<grid_w, TK_THREADS, 0, s>>>(a);
+        tk_scan<<<1, 1024, 0, s>>>(a, 1);
         if (((uintptr_t)pairs & 7u) == 0) {
-            tk_cchunk_out<1><<<(unsigned)nchunk, TK_THREADS, 0, s>>>(a, pairs);
+            tk_tout<1><<<grid_w, TK_THREADS, 0, s>>>(a, pairs);
         } else {
-            tk_cchunk_out<0><<<(unsigned)nchunk, TK_THREADS, 0, s>>>(a, pairs);
+            tk_tout<0><<<grid_w, TK_THREADS, 0, s>>>(a, pairs);
         }
     }
     tk_pass_a<<<grid_n, TK_THREADS, 0, s>>>(a);
