@@ -5,7 +5,8 @@
 # CUnit comes from the .deb files in .deps (dpkg -x into a prefix under /tmp) when the system
 # has none; real gradients from .data/gradients when present. compute-sanitizer (memcheck) runs
 # over the gpu tests when it is installed and GPU_ALL_SANITIZER is not 0; GPU_ALL_TESTS=0 skips
-# the tests, GPU_ALL_PROFILE="bench args" adds an Nsight Systems per-kernel table (prof*.csv). Budget: well under
+# the tests, GPU_ALL_PROFILE="bench args" adds an Nsight Systems per-kernel table (prof*.csv), or
+# ncu's (metrics GPU_ALL_NCU_METRICS, default gpu__time_duration.sum) where nsys is missing. Budget: well under
 # 8 minutes on an H100 (build ~1-2 min, tests ~1 min, benchmark ~1 min).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -83,7 +84,7 @@ if [ -n "${GPU_ALL_PROFILE:-}" ]; then
         ls "$OUT"/prof* >> "$OUT/summary.txt" 2>&1
     elif command -v ncu >/dev/null 2>&1; then
         log "ncu $GPU_ALL_PROFILE (no nsys)"
-        timeout 300 ncu --metrics gpu__time_duration.sum --csv "$BENCH" $GPU_ALL_PROFILE \
+        timeout 300 ncu --metrics "${GPU_ALL_NCU_METRICS:-gpu__time_duration.sum}" --csv "$BENCH" $GPU_ALL_PROFILE \
             > "$OUT/prof_ncu.csv" 2> "$OUT/prof_ncu.err"
     else
         log "neither nsys nor ncu on this machine: no per-kernel profile"
