@@ -7,16 +7,19 @@
  *              the lanes' partial dots, Q read through L1. VEC (cols and count multiples of 4,
  *              pointers aligned): 16-byte loads and stores (8-byte fp16 / bf16 input loads);
  *              otherwise scalar, in the same per-lane order (the same bits)
- *   ps_orth    one block: modified Gram-Schmidt twice per column, double dots reduced in a
- *              fixed order, the degenerate-column rule of powersgd.h; the columns in dynamic
- *              shared memory when they fit (sh_max), in the basis buffer otherwise
+ *   ps_orth    one block (PS_OB_ORTH threads): classical Gram-Schmidt twice, a column's
+ *              dots against the earlier columns (and its norm) in one vector reduction of
+ *              doubles a pass, the norm after the second pass by Pythagoras (2 barriers a
+ *              column), a fixed order; a degenerate column (powersgd.h) takes the CPU's
+ *              per-column modified Gram-Schmidt; the columns in dynamic shared memory when
+ *              they fit (sh_max), in basis otherwise
  *   ps_mtp     Q partials per (column tile, row chunk), a thread summing its columns over the
  *              chunk's rows in order (4 columns with 16-byte loads up to rank 8 when VEC, one
  *              otherwise), then ps_mtp_sum adds the chunks in order (deterministic split-K
  *              without atomics; chunk loads unrolled)
  *   ps_sub     ps_mq's shape: residual = M - P^ Q^T (same per-element order as the CPU)
- *   ps_keep    one block, warm start: Q <- summed Q with unit columns (staged in shared memory
- *              when it fits)
+ *   ps_keep    one block (PS_OB_KEEP threads), warm start: Q <- summed Q with unit columns, the r
+ *              norms in one vector reduction (staged in shared memory when it fits)
  *   ps_write   out = scale P^ Q^T: 2-D tiles, a thread owns 4 columns (their Q in registers)
  *              and walks rows; VEC: one 16-byte (8-byte fp16 / bf16) store per lane and row
  * The vector paths change load widths, never the arithmetic: results do not depend on them.
@@ -291,6 +294,11 @@ ps_fix_compress(ps_dev_t *dev, float *p, uint64_t plen, float *res, uint64_t cou
 }
 
 /* ---------------------------------------------------------------- orthonormalisation */
+/* Threads of the one-block kernels: as many as their registers allow (the rank-sized vectors
+ * of doubles), for the warps that hide the latency of their per-thread element loops. */
+#define PS_OB_ORTH(_rm) (((_rm) <= 8) ? 512 : 256)
+#define PS_OB_KEEP(_rm) (((_rm) <= 8) ? 1024 : 256)
+
 __device__ __forceinline__ double
 ps_ddot(const float *a, const float *b, uint64_t len, double *sh)
 {
@@ -319,51 +327,206 @@ ps_project_out(float *a, uint64_t len, int c, double *sh)
     }
 }
 
+/* Warp reduce-scatter of P (a power of two, <= 32) doubles a lane: each step halves the vector,
+ * a lane keeping the half its offset bit selects and adding its partner's copy of it (P - 1
+ * shuffles instead of 5 P), then the last steps sum the one value left. Lane l returns the warp
+ * sum of element l / (32 / P); a fixed order, so every run gives the same bits. */
+template <int P>
+__device__ __forceinline__ double
+ps_warp_rs(double *v, int lane)
+{
+#pragma unroll
+    for (int k = 0; (P >> (k + 1)) >= 1; ++k) {
+        const int h = P >> (k + 1), o = 16 >> k, hi = (lane & o) != 0;
+#pragma unroll
+        for (int i = 0; i < h; ++i) {
+            const double send = hi ? v[i] : v[i + h];
+            const double keep = hi ? v[i + h] : v[i];
+            v[i]              = keep + __shfl_xor_sync(0xffffffffu, send, o);
+        }
+    }
+    double s = v[0];
+#pragma unroll
+    for (int o = 16 / P; o >= 1; o >>= 1) {
+        s = s + __shfl_xor_sync(0xffffffffu, s, o);
+    }
+    return s;
+}
+
+/* Block sum of the P doubles v of every thread (NW warps, all threads call it):
+ * tot[j] = the sum over the block of v[j], the same bits in every thread. One barrier: the
+ * warps' sums go to buf[warp][j], then lane j of every warp adds the NW of them in warp
+ * order and the warp broadcasts the P totals. buf is read after the barrier, so the caller
+ * alternates two buffers: a call's writes to buf come after the barrier of the call between,
+ * which every thread reaches only once done reading buf of the call before. */
+template <int P, int NW>
+__device__ __forceinline__ void
+ps_block_vsum(double *v, double *buf, double *tot)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    double s = ps_warp_rs<P>(v, lane);
+
+    if ((lane & (32 / P - 1)) == 0) {
+        buf[warp * P + lane / (32 / P)] = s;
+    }
+    __syncthreads();
+    s = 0.0;
+    if (lane < P) {
+#pragma unroll
+        for (int w = 0; w < NW; ++w) {
+            s = s + buf[w * P + lane];
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < P; ++j) {
+        tot[j] = __shfl_sync(0xffffffffu, s, j);
+    }
+}
+
 /* Dynamic shared memory of the one-block kernels (SH = 1): their working copy, so the many
  * dependent passes of Gram-Schmidt and the warm start wait on shared memory, not on L2. */
-extern __shared__ float ps_dyn[];
+extern __shared__ __align__(16) float ps_dyn[];
 
-/* n floats of src to dst (and to dst2 when not NULL), four independent loads in flight per
- * thread; *bad_p |= some value is not finite. Every thread of the block calls it. */
+/* n floats of src to dst (and to dst2 when not NULL), eight loads in flight per thread, 16-byte
+ * ones when every pointer is aligned and n a multiple of 4 (the same values either way: the
+ * callers' barrier follows); *bad_p |= some value is not finite. Every thread of the block
+ * calls it. */
 __device__ __forceinline__ void
 ps_stage(const float *src, float *dst, float *dst2, uint64_t n, int *bad_p)
 {
+    const uint64_t nt = blockDim.x;
     int bad = 0;
 
-    for (uint64_t t0 = threadIdx.x; t0 < n; t0 += 4 * (uint64_t)blockDim.x) {
-        float x[4];
+    if (((((uintptr_t)src | (uintptr_t)dst | (uintptr_t)dst2) & 15) == 0) && ((n & 3) == 0)) {
+        const float4 *s4 = (const float4 *)src;
+        float4 *d4 = (float4 *)dst, *e4 = (float4 *)dst2;
+        for (uint64_t t0 = threadIdx.x; t0 < n / 4; t0 += 8 * nt) {
+            float4 x[8];
 #pragma unroll
-        for (int u = 0; u < 4; ++u) {
-            uint64_t t = t0 + (uint64_t)u * blockDim.x;
-            x[u]       = (t < n) ? src[t] : 0.0f;
-        }
+            for (int u = 0; u < 8; ++u) {
+                uint64_t t = t0 + (uint64_t)u * nt;
+                x[u]       = (t < n / 4) ? s4[t] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
 #pragma unroll
-        for (int u = 0; u < 4; ++u) {
-            uint64_t t = t0 + (uint64_t)u * blockDim.x;
-            if (t < n) {
-                dst[t] = x[u];
-                if (dst2 != NULL) {
-                    dst2[t] = x[u];
+            for (int u = 0; u < 8; ++u) {
+                uint64_t t = t0 + (uint64_t)u * nt;
+                if (t < n / 4) {
+                    d4[t] = x[u];
+                    if (dst2 != NULL) {
+                        e4[t] = x[u];
+                    }
+                    bad |= !terse_cu_isfinite(x[u].x) | !terse_cu_isfinite(x[u].y) |
+                           !terse_cu_isfinite(x[u].z) | !terse_cu_isfinite(x[u].w);
                 }
-                bad |= !terse_cu_isfinite(x[u]);
+            }
+        }
+    } else {
+        for (uint64_t t0 = threadIdx.x; t0 < n; t0 += 8 * nt) {
+            float x[8];
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                uint64_t t = t0 + (uint64_t)u * nt;
+                x[u]       = (t < n) ? src[t] : 0.0f;
+            }
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                uint64_t t = t0 + (uint64_t)u * nt;
+                if (t < n) {
+                    dst[t] = x[u];
+                    if (dst2 != NULL) {
+                        dst2[t] = x[u];
+                    }
+                    bad |= !terse_cu_isfinite(x[u]);
+                }
             }
         }
     }
     *bad_p |= bad;
 }
 
-/* One block: basis = orth(summed), or dev->bad when summed is not finite. SH: the columns are
- * worked on in ps_dyn (r * len floats) and copied to basis at the end; basis gets summed at
- * the start either way, as without SH. */
-template <int SH>
-__global__ void __launch_bounds__(1024)
+/* Column c of a (columns 0 .. c - 1 orthonormal) is degenerate: the per-column path of the
+ * CPU reference (powersgd.h): the unit vector e_t maximising 1 - sum_j a_j[t]^2, lowest t on
+ * ties, modified Gram-Schmidt twice against columns 0 .. c - 1; returns its norm. */
+__device__ __noinline__ double
+ps_orth_degenerate(float *a, uint64_t len, int c, double *sh, double *sw, uint64_t *st_)
+{
+    float *ac = a + (uint64_t)c * len;
+    double bw = -1.0;
+    uint64_t bt = 0;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+
+    for (uint64_t t = threadIdx.x; t < len; t += blockDim.x) {
+        double w = 1.0;
+        for (int j = 0; j < c; ++j) {
+            double x = (double)a[(uint64_t)j * len + t];
+            w        = w - x * x;
+        }
+        if (w > bw) {
+            bw = w;
+            bt = t;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        double w2   = __shfl_xor_sync(0xffffffffu, bw, o);
+        uint64_t t2 = __shfl_xor_sync(0xffffffffu, bt, o);
+        if ((w2 > bw) || ((w2 == bw) && (t2 < bt))) {
+            bw = w2;
+            bt = t2;
+        }
+    }
+    __syncthreads();
+    if (lane == 0) {
+        sw[warp]  = bw;
+        st_[warp] = bt;
+    }
+    __syncthreads();
+    bw = sw[0];
+    bt = st_[0];
+    for (int w = 1; w < nw; ++w) {
+        if ((sw[w] > bw) || ((sw[w] == bw) && (st_[w] < bt))) {
+            bw = sw[w];
+            bt = st_[w];
+        }
+    }
+    for (uint64_t t = threadIdx.x; t < len; t += blockDim.x) {
+        ac[t] = (t == bt) ? 1.0f : 0.0f;
+    }
+    __syncthreads();
+    ps_project_out(a, len, c, sh);
+    return sqrt(ps_ddot(ac, ac, len, sh));
+}
+
+/* One block of PS_OB_ORTH(RM) threads: basis = orth(summed), or dev->bad when summed is not
+ * finite. SH: the columns are worked on in ps_dyn (r * len floats) and copied to basis at the
+ * end; basis gets summed at the start either way, as without SH.
+ *
+ * Classical Gram-Schmidt twice (CGS2), the same basis as the CPU's modified Gram-Schmidt twice
+ * up to rounding and as safe (both keep orthogonality at working precision while the column
+ * is not numerically dependent, which the degenerate rule catches), with 2 block reductions a
+ * column instead of 2 + 2 c. Column c (c >= 1), dots in double, updates in float in j order:
+ *   R1  d_j = a_j . a_c (j < c), n0^2 = a_c . a_c     one vector reduction
+ *       a_c' = a_c - sum_j d_j a_j; then e_j = a_j . a_c' (j < c), s = a_c' . a_c'
+ *   R2  the e_j and s                                  one vector reduction
+ *       nc^2 = s - sum_j e_j^2 (Pythagoras: a_c'' = a_c' - sum_j e_j a_j, a_j orthonormal);
+ *       under 2e-6 n0 (cancellation, or near the 1e-6 threshold) a_c'' is formed and nc is its
+ *       reduced norm instead, so the degenerate decision reads the norm of the vector itself
+ *   a_c = a_c'' / nc, fused with R1 of column c + 1.
+ * A degenerate column (n0 0 or not finite, nc <= 1e-6 n0) takes the per-column path of the CPU
+ * (ps_orth_degenerate), and the next column starts with its own R1. Every thread works on its
+ * own elements t = threadIdx.x + k B of every column, so the only barriers of the common
+ * path are those of the reductions. */
+template <int RM, int SH>
+__global__ void __launch_bounds__(PS_OB_ORTH(RM))
 ps_orth(const float *summed, float *basis, uint64_t len, int r, ps_dev_t *dev)
 {
+    constexpr int B = PS_OB_ORTH(RM);
     __shared__ double sh[32];
     __shared__ double sw[32];
     __shared__ uint64_t st_[32];
+    __shared__ double red[2][(B / 32) * RM];
     float *a = SH ? ps_dyn : basis;
-    int bad  = 0;
+    int bad = 0, rb = 0, have = 0;
+    double tot[RM]; /* R1 of column c: tot[j] = a_j . a_c (j < c), tot[RM - 1] = a_c . a_c */
 
     if (dev->bad) {
         return;
@@ -377,64 +540,150 @@ ps_orth(const float *summed, float *basis, uint64_t len, int r, ps_dev_t *dev)
     }
     for (int c = 0; c < r; ++c) {
         float *ac = a + (uint64_t)c * len;
-        double n0 = sqrt(ps_ddot(ac, ac, len, sh)), nc;
-        ps_project_out(a, len, c, sh);
-        nc = sqrt(ps_ddot(ac, ac, len, sh));
-        if (!(n0 > 0.0) || !(n0 - n0 == 0.0) || !(nc > 1e-6 * n0)) {
-            /* the unit vector e_t maximising 1 - sum_j a_j[t]^2, lowest t on ties */
-            double bw = -1.0;
-            uint64_t bt = 0;
-            int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-            for (uint64_t t = threadIdx.x; t < len; t += blockDim.x) {
-                double w = 1.0;
-                for (int j = 0; j < c; ++j) {
-                    double x = (double)a[(uint64_t)j * len + t];
-                    w        = w - x * x;
+        float g[RM]; /* the pass-2 coefficients -e_j while not yet applied (pending) */
+        double n0, nc = 0.0;
+        int degen, pending = 0;
+
+        if (!have) {
+            double v[RM];
+#pragma unroll
+            for (int j = 0; j < RM; ++j) {
+                v[j] = 0.0;
+            }
+            for (uint64_t t = threadIdx.x; t < len; t += B) {
+                const double x = (double)ac[t];
+#pragma unroll
+                for (int j = 0; j < RM - 1; ++j) {
+                    if (j < c) {
+                        v[j] = v[j] + (double)a[(uint64_t)j * len + t] * x;
+                    }
                 }
-                if (w > bw) {
-                    bw = w;
-                    bt = t;
-                }
+                v[RM - 1] = v[RM - 1] + x * x;
             }
-            for (int o = 16; o > 0; o >>= 1) {
-                double w2   = __shfl_xor_sync(0xffffffffu, bw, o);
-                uint64_t t2 = __shfl_xor_sync(0xffffffffu, bt, o);
-                if ((w2 > bw) || ((w2 == bw) && (t2 < bt))) {
-                    bw = w2;
-                    bt = t2;
-                }
-            }
-            __syncthreads();
-            if (lane == 0) {
-                sw[warp]  = bw;
-                st_[warp] = bt;
-            }
-            __syncthreads();
-            bw = sw[0];
-            bt = st_[0];
-            for (int w = 1; w < nw; ++w) {
-                if ((sw[w] > bw) || ((sw[w] == bw) && (st_[w] < bt))) {
-                    bw = sw[w];
-                    bt = st_[w];
-                }
-            }
-            for (uint64_t t = threadIdx.x; t < len; t += blockDim.x) {
-                ac[t] = (t == bt) ? 1.0f : 0.0f;
-            }
-            __syncthreads();
-            ps_project_out(a, len, c, sh);
-            nc = sqrt(ps_ddot(ac, ac, len, sh));
+            ps_block_vsum<RM, B / 32>(v, red[rb], tot);
+            rb ^= 1;
         }
-        {
-            float inv = (float)(1.0 / nc);
-            for (uint64_t t = threadIdx.x; t < len; t += blockDim.x) {
-                ac[t] = ac[t] * inv;
+        have  = 0;
+        n0    = sqrt(tot[RM - 1]);
+        degen = !(n0 > 0.0) || !(n0 - n0 == 0.0);
+        if (!degen && (c == 0)) {
+            nc = n0; /* nothing to project out: the CPU's second norm is the first */
+        } else if (!degen) {
+            float f[RM];
+            double v[RM], e[RM], e2 = 0.0, ncsq;
+#pragma unroll
+            for (int j = 0; j < RM; ++j) {
+                f[j] = (j < c) ? (float)-tot[j] : 0.0f;
+                v[j] = 0.0;
             }
-            __syncthreads();
+            for (uint64_t t = threadIdx.x; t < len; t += B) {
+                float aj[RM], x = ac[t];
+                double xd;
+#pragma unroll
+                for (int j = 0; j < RM - 1; ++j) {
+                    if (j < c) {
+                        aj[j] = a[(uint64_t)j * len + t];
+                        x     = x + f[j] * aj[j];
+                    }
+                }
+                ac[t] = x;
+                xd    = (double)x;
+#pragma unroll
+                for (int j = 0; j < RM - 1; ++j) {
+                    if (j < c) {
+                        v[j] = v[j] + (double)aj[j] * xd;
+                    }
+                }
+                v[RM - 1] = v[RM - 1] + xd * xd;
+            }
+            ps_block_vsum<RM, B / 32>(v, red[rb], e);
+            rb ^= 1;
+#pragma unroll
+            for (int j = 0; j < RM - 1; ++j) {
+                g[j] = (j < c) ? (float)-e[j] : 0.0f;
+                if (j < c) {
+                    e2 = e2 + e[j] * e[j];
+                }
+            }
+            ncsq = e[RM - 1] - e2;
+            if (ncsq > 4e-12 * tot[RM - 1]) {
+                nc      = sqrt(ncsq);
+                pending = 1;
+            } else {
+                double s = 0.0;
+                for (uint64_t t = threadIdx.x; t < len; t += B) {
+                    float x = ac[t];
+#pragma unroll
+                    for (int j = 0; j < RM - 1; ++j) {
+                        if (j < c) {
+                            x = x + g[j] * a[(uint64_t)j * len + t];
+                        }
+                    }
+                    ac[t] = x;
+                    s     = s + (double)x * (double)x;
+                }
+                nc = sqrt(terse_cu_block_sum(s, sh));
+            }
+            degen = !(nc > 1e-6 * n0);
+        }
+        if (degen) {
+            nc = ps_orth_degenerate(a, len, c, sh, sw, st_);
+            {
+                float inv = (float)(1.0 / nc);
+                for (uint64_t t = threadIdx.x; t < len; t += B) {
+                    ac[t] = ac[t] * inv;
+                }
+                __syncthreads();
+            }
+        } else {
+            /* a_c'' (when pending), a_c = a_c'' / nc, and R1 of column c + 1 from the same
+             * registers: the same operations, in the same order, as two passes */
+            const float inv = (float)(1.0 / nc);
+            const int next  = (c + 1 < r);
+            const float *an = ac + len;
+            double v[RM];
+#pragma unroll
+            for (int j = 0; j < RM; ++j) {
+                v[j] = 0.0;
+            }
+            for (uint64_t t = threadIdx.x; t < len; t += B) {
+                float aj[RM], x = ac[t];
+#pragma unroll
+                for (int j = 0; j < RM - 1; ++j) {
+                    if (j < c) {
+                        aj[j] = a[(uint64_t)j * len + t];
+                        if (pending) {
+                            x = x + g[j] * aj[j];
+                        }
+                    }
+                }
+                x     = x * inv;
+                ac[t] = x;
+                if (next) {
+                    const double y = (double)an[t];
+#pragma unroll
+                    for (int j = 0; j < RM - 1; ++j) {
+                        if (j < c) {
+                            v[j] = v[j] + (double)aj[j] * y;
+                        } else if (j == c) {
+                            v[j] = v[j] + (double)x * y;
+                        }
+                    }
+                    v[RM - 1] = v[RM - 1] + y * y;
+                }
+            }
+            if (next) {
+                ps_block_vsum<RM, B / 32>(v, red[rb], tot);
+                rb ^= 1;
+                have = 1;
+            }
         }
     }
     if (SH) {
-        for (uint64_t t = threadIdx.x; t < (uint64_t)r * len; t += blockDim.x) {
+        /* the flat copy crosses the per-column ownership of the elements (len is not a
+         * multiple of B in general): the last column's writes must be visible */
+        __syncthreads();
+        for (uint64_t t = threadIdx.x; t < (uint64_t)r * len; t += B) {
             basis[t] = a[t];
         }
     }
@@ -660,13 +909,16 @@ ps_init_q(float *q, uint64_t n, terse_rng_t rng)
     }
 }
 
-/* One block: decides dec_bad, then the warm start of Q. SH: the summed Q is staged in ps_dyn
- * (r * cols floats) by the finiteness pass, and the norms and the scaling read it there. */
-template <int SH>
-__global__ void __launch_bounds__(1024)
+/* One block of PS_OB_KEEP(RM) threads: decides dec_bad, then the warm start of Q. SH: the
+ * summed Q is staged in ps_dyn (r * cols floats) by the finiteness pass, and the norms and
+ * the scaling read it there. The r column norms are one vector reduction (ps_block_vsum); a
+ * column of norm 0 leaves that column of Q as it is. */
+template <int RM, int SH>
+__global__ void __launch_bounds__(PS_OB_KEEP(RM))
 ps_keep(const float *qs, float *q, ps_shape_t s, terse_rng_t rng, ps_dev_t *dev)
 {
-    __shared__ double sh[32];
+    constexpr int B = PS_OB_KEEP(RM);
+    __shared__ double red[(B / 32) * RM];
     const uint64_t n = (uint64_t)s.r * s.cols;
     const float *f   = SH ? ps_dyn : qs;
     int bad          = !dev->basis_ok;
@@ -674,22 +926,38 @@ ps_keep(const float *qs, float *q, ps_shape_t s, terse_rng_t rng, ps_dev_t *dev)
     if (SH) {
         ps_stage(qs, ps_dyn, NULL, n, &bad);
     } else {
-        for (uint64_t t = threadIdx.x; t < n; t += blockDim.x) {
+        for (uint64_t t = threadIdx.x; t < n; t += B) {
             bad |= !terse_cu_isfinite(qs[t]);
         }
     }
     bad = __syncthreads_or(bad); /* also the barrier after staging */
     if (bad) {
-        for (uint64_t t = threadIdx.x; t < n; t += blockDim.x) {
+        for (uint64_t t = threadIdx.x; t < n; t += B) {
             q[t] = terse_psgd_init_q(&rng, t);
         }
     } else {
-        for (int k = 0; k < s.r; ++k) {
-            const float *fk = f + (uint64_t)k * s.cols;
-            double nrm      = sqrt(ps_ddot(fk, fk, s.cols, sh));
-            if (nrm > 0.0) {
-                float inv = (float)(1.0 / nrm);
-                for (uint64_t j = threadIdx.x; j < s.cols; j += blockDim.x) {
+        double v[RM], nsq[RM];
+#pragma unroll
+        for (int k = 0; k < RM; ++k) {
+            v[k] = 0.0;
+        }
+        for (uint64_t j = threadIdx.x; j < s.cols; j += B) {
+#pragma unroll
+            for (int k = 0; k < RM; ++k) {
+                if (k < s.r) {
+                    const double x = (double)f[(uint64_t)k * s.cols + j];
+                    v[k]           = v[k] + x * x;
+                }
+            }
+        }
+        ps_block_vsum<RM, B / 32>(v, red, nsq);
+#pragma unroll
+        for (int k = 0; k < RM; ++k) {
+            const double nrm = sqrt(nsq[k]);
+            if ((k < s.r) && (nrm > 0.0)) {
+                const float *fk = f + (uint64_t)k * s.cols;
+                const float inv = (float)(1.0 / nrm);
+                for (uint64_t j = threadIdx.x; j < s.cols; j += B) {
                     q[(uint64_t)k * s.cols + j] = fk[j] * inv;
                 }
             }
@@ -818,9 +1086,18 @@ ps_esize(terse_dtype_t dtype)
     return (dtype == TERSE_FLOAT32) ? 4 : 2;
 }
 
+/* Sets the dynamic shared memory limit of the RM instances of ps_orth<RM, 1> and ps_keep<RM, 1>;
+ * 0 on failure. */
+#define PS_SET_SH(_rm, _lim)                                                                   \
+    ((cudaFuncSetAttribute(ps_orth<_rm, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,       \
+                           (int)(_lim)) == cudaSuccess) &&                                     \
+     (cudaFuncSetAttribute(ps_keep<_rm, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,       \
+                           (int)(_lim)) == cudaSuccess))
+
 /* The dynamic shared memory the one-block kernels may ask for on the current device: the
- * device's opt-in limit less room for their static arrays, the same on every call so that one
- * instance never lowers the limit another relies on; 0 (global memory) when it cannot be had. */
+ * device's opt-in limit less room for their static arrays (under 5 KiB: ps_orth<32>'s two
+ * reduction buffers are 4 KiB), the same on every call so that one instance never lowers the
+ * limit another relies on; 0 (global memory) when it cannot be had. */
 static size_t
 ps_sh_max(void)
 {
@@ -830,15 +1107,12 @@ ps_sh_max(void)
     if ((cudaGetDevice(&dev) != cudaSuccess) ||
         (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
          cudaSuccess) ||
-        (optin <= 4096)) {
+        (optin <= 8192)) {
         (void)cudaGetLastError();
         return 0;
     }
-    lim = (size_t)optin - 4096;
-    if ((cudaFuncSetAttribute(ps_orth<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)lim) !=
-         cudaSuccess) ||
-        (cudaFuncSetAttribute(ps_keep<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)lim) !=
-         cudaSuccess)) {
+    lim = (size_t)optin - 8192;
+    if (!PS_SET_SH(4, lim) || !PS_SET_SH(8, lim) || !PS_SET_SH(16, lim) || !PS_SET_SH(32, lim)) {
         (void)cudaGetLastError();
         return 0;
     }
@@ -1015,13 +1289,19 @@ terse__cmp_psgd_cuda_stage(void *cuda, unsigned stage, const void *summed, size_
     }
     c->next = 2;
     sh      = ps_shape(c);
-    if (c->rank * c->rows * sizeof(float) <= c->sh_max) {
-        ps_orth<1><<<1, 1024, c->rank * c->rows * sizeof(float), s>>>(
-            (const float *)summed, c->basis, c->rows, (int)c->rank, c->dev);
-    } else {
-        ps_orth<0><<<1, 1024, 0, s>>>((const float *)summed, c->basis, c->rows, (int)c->rank,
-                                      c->dev);
-    }
+#define PS_ORTH(_rm)                                                                           \
+    do {                                                                                       \
+        const size_t shb_ = c->rank * c->rows * sizeof(float);                                 \
+        if (shb_ <= c->sh_max) {                                                               \
+            ps_orth<_rm, 1><<<1, PS_OB_ORTH(_rm), shb_, s>>>((const float *)summed, c->basis,  \
+                                                             c->rows, (int)c->rank, c->dev);   \
+        } else {                                                                               \
+            ps_orth<_rm, 0><<<1, PS_OB_ORTH(_rm), 0, s>>>((const float *)summed, c->basis,     \
+                                                          c->rows, (int)c->rank, c->dev);      \
+        }                                                                                      \
+    } while (0)
+    PS_BY_RANK(c->rank, PS_ORTH);
+#undef PS_ORTH
     /* 4 columns a thread up to rank 8 (4 x 8 sums in registers), one column above */
     vec = (c->rank <= 8) && ps_vec(c, c->m, 16, c->partial, 16);
 #define PS_MTP(_rm, _v, _bs)                                                                   \
@@ -1088,13 +1368,19 @@ terse__cmp_psgd_cuda_decompress(void *cuda, const void *in, size_t in_bytes, flo
         return TERSE_ERR_USAGE;
     }
     /* decompress may repeat on the same step with the same bits (powersgd.h) */
-    if (c->rank * c->cols * sizeof(float) <= c->sh_max) {
-        ps_keep<1><<<1, 1024, c->rank * c->cols * sizeof(float), s>>>(
-            (const float *)in, c->q, ps_shape(c), ps_q_rng(c), c->dev);
-    } else {
-        ps_keep<0><<<1, 1024, 0, s>>>((const float *)in, c->q, ps_shape(c), ps_q_rng(c),
-                                      c->dev);
-    }
+#define PS_KEEP(_rm)                                                                           \
+    do {                                                                                       \
+        const size_t shb_ = c->rank * c->cols * sizeof(float);                                 \
+        if (shb_ <= c->sh_max) {                                                               \
+            ps_keep<_rm, 1><<<1, PS_OB_KEEP(_rm), shb_, s>>>((const float *)in, c->q,          \
+                                                             ps_shape(c), ps_q_rng(c), c->dev);\
+        } else {                                                                               \
+            ps_keep<_rm, 0><<<1, PS_OB_KEEP(_rm), 0, s>>>((const float *)in, c->q, ps_shape(c),\
+                                                          ps_q_rng(c), c->dev);                \
+        }                                                                                      \
+    } while (0)
+    PS_BY_RANK(c->rank, PS_KEEP);
+#undef PS_KEEP
     gx  = terse_cu_blocks(TERSE_DIV_UP(c->cols, 4), PS_WX);
     gy  = terse_cu_blocks(c->rows, PS_WY);
     gy  = TERSE_MIN(gy, TERSE_MAX(1u, PS_WGRID / gx));
