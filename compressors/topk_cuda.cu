@@ -62,7 +62,7 @@ typedef struct tk_sel {
     uint32_t ncand;
     uint32_t sthr; /* sampled threshold */
     uint32_t mode; /* 0 exact path; 1 sampled path succeeded; 2 sampled path fell back */
-    uint32_t cand_next; /* sampled pass: candidates reserved so far */
+    uint32_t over_next; /* sampled pass: overflow pairs reserved so far */
 } tk_sel_t;
 
 typedef struct tk_cuda {
@@ -80,9 +80,12 @@ typedef struct tk_cuda {
     uint32_t        *tile_eqbase;
     uint32_t        *tile_out;
     uint32_t        *cand;
-    unsigned long long *tstat;    /* sampled path: per-tile look-back words (cleared) */
-    uint2           *cpairs;      /* sampled path: (index, value) of the candidates */
-    size_t           caps;        /* capacity of cpairs */
+    unsigned long long *segs;     /* sampled path: a segment word per chunk (TK_SEG_*) */
+    uint2           *slots;       /* sampled path: slot_n pairs per chunk */
+    uint2           *over;        /* sampled path: chunks with more than slot_n candidates */
+    uint2           *cpairs;      /* sampled path: (index, value) of the candidates, index order */
+    size_t           caps;        /* capacity of over and of cpairs */
+    size_t           nchunks, slot_n;
     uint32_t        *skeys;       /* sampled path: the sample's keys */
     size_t           nsample, ks; /* draws, and the rank of the threshold among them */
     int              miss;        /* tests: the sample always misses (terse__cmp_topk_cuda_tune) */
@@ -99,9 +102,9 @@ typedef struct tk_args {
     uint64_t         ntiles;
     tk_sel_t        *sel;
     uint32_t        *tile_above, *tile_gtin, *tile_eq, *tile_eqbase, *tile_out, *cand;
-    unsigned long long *tstat;
-    uint2           *cpairs;
-    uint64_t         caps;
+    unsigned long long *segs;
+    uint2           *slots, *over, *cpairs;
+    uint64_t         caps, nchunks, slot_n;
     terse_cu_stat_t *stat;
 } tk_args_t;
 
@@ -615,61 +618,68 @@ tk_sample(tk_args_t a, terse_rng_t rng, uint32_t m, uint32_t ks, uint32_t *skeys
     }
 }
 
-/* Candidate segments of the sampled pass: tstat[tile] = offset << 32 | count. */
-#define TK_SEG_OFF(w) ((uint32_t)((w) >> 32))
-#define TK_SEG_CNT(w) ((uint32_t)((w) & 0xffffffffu))
+/* Segment word of a chunk of the sampled pass: where its candidates went, and how many. */
+#define TK_CHUNK        (32 * TK_PER)        /* values of a warp's chunk */
+#define TK_CPT          (TK_TILE / TK_CHUNK) /* chunks of a tile */
+#define TK_SEG_OVER     (1ull << 31)         /* in the overflow buffer (else in its slots) */
+#define TK_SEG_OFF(w)   ((uint32_t)((w) >> 32))
+#define TK_SEG_CNT(w)   ((uint32_t)((w) & 0x7fffffffu))
 
-/* The sampled pass, persistent blocks striding over the tiles: v = in + residual (into the
- * residual), finiteness, the energy of the values below the sampled threshold, and the values
- * at or above it written as (index, value) pairs, in index order, into one segment per tile
- * that a single atomicAdd reserves; the tile's segment goes to tstat. No block ever waits on
- * another (an in-order look-back made every block wait about a microsecond a tile: 546 us for
- * 100 M values); the later kernels walk the segments in tile order, so the output is still in
- * index order. Warp w of a tile owns values [w * 512, (w + 1) * 512), 16 per lane. */
+/* The sampled pass; warps are independent (no block barrier in the loop), each striding over
+ * chunks of TK_CHUNK values: v = in + residual (into the residual), finiteness, the energy of
+ * the values below the sampled threshold, and the values at or above it written as (index,
+ * value) pairs, in index order, into the chunk's slot_n slots, or, when more, into the
+ * overflow buffer at an offset one atomicAdd reserves; the chunk's segment word says where.
+ * Lane l holds values base + r * 32 + l (r < TK_PER). Earlier designs made each block of 8
+ * warps agree on a tile's offset (an in-order look-back, then one atomic per tile): the barrier
+ * and the wait left too few loads in flight (419-546 us for 100 M values, ~1 TB/s). */
 __global__ void __launch_bounds__(TK_THREADS)
 tk_pass_s(tk_args_t a)
 {
-    __shared__ unsigned swc[TK_THREADS / 32];
-    __shared__ unsigned s_off;
     __shared__ double shd[32];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int lane = threadIdx.x & 31;
     const unsigned lt = (1u << lane) - 1u;
     const uint32_t sthr = a.sel->sthr;
+    const uint64_t nwarps = (uint64_t)gridDim.x * (TK_THREADS / 32);
     double tot = 0.0;
     int bad = 0;
 
-    for (uint64_t tile = blockIdx.x; tile < a.ntiles; tile += gridDim.x) {
-        const uint64_t base = tile * TK_TILE + (uint64_t)warp * (32 * TK_PER);
-        uint64_t run;
+    for (uint64_t ch = (uint64_t)blockIdx.x * (TK_THREADS / 32) + (threadIdx.x >> 5);
+         ch < a.nchunks; ch += nwarps) {
+        /* 32-bit offsets within the chunk keep the loop in registers */
+        const uint64_t base = ch * TK_CHUNK;
+        const uint32_t rem  = (uint32_t)TERSE_MIN(a.n - base, (uint64_t)TK_CHUNK);
         float x[TK_PER];
-        unsigned cnt = 0, woff = 0, total = 0;
+        unsigned cnt = 0, off, over = 0, run = 0;
+        uint32_t lim;
+        uint2 *dst;
 
         /* all loads first: 16 in flight per lane (32 with the residual) */
         if (a.res != NULL) {
+            float *rp = a.res + base;
 #pragma unroll
             for (int r = 0; r < TK_PER; ++r) {
-                const uint64_t i = base + (uint64_t)r * 32 + lane;
-                x[r] = (i < a.n) ? a.res[i] + terse_cu_load(a.in, (terse_dtype_t)a.dtype, i)
+                const uint32_t j = (uint32_t)r * 32 + lane;
+                x[r] = (j < rem) ? rp[j] + terse_cu_load(a.in, (terse_dtype_t)a.dtype, base + j)
                                  : 0.0f;
             }
 #pragma unroll
             for (int r = 0; r < TK_PER; ++r) {
-                const uint64_t i = base + (uint64_t)r * 32 + lane;
-                if (i < a.n) {
-                    a.res[i] = x[r];
+                const uint32_t j = (uint32_t)r * 32 + lane;
+                if (j < rem) {
+                    rp[j] = x[r];
                 }
             }
         } else {
 #pragma unroll
             for (int r = 0; r < TK_PER; ++r) {
-                const uint64_t i = base + (uint64_t)r * 32 + lane;
-                x[r] = (i < a.n) ? tk_v(a, i) : 0.0f;
+                const uint32_t j = (uint32_t)r * 32 + lane;
+                x[r] = (j < rem) ? tk_v(a, base + j) : 0.0f;
             }
         }
 #pragma unroll
         for (int r = 0; r < TK_PER; ++r) {
-            const uint64_t i = base + (uint64_t)r * 32 + lane;
-            const int in_range = i < a.n;
+            const int in_range = ((uint32_t)r * 32 + lane) < rem;
             const int cand = in_range && (terse_topk_key(x[r]) >= sthr);
             cnt += __popc(__ballot_sync(0xffffffffu, cand));
             bad |= in_range && !terse_cu_isfinite(x[r]);
@@ -677,36 +687,32 @@ tk_pass_s(tk_args_t a)
                 tot = tot + (double)x[r] * (double)x[r];
             }
         }
-        if (lane == 0) {
-            swc[warp] = cnt;
+        if (cnt <= a.slot_n) {
+            off = (unsigned)(ch * a.slot_n);
+            dst = a.slots + off;
+            lim = (uint32_t)a.slot_n;
+        } else {
+            /* the sum of all reservations is at most n < 2^32 */
+            off  = (lane == 0) ? atomicAdd(&a.sel->over_next, cnt) : 0u;
+            off  = __shfl_sync(0xffffffffu, off, 0);
+            over = 1;
+            dst  = a.over + off;
+            lim  = (off < a.caps) ? (uint32_t)TERSE_MIN(a.caps - off, (uint64_t)TK_CHUNK) : 0u;
         }
-        __syncthreads();
-        for (int w = 0; w < TK_THREADS / 32; ++w) {
-            woff += (w < warp) ? swc[w] : 0u;
-            total += swc[w];
-        }
-        if (threadIdx.x == 0) {
-            /* the sum of all reservations is the candidate count <= n < 2^32 */
-            const unsigned off = (total > 0) ? atomicAdd(&a.sel->cand_next, total) : 0u;
-            a.tstat[tile] = ((unsigned long long)off << 32) | total;
-            s_off = off;
-        }
-        __syncthreads();
-        run = (uint64_t)s_off + woff;
 #pragma unroll
         for (int r = 0; r < TK_PER; ++r) {
-            const uint64_t i = base + (uint64_t)r * 32 + lane;
+            const uint32_t j = (uint32_t)r * 32 + lane;
             const unsigned m =
-                __ballot_sync(0xffffffffu, (i < a.n) && (terse_topk_key(x[r]) >= sthr));
-            if ((m >> lane) & 1u) {
-                const uint64_t pos = run + __popc(m & lt);
-                if (pos < a.caps) {
-                    a.cpairs[pos] = make_uint2((uint32_t)i, __float_as_uint(x[r]));
-                }
+                __ballot_sync(0xffffffffu, (j < rem) && (terse_topk_key(x[r]) >= sthr));
+            const unsigned pos = run + __popc(m & lt);
+            if (((m >> lane) & 1u) && (pos < lim)) {
+                dst[pos] = make_uint2((uint32_t)(base + j), __float_as_uint(x[r]));
             }
             run += __popc(m);
         }
-        __syncthreads(); /* swc and s_off are rewritten by the next tile */
+        if (lane == 0) {
+            a.segs[ch] = ((unsigned long long)off << 32) | (over ? TK_SEG_OVER : 0ull) | cnt;
+        }
     }
     if (__syncthreads_or(bad) && (threadIdx.x == 0)) {
         atomicOr(&a.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
@@ -717,23 +723,117 @@ tk_pass_s(tk_args_t a)
     }
 }
 
-/* The sample hit when k <= candidates <= capacity; otherwise the exact kernels take over on
- * the prepared v (and sum the energy themselves). */
-__global__ void
-tk_sdecide(tk_args_t a)
+/* Warp per tile: its candidates (the sum of its chunks' counts) into tile_above. */
+__global__ void __launch_bounds__(TK_THREADS)
+tk_stile(tk_args_t a)
 {
-    const unsigned long long nc = *(volatile uint32_t *)&a.sel->cand_next;
+    const int lane = threadIdx.x & 31;
+    const uint64_t nwarps = (uint64_t)gridDim.x * (TK_THREADS / 32);
 
     if (tk_nonfinite(a)) {
         return;
     }
-    if ((nc >= a.k) && (nc <= a.caps)) {
-        a.sel->mode  = 1;
-        a.sel->ncand = (uint32_t)nc;
-    } else {
-        a.sel->mode    = 2;
-        a.sel->ncand   = 0;
-        a.stat->sq_acc = 0.0;
+    for (uint64_t tile = (uint64_t)blockIdx.x * (TK_THREADS / 32) + (threadIdx.x >> 5);
+         tile < a.ntiles; tile += nwarps) {
+        const uint64_t ch = tile * TK_CPT + (uint64_t)lane;
+        unsigned cnt = ((lane < TK_CPT) && (ch < a.nchunks)) ? TK_SEG_CNT(a.segs[ch]) : 0u;
+        cnt = terse_cu_warp_sum(cnt);
+        if (lane == 0) {
+            a.tile_above[tile] = cnt;
+        }
+    }
+}
+
+/* 1 block of 1024: each tile's first candidate in index order (tile_out, from the counts in
+ * tile_above), read 4 tiles a thread with coalesced loads; then the decision: the sample hit
+ * when k <= candidates <= capacity and the overflow buffer held its share; otherwise mode 2,
+ * and the exact kernels take over on the prepared v (and sum the energy themselves). */
+__global__ void __launch_bounds__(1024)
+tk_sscan(tk_args_t a)
+{
+    __shared__ unsigned sh[33];
+    const uint64_t nt = a.ntiles;
+    unsigned long long carry = 0;
+
+    if (tk_nonfinite(a)) {
+        return;
+    }
+    for (uint64_t r0 = 0; r0 < nt; r0 += 4 * (uint64_t)blockDim.x) {
+        const uint64_t t = r0 + 4 * (uint64_t)threadIdx.x;
+        unsigned c[4], s = 0, ex, total;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            c[u] = (t + u < nt) ? a.tile_above[t + u] : 0u;
+            s += c[u];
+        }
+        ex = terse_cu_block_exscan(s, sh, &total);
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            if (t + u < nt) {
+                a.tile_out[t + u] = (uint32_t)(carry + ex);
+            }
+            ex += c[u];
+        }
+        carry += total;
+    }
+    if (threadIdx.x == 0) {
+        const unsigned long long ov = *(volatile uint32_t *)&a.sel->over_next;
+        if ((carry >= a.k) && (carry <= a.caps) && (ov <= a.caps)) {
+            a.sel->mode  = 1;
+            a.sel->ncand = (uint32_t)carry;
+        } else {
+            a.sel->mode    = 2;
+            a.sel->ncand   = 0;
+            a.stat->sq_acc = 0.0;
+        }
+    }
+}
+
+/* Warp per tile: its chunks' candidates, from their slots or the overflow buffer, to their
+ * place in index order in cpairs (lane t of the tile's candidates finds its chunk among the
+ * eight by their start offsets, held in registers). */
+__global__ void __launch_bounds__(TK_THREADS)
+tk_gather(tk_args_t a)
+{
+    const int lane = threadIdx.x & 31;
+    const uint64_t nwarps = (uint64_t)gridDim.x * (TK_THREADS / 32);
+
+    if (tk_nonfinite(a) || (tk_mode(a) != 1)) {
+        return;
+    }
+    for (uint64_t tile = (uint64_t)blockIdx.x * (TK_THREADS / 32) + (threadIdx.x >> 5);
+         tile < a.ntiles; tile += nwarps) {
+        const uint64_t ch = tile * TK_CPT + (uint64_t)lane;
+        const unsigned long long w = ((lane < TK_CPT) && (ch < a.nchunks)) ? a.segs[ch] : 0ull;
+        const unsigned cnt = TK_SEG_CNT(w);
+        unsigned incl = cnt, e[TK_CPT], total;
+        unsigned long long sw[TK_CPT];
+        const uint32_t dbase = a.tile_out[tile];
+
+#pragma unroll
+        for (int o = 1; o < TK_CPT; o <<= 1) {
+            const unsigned y = __shfl_up_sync(0xffffffffu, incl, o);
+            incl += (lane >= o) ? y : 0u;
+        }
+#pragma unroll
+        for (int u = 0; u < TK_CPT; ++u) {
+            e[u]  = __shfl_sync(0xffffffffu, incl - cnt, u);
+            sw[u] = __shfl_sync(0xffffffffu, w, u);
+        }
+        total = __shfl_sync(0xffffffffu, incl, TK_CPT - 1);
+        for (unsigned t = lane; t < total; t += 32) {
+            unsigned long long ws = sw[0];
+            unsigned es = e[0];
+#pragma unroll
+            for (int u = 1; u < TK_CPT; ++u) {
+                if (e[u] <= t) { /* the last chunk starting at or before t holds it */
+                    ws = sw[u];
+                    es = e[u];
+                }
+            }
+            const uint2 *src = (ws & TK_SEG_OVER) ? a.over : a.slots;
+            a.cpairs[dbase + t] = src[TK_SEG_OFF(ws) + (t - es)];
+        }
     }
 }
 
@@ -776,102 +876,91 @@ tk_chist(tk_args_t a, int level)
     }
 }
 
-/* Warp per tile of the sampled path: its segment's counts above and equal to t. */
+/* One block per chunk of TK_TILE candidates (index order): its counts above and equal to t. */
 __global__ void __launch_bounds__(TK_THREADS)
-tk_tcounts(tk_args_t a)
+tk_cchunk_counts(tk_args_t a)
 {
-    const int lane = threadIdx.x & 31;
-    const uint64_t nwarps = (uint64_t)gridDim.x * (TK_THREADS / 32);
-    uint32_t thr;
+    __shared__ unsigned sh[32];
+    const uint64_t cb = (uint64_t)blockIdx.x * TK_TILE;
+    const uint32_t nc = a.sel->ncand, thr = a.sel->thr;
+    unsigned gt = 0, eq = 0;
+    uint32_t cc;
 
-    if (tk_nonfinite(a) || (tk_mode(a) != 1)) {
+    if (tk_nonfinite(a) || (tk_mode(a) != 1) || (cb >= nc)) {
         return;
     }
-    thr = a.sel->thr;
-    for (uint64_t tile = (uint64_t)blockIdx.x * (TK_THREADS / 32) + (threadIdx.x >> 5);
-         tile < a.ntiles; tile += nwarps) {
-        const unsigned long long w = a.tstat[tile];
-        const uint32_t off = TK_SEG_OFF(w), cnt = TK_SEG_CNT(w);
-        unsigned gt = 0, eq = 0;
-        for (uint32_t c = lane; c < cnt; c += 32) {
-            uint32_t key = terse_topk_key(__uint_as_float(a.cpairs[off + c].y));
-            gt += (key > thr);
-            eq += (key == thr);
-        }
-        gt = terse_cu_warp_sum(gt);
-        eq = terse_cu_warp_sum(eq);
-        if (lane == 0) {
-            a.tile_above[tile] = 0;
-            a.tile_gtin[tile]  = gt;
-            a.tile_eq[tile]    = eq;
-        }
+    cc = (uint32_t)TERSE_MIN((uint64_t)TK_TILE, nc - cb);
+    for (uint32_t c = threadIdx.x; c < cc; c += blockDim.x) {
+        uint32_t key = terse_topk_key(__uint_as_float(a.cpairs[cb + c].y));
+        gt += (key > thr);
+        eq += (key == thr);
+    }
+    gt = terse_cu_block_sum(gt, sh);
+    eq = terse_cu_block_sum(eq, sh);
+    if (threadIdx.x == 0) {
+        a.tile_above[blockIdx.x] = 0;
+        a.tile_gtin[blockIdx.x]  = gt;
+        a.tile_eq[blockIdx.x]    = eq;
     }
 }
 
-/* Warp per tile: the segment's selected candidates, in index order, into their pair slots
- * (ballots and popcounts); their residual becomes 0; the energy of the candidates left behind
- * joins the error. */
+/* One block per chunk: the selected candidates, in index order, into their pair slots; their
+ * residual becomes 0; the energy of the candidates left behind joins the error. */
 template <int ALIGNED>
 __global__ void __launch_bounds__(TK_THREADS)
-tk_tout(tk_args_t a, uint8_t *pairs)
+tk_cchunk_out(tk_args_t a, uint8_t *pairs)
 {
+    __shared__ unsigned sh[33];
     __shared__ double shd[32];
-    const int lane = threadIdx.x & 31;
-    const unsigned lt = (1u << lane) - 1u;
-    const uint64_t nwarps = (uint64_t)gridDim.x * (TK_THREADS / 32);
-    uint32_t thr;
+    const uint64_t cb = (uint64_t)blockIdx.x * TK_TILE;
+    const uint32_t nc = a.sel->ncand;
+    uint32_t thr, cc;
+    long long allow;
+    unsigned gt_run = 0, eq_run = 0, out_base;
     double left = 0.0;
 
-    if (tk_nonfinite(a) || (tk_mode(a) != 1)) {
+    if (tk_nonfinite(a) || (tk_mode(a) != 1) || (cb >= nc)) {
         return;
     }
-    thr = a.sel->thr;
-    for (uint64_t tile = (uint64_t)blockIdx.x * (TK_THREADS / 32) + (threadIdx.x >> 5);
-         tile < a.ntiles; tile += nwarps) {
-        const unsigned long long w = a.tstat[tile];
-        const uint32_t off = TK_SEG_OFF(w), cnt = TK_SEG_CNT(w);
-        const unsigned out_base = a.tile_out[tile];
-        long long allow = (long long)a.sel->need - (long long)a.tile_eqbase[tile];
-        unsigned gt_run = 0, eq_run = 0;
-
-        allow = (allow < 0) ? 0 : allow;
-        for (uint32_t c0 = 0; c0 < cnt; c0 += 32) {
-            const uint32_t c = c0 + lane;
-            uint2 cp = make_uint2(0, 0);
-            unsigned gm, em;
-            int is_gt = 0, is_eq = 0;
-            if (c < cnt) {
-                uint32_t key;
-                cp    = a.cpairs[off + c];
-                key   = terse_topk_key(__uint_as_float(cp.y));
-                is_gt = key > thr;
-                is_eq = key == thr;
-            }
-            gm = __ballot_sync(0xffffffffu, is_gt);
-            em = __ballot_sync(0xffffffffu, is_eq);
-            if (c < cnt) {
-                const long long tie = (long long)(eq_run + __popc(em & lt));
-                if (is_gt || (is_eq && (tie < allow))) {
-                    unsigned pos = out_base + gt_run + __popc(gm & lt) +
-                                   (unsigned)((tie < allow) ? tie : allow);
-                    uint8_t *p   = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
-                    if (ALIGNED) {
-                        *(uint2 *)p = cp;
-                    } else {
-                        terse_cu_st_u32(p, cp.x);
-                        terse_cu_st_u32(p + 4, cp.y);
-                    }
-                    if (a.res != NULL) {
-                        a.res[cp.x] = 0.0f;
-                    }
-                } else {
-                    const float v = __uint_as_float(cp.y);
-                    left = left + (double)v * (double)v;
-                }
-            }
-            gt_run += __popc(gm);
-            eq_run += __popc(em);
+    cc       = (uint32_t)TERSE_MIN((uint64_t)TK_TILE, nc - cb);
+    thr      = a.sel->thr;
+    out_base = a.tile_out[blockIdx.x];
+    allow    = (long long)a.sel->need - (long long)a.tile_eqbase[blockIdx.x];
+    allow    = (allow < 0) ? 0 : allow;
+    for (uint32_t c0 = 0; c0 < cc; c0 += blockDim.x) {
+        uint32_t c = c0 + threadIdx.x;
+        uint2 cp   = make_uint2(0, 0);
+        unsigned is_gt = 0, is_eq = 0, packed, total;
+        if (c < cc) {
+            uint32_t key;
+            cp    = a.cpairs[cb + c];
+            key   = terse_topk_key(__uint_as_float(cp.y));
+            is_gt = key > thr;
+            is_eq = key == thr;
         }
+        packed = terse_cu_block_exscan((is_eq << 16) | is_gt, sh, &total);
+        if (c < cc) {
+            unsigned gt_ex = packed & 0xffffu, eq_ex = packed >> 16;
+            long long tie  = (long long)(eq_run + eq_ex);
+            float v        = __uint_as_float(cp.y);
+            if (is_gt || (is_eq && (tie < allow))) {
+                unsigned pos = out_base + gt_run + gt_ex + (unsigned)((tie < allow) ? tie : allow);
+                uint8_t *p   = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
+                if (ALIGNED) {
+                    *(uint2 *)p = cp;
+                } else {
+                    terse_cu_st_u32(p, cp.x);
+                    terse_cu_st_u32(p + 4, cp.y);
+                }
+                if (a.res != NULL) {
+                    a.res[cp.x] = 0.0f;
+                }
+            } else {
+                left = left + (double)v * (double)v;
+            }
+        }
+        gt_run += total & 0xffffu;
+        eq_run += total >> 16;
     }
     left = terse_cu_block_sum(left, shd);
     if ((threadIdx.x == 0) && (left != 0.0)) {
@@ -1018,7 +1107,7 @@ terse__cmp_topk_cuda_create(size_t count, size_t k, unsigned family, void **cuda
 {
     tk_cuda_t *t;
     terse_status_t status;
-    size_t off, tiles_bytes, tstat_bytes = 0;
+    size_t off, tiles_bytes;
     uint8_t *base;
 
     if ((count == 0) || (count > UINT32_MAX) || (k == 0) || (k > count) ||
@@ -1052,10 +1141,13 @@ terse__cmp_topk_cuda_create(size_t count, size_t k, unsigned family, void **cuda
         t->miss    = (tk_sampled_on == 2);
         t->caps    = TERSE_MAX(4 * k + 65536, (size_t)(3.0 * expect));
         t->caps    = TERSE_MIN(count, t->caps);
-        tstat_bytes = tk_align(t->ntiles * sizeof(unsigned long long));
+        /* slots for twice a chunk's expected candidates (16 or 32: count / 4 or / 2 bytes);
+         * a chunk with more takes overflow space, one atomic */
+        t->nchunks = (count + TK_CHUNK - 1) / TK_CHUNK;
+        t->slot_n  = (2.0 * expect * TK_CHUNK / (double)count <= 16.0) ? 16 : 32;
     }
     tiles_bytes = tk_align(t->ntiles * sizeof(uint32_t));
-    off = tk_align(sizeof(tk_sel_t)) + 3 * tiles_bytes + tstat_bytes; /* cleared every call */
+    off = tk_align(sizeof(tk_sel_t)) + 3 * tiles_bytes; /* cleared every call */
     t->zero_bytes = off;
     off += 2 * tiles_bytes + t->cap * sizeof(uint32_t);
     TERSE_CHECK_GOTO(terse__cuda_calloc(&t->scratch, off), status, err_free_t);
@@ -1064,14 +1156,19 @@ terse__cmp_topk_cuda_create(size_t count, size_t k, unsigned family, void **cuda
     t->tile_above  = (uint32_t *)(base + tk_align(sizeof(tk_sel_t)));
     t->tile_gtin   = (uint32_t *)((uint8_t *)t->tile_above + tiles_bytes);
     t->tile_eq     = (uint32_t *)((uint8_t *)t->tile_gtin + tiles_bytes);
-    t->tstat       = (tstat_bytes > 0)
-                         ? (unsigned long long *)((uint8_t *)t->tile_eq + tiles_bytes)
-                         : NULL;
-    t->tile_eqbase = (uint32_t *)((uint8_t *)t->tile_eq + tiles_bytes + tstat_bytes);
+    t->tile_eqbase = (uint32_t *)((uint8_t *)t->tile_eq + tiles_bytes);
     t->tile_out    = (uint32_t *)((uint8_t *)t->tile_eqbase + tiles_bytes);
     t->cand        = (uint32_t *)((uint8_t *)t->tile_out + tiles_bytes);
     if (t->nsample > 0) {
         TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->cpairs, t->caps * sizeof(uint2)),
+                         status, err_free_scratch);
+        TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->over, t->caps * sizeof(uint2)), status,
+                         err_free_scratch);
+        TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->slots,
+                                            t->nchunks * t->slot_n * sizeof(uint2)),
+                         status, err_free_scratch);
+        TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->segs,
+                                            t->nchunks * sizeof(unsigned long long)),
                          status, err_free_scratch);
         TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->skeys, t->nsample * sizeof(uint32_t)),
                          status, err_free_scratch);
@@ -1082,6 +1179,9 @@ terse__cmp_topk_cuda_create(size_t count, size_t k, unsigned family, void **cuda
 
 err_free_scratch:
     terse__cuda_free(t->cpairs);
+    terse__cuda_free(t->over);
+    terse__cuda_free(t->slots);
+    terse__cuda_free(t->segs);
     terse__cuda_free(t->skeys);
     terse__cuda_free(t->scratch);
 err_free_t:
@@ -1098,6 +1198,9 @@ terse__cmp_topk_cuda_destroy(void *cuda)
         terse__cuda_free(t->stat);
         terse__cuda_free(t->scratch);
         terse__cuda_free(t->cpairs);
+        terse__cuda_free(t->over);
+        terse__cuda_free(t->slots);
+        terse__cuda_free(t->segs);
         terse__cuda_free(t->skeys);
         free(t);
     }
@@ -1130,9 +1233,13 @@ tk_make_args(const tk_cuda_t *t, const void *in, terse_dtype_t dtype, float *res
     a.tile_eqbase = t->tile_eqbase;
     a.tile_out    = t->tile_out;
     a.cand        = t->cand;
-    a.tstat       = t->tstat;
+    a.segs        = t->segs;
+    a.slots       = t->slots;
+    a.over        = t->over;
     a.cpairs      = t->cpairs;
     a.caps        = t->caps;
+    a.nchunks     = t->nchunks;
+    a.slot_n      = t->slot_n;
     a.stat        = t->stat;
     return a;
 }
@@ -1172,25 +1279,31 @@ terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
         terse_rng_t r = ((rng != NULL) && (t->family == TERSE_TOPK_FAMILY_SAMPLED))
                             ? *rng
                             : terse_rng_make(0, TERSE_RNG_TEST, 0, 0, 0);
-        const unsigned grid_w = tk_persist_grid((const void *)tk_tout<1>, (t->ntiles + 7) / 8);
+        const uint64_t nchunk = (t->caps + TK_TILE - 1) / TK_TILE;
+        const unsigned grid_w = tk_persist_grid((const void *)tk_gather, (t->ntiles + 7) / 8);
+        tk_args_t ac = a; /* the scan over chunks of the index-ordered candidates */
         unsigned grid_s = terse_cu_blocks(t->caps, TK_THREADS);
-        grid_s = (grid_s > 1024) ? 1024 : grid_s;
+        grid_s    = (grid_s > 1024) ? 1024 : grid_s;
+        ac.ntiles = nchunk;
         tk_sample<<<1, 1024, 0, s>>>(a, r, (uint32_t)t->nsample, (uint32_t)t->ks, t->skeys,
                                      t->miss);
-        tk_pass_s<<<tk_persist_grid((const void *)tk_pass_s, t->ntiles), TK_THREADS, 0, s>>>(a);
-        tk_sdecide<<<1, 1, 0, s>>>(a);
+        tk_pass_s<<<tk_persist_grid((const void *)tk_pass_s, (t->nchunks + 7) / 8), TK_THREADS,
+                    0, s>>>(a);
+        tk_stile<<<grid_w, TK_THREADS, 0, s>>>(a);
+        tk_sscan<<<1, 1024, 0, s>>>(a);
+        tk_gather<<<grid_w, TK_THREADS, 0, s>>>(a);
         tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 0);
         tk_walk<<<1, 1024, 0, s>>>(a, 0, 1);
         tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 1);
         tk_walk<<<1, 1024, 0, s>>>(a, 1, 1);
         tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 2);
         tk_walk<<<1, 1024, 0, s>>>(a, 2, 1);
-        tk_tcounts<<<grid_w, TK_THREADS, 0, s>>>(a);
-        tk_scan<<<1, 1024, 0, s>>>(a, 1);
+        tk_cchunk_counts<<<(unsigned)nchunk, TK_THREADS, 0, s>>>(a);
+        tk_scan<<<1, 1024, 0, s>>>(ac, 1);
         if (((uintptr_t)pairs & 7u) == 0) {
-            tk_tout<1><<<grid_w, TK_THREADS, 0, s>>>(a, pairs);
+            tk_cchunk_out<1><<<(unsigned)nchunk, TK_THREADS, 0, s>>>(a, pairs);
         } else {
-            tk_tout<0><<<grid_w, TK_THREADS, 0, s>>>(a, pairs);
+            tk_cchunk_out<0><<<(unsigned)nchunk, TK_THREADS, 0, s>>>(a, pairs);
         }
     }
     tk_pass_a<<<grid_n, TK_THREADS, 0, s>>>(a);
