@@ -5,12 +5,14 @@
  *
  * Sampled path (both families, layers of >= 64 Ki values with k <= n / 8):
  *   sample   1 block: the key at rank ~1.5 k n / m among m random draws (radix select)
- *   pass S   persistent blocks striding over tiles of TK_TILE values: v = in + residual
- *            (into the residual), finiteness, the energy below the threshold, and every value
- *            at or above it written as an (index, value) candidate, in index order, into a
- *            segment per tile that one atomicAdd reserves (no block waits for another), so
- *            the layer is read once
- *   decide   k <= candidates <= capacity, else mode 2: the radix path takes over on the
+ *   pass S   persistent warps, each striding over chunks of TK_CHUNK values with no block
+ *            barrier: v = in + residual (into the residual), finiteness, the energy below the
+ *            threshold, and every value at or above it written as an (index, value) pair, in
+ *            index order, into the chunk's slots (or, when more than fit, into an overflow
+ *            buffer at an offset one atomic reserves), so the layer is read once
+ *   gather   per-tile counts, one scan over the tiles, then a warp per tile copies its chunks'
+ *            candidates into one array in index order
+ *   decide   (with the scan) k <= candidates <= capacity, else mode 2: the radix path takes over on the
  *            prepared v
  *   select   three radix levels over the candidates give t and `need` (ties taken)
  *   output   a warp per tile segment: counts above / equal to t, one scan over the tiles in
@@ -633,7 +635,7 @@ tk_sample(tk_args_t a, terse_rng_t rng, uint32_t m, uint32_t ks, uint32_t *skeys
  * Lane l holds values base + r * 32 + l (r < TK_PER). Earlier designs made each block of 8
  * warps agree on a tile's offset (an in-order look-back, then one atomic per tile): the barrier
  * and the wait left too few loads in flight (419-546 us for 100 M values, ~1 TB/s). */
-__global__ void __launch_bounds__(TK_THREADS)
+__global__ void __launch_bounds__(TK_THREADS, 3)
 tk_pass_s(tk_args_t a)
 {
     __shared__ double shd[32];
@@ -654,8 +656,24 @@ tk_pass_s(tk_args_t a)
         uint32_t lim;
         uint2 *dst;
 
-        /* all loads first: 16 in flight per lane (32 with the residual) */
-        if (a.res != NULL) {
+        /* all loads first: 16 in flight per lane (32 with the residual); fp32 input without
+         * the per-value dtype dispatch */
+        if ((a.res != NULL) && (a.dtype == TERSE_FLOAT32)) {
+            float *rp = a.res + base;
+            const float *ip = (const float *)a.in + base;
+#pragma unroll
+            for (int r = 0; r < TK_PER; ++r) {
+                const uint32_t j = (uint32_t)r * 32 + lane;
+                x[r] = (j < rem) ? rp[j] + __ldg(ip + j) : 0.0f;
+            }
+#pragma unroll
+            for (int r = 0; r < TK_PER; ++r) {
+                const uint32_t j = (uint32_t)r * 32 + lane;
+                if (j < rem) {
+                    rp[j] = x[r];
+                }
+            }
+        } else if (a.res != NULL) {
             float *rp = a.res + base;
 #pragma unroll
             for (int r = 0; r < TK_PER; ++r) {
@@ -670,6 +688,13 @@ tk_pass_s(tk_args_t a)
                     rp[j] = x[r];
                 }
             }
+        } else if (a.dtype == TERSE_FLOAT32) {
+            const float *ip = (const float *)a.in + base;
+#pragma unroll
+            for (int r = 0; r < TK_PER; ++r) {
+                const uint32_t j = (uint32_t)r * 32 + lane;
+                x[r] = (j < rem) ? __ldg(ip + j) : 0.0f;
+            }
         } else {
 #pragma unroll
             for (int r = 0; r < TK_PER; ++r) {
@@ -677,15 +702,17 @@ tk_pass_s(tk_args_t a)
                 x[r] = (j < rem) ? tk_v(a, base + j) : 0.0f;
             }
         }
+        /* the key is |x|'s bits: >= the infinity's bits is not finite; a fused double
+         * multiply-add for the energy (the file builds with --fmad=false) */
 #pragma unroll
         for (int r = 0; r < TK_PER; ++r) {
+            const uint32_t key = terse_topk_key(x[r]);
             const int in_range = ((uint32_t)r * 32 + lane) < rem;
-            const int cand = in_range && (terse_topk_key(x[r]) >= sthr);
+            const int cand = in_range && (key >= sthr);
+            const double xs = (in_range && !cand) ? (double)x[r] : 0.0;
             cnt += __popc(__ballot_sync(0xffffffffu, cand));
-            bad |= in_range && !terse_cu_isfinite(x[r]);
-            if (in_range && !cand) {
-                tot = tot + (double)x[r] * (double)x[r];
-            }
+            bad |= in_range && (key >= 0x7f800000u);
+            tot = __fma_rn(xs, xs, tot);
         }
         if (cnt <= a.slot_n) {
             off = (unsigned)(ch * a.slot_n);
