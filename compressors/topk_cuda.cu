@@ -12,11 +12,11 @@
  *            buffer at an offset one atomic reserves), so the layer is read once
  *   gather   per-tile counts, one scan over the tiles, then a warp per tile copies its chunks'
  *            candidates into one array in index order
- *   decide   (with the scan) k <= candidates <= capacity, else mode 2: the radix path takes over on the
- *            prepared v
+ *   decide   (with the scan) k <= candidates <= capacity, else mode 2: the radix path
+ *            takes over on the prepared v
  *   select   three radix levels over the candidates give t and `need` (ties taken)
- *   output   a warp per tile segment: counts above / equal to t, one scan over the tiles in
- *            tile order, then the selected pairs into their slots (index order again); their
+ *   output   per chunk of 4096 candidates: counts above / equal to t, one scan over the
+ *            chunks, then the selected pairs into their slots (index order again); their
  *            residual becomes 0
  * Radix path (mode 0: no sampled path; mode 2: the sample missed):
  *   A    grid-stride: v = in + residual (into the residual), finiteness, level-0 histogram
