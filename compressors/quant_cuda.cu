@@ -122,11 +122,23 @@ q_cnt(uint32_t m, uint32_t e0)
     return (c < 0) ? 0 : ((c > 8) ? 8 : c);
 }
 
-/* x[0..8) = in + residual at i0 (0 beyond cnt). */
-__device__ __forceinline__ void
-q_load8(const uint8_t *in, int dtype, const float *res, uint64_t i0, int cnt, int vec, float *x)
+/* All 8 values of the lane's share present. Not `q_cnt(..) == 8`: ptxas of CUDA 13.0 (sm_90)
+ * folds that test into the clamp's VIMNMX.RELU and gets it wrong, true for 1..8 values left
+ * and false for more (121 of 1312 lanes wrong in a 30-line reproducer on an H100), so tails took the 16-byte paths - reads and
+ * writes past a layer's end - and whole shares the scalar ones. Tested from the unclamped
+ * difference, the branch is right (test_quant_cuda "vector paths at tails" and memcheck). */
+__device__ __forceinline__ int
+q_full(uint32_t m, uint32_t e0)
 {
-    if (vec && (cnt == 8)) {
+    return ((int)m - (int)e0) >= 8;
+}
+
+/* x[0..8) = in + residual at i0 (0 beyond cnt); whole: 16-byte aligned buffers and all 8
+ * values present (q_full), read as vectors. */
+__device__ __forceinline__ void
+q_load8(const uint8_t *in, int dtype, const float *res, uint64_t i0, int cnt, int whole, float *x)
+{
+    if (whole) {
         if (dtype == TERSE_FLOAT32) {
             const float4 *p = (const float4 *)((const float *)in + i0);
             float4 a = __ldg(p), b = __ldg(p + 1);
@@ -163,9 +175,9 @@ q_load8(const uint8_t *in, int dtype, const float *res, uint64_t i0, int cnt, in
 }
 
 __device__ __forceinline__ void
-q_store8_f32(float *dst, uint64_t i0, int cnt, int vec, const float *y)
+q_store8_f32(float *dst, uint64_t i0, int cnt, int whole, const float *y)
 {
-    if (vec && (cnt == 8)) {
+    if (whole) {
         float4 *p = (float4 *)(dst + i0);
         p[0] = make_float4(y[0], y[1], y[2], y[3]);
         p[1] = make_float4(y[4], y[5], y[6], y[7]);
@@ -198,7 +210,7 @@ q_p1(const q_bucket_t &B, uint32_t st, int lane, float *x, float *lo, float *hi,
     const uint32_t e0 = st * 256u + 8u * lane;
     const int cnt     = q_cnt(B.m, e0);
 
-    q_load8(B.in, B.dtype, B.res, B.start + e0, cnt, B.vec, x);
+    q_load8(B.in, B.dtype, B.res, B.start + e0, cnt, B.vec && q_full(B.m, e0), x);
     if (B.is_sign) {
         /* s[l] sums |v[i]| for i % 32 == l in increasing i: through shared memory, lane l
          * reads values 32 q + l of the step, q = 0..7 */
@@ -272,10 +284,10 @@ q_p2(const q_bucket_t &B, uint32_t st, int lane, const float *x, double *err)
         }
     }
     if (B.res != NULL) {
-        q_store8_f32(B.res, B.start + e0, cnt, B.vec, d);
+        q_store8_f32(B.res, B.start + e0, cnt, B.vec && q_full(B.m, e0), d);
     }
     {
-        const uint32_t nbytes = (cnt == 8) ? B.bits : ((uint32_t)cnt * B.bits + 7u) / 8u;
+        const uint32_t nbytes = ((uint32_t)cnt * B.bits + 7u) / 8u;
         uint8_t *dst          = B.codes + (uint64_t)(st * 32u + lane) * B.bits;
 #pragma unroll
         for (uint32_t j = 0; j < 8; ++j) {
@@ -379,7 +391,8 @@ q_compress_bucket(const q_dev_layer_t &L, uint64_t k, int lane, float *shs)
     for (st = NS; st < nsteps; ++st) {
         const uint32_t e0 = st * 256u + 8u * lane;
         float x[8];
-        q_load8(B.in, B.dtype, B.res, B.start + e0, q_cnt(B.m, e0), B.vec, x);
+        q_load8(B.in, B.dtype, B.res, B.start + e0, q_cnt(B.m, e0), B.vec && q_full(B.m, e0),
+                x);
         q_p2(B, st, lane, x, &err);
     }
     return err;
@@ -508,7 +521,8 @@ q_decode_bucket(const q_dev_layer_t &Lr, uint64_t k, int lane, int add)
     for (st = 0; st < nsteps; ++st) {
         const uint32_t e0 = st * 256u + 8u * lane;
         const int cnt     = q_cnt(m, e0);
-        const uint32_t nbytes = (cnt == 8) ? bits : ((uint32_t)cnt * bits + 7u) / 8u;
+        const int whole   = vec && q_full(m, e0);
+        const uint32_t nbytes = ((uint32_t)cnt * bits + 7u) / 8u;
         const uint8_t *src    = codes + (uint64_t)(st * 32u + lane) * bits;
         const uint64_t i0     = start + e0;
         uint64_t w = 0;
@@ -531,7 +545,7 @@ q_decode_bucket(const q_dev_layer_t &Lr, uint64_t k, int lane, int add)
         if (add) {
             float *acc = (float *)out;
             float a[8];
-            if (vec && (cnt == 8)) {
+            if (whole) {
                 const float4 *p = (const float4 *)(acc + i0);
                 float4 x0 = p[0], x1 = p[1];
                 a[0] = x0.x; a[1] = x0.y; a[2] = x0.z; a[3] = x0.w;
@@ -546,13 +560,13 @@ q_decode_bucket(const q_dev_layer_t &Lr, uint64_t k, int lane, int add)
             for (int t = 0; t < 8; ++t) {
                 a[t] = a[t] + d[t];
             }
-            q_store8_f32(acc, i0, cnt, vec, a);
+            q_store8_f32(acc, i0, cnt, whole, a);
         } else if (dtype == TERSE_FLOAT32) {
 #pragma unroll
             for (int t = 0; t < 8; ++t) {
                 d[t] = d[t] * oscale;
             }
-            q_store8_f32((float *)out, i0, cnt, vec, d);
+            q_store8_f32((float *)out, i0, cnt, whole, d);
         } else {
             uint16_t h[8];
 #pragma unroll
@@ -560,7 +574,7 @@ q_decode_bucket(const q_dev_layer_t &Lr, uint64_t k, int lane, int add)
                 float y = d[t] * oscale;
                 h[t] = (dtype == TERSE_FLOAT16) ? terse_cu_float_to_half(y) : terse_float_to_bf16(y);
             }
-            if (vec && (cnt == 8)) {
+            if (whole) {
                 *(uint4 *)((uint16_t *)out + i0) =
                     make_uint4((uint32_t)h[0] | ((uint32_t)h[1] << 16),
                                (uint32_t)h[2] | ((uint32_t)h[3] << 16),

@@ -492,12 +492,111 @@ test_table(void)
     }
 }
 
+/* Nothing written past a buffer's end: 64 guard bytes after the residual, the payload, the
+ * decompressed output and the accumulator must stay as they were. Lanes at a bucket's tail
+ * took the 16-byte paths when the "all 8 values present" test was miscompiled (q_full in
+ * quant_cuda.cu), writing 8 residuals and `bits` code bytes where fewer belonged. */
+#define QC_GUARD 64
+
+static int
+qc_guard_ok(const void *dev, size_t bytes, const char *what, size_t n, uint32_t bucket)
+{
+    uint8_t g[QC_GUARD];
+    size_t i;
+
+    terse_test_cuda_get(g, (const uint8_t *)dev + bytes, QC_GUARD);
+    for (i = 0; i < QC_GUARD; ++i) {
+        if (g[i] != 0xa5) {
+            fprintf(stderr, "%s: byte %zu past the end written (n %zu bucket %u)\n", what, i, n,
+                    bucket);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void *
+qc_guarded(const void *host, size_t bytes)
+{
+    uint8_t *h = malloc(bytes + QC_GUARD);
+    void *d;
+
+    if (host != NULL) {
+        memcpy(h, host, bytes);
+    } else {
+        memset(h, 0, bytes);
+    }
+    memset(h + bytes, 0xa5, QC_GUARD);
+    d = terse_test_cuda_dev(h, bytes + QC_GUARD);
+    free(h);
+    return d;
+}
+
+static void
+qc_guard_case(int sign, unsigned bits, uint32_t bucket, size_t n, terse_dtype_t dt)
+{
+    const size_t es = terse_dtype_size(dt), sb = sign ? 4 : 8;
+    const size_t bytes = terse_quant_payload_bytes(n, bits, bucket, sb);
+    terse_rng_t rng    = terse_rng_make(5, TERSE_RNG_QUANT, 1, 2, 3);
+    void *cuda = NULL, *in = terse_test_input(40 + n, n, dt, 1.0f, 0);
+    void *d_in, *d_res, *d_out, *d_dec, *d_acc;
+    int ok = 1;
+
+    if (sign) {
+        TERSE_TEST_OK(terse__cmp_sign_cuda_create(bucket, &cuda));
+    } else {
+        TERSE_TEST_OK(terse__cmp_quant_cuda_create(TERSE_QUANT_FAMILY_QUANT, bits, bucket, &cuda));
+    }
+    d_in  = qc_guarded(in, n * es);
+    d_res = qc_guarded(NULL, n * sizeof(float));
+    d_out = qc_guarded(NULL, bytes);
+    d_dec = qc_guarded(NULL, n * es);
+    d_acc = qc_guarded(NULL, n * sizeof(float));
+    TERSE_TEST_OK(terse__cmp_quant_cuda_compress(cuda, d_in, dt, n, d_res, &rng, d_out, bytes,
+                                                 NULL, NULL, NULL));
+    TERSE_TEST_OK(terse__cmp_quant_cuda_decompress(cuda, d_out, bytes, 1.0f, d_dec, dt, n, NULL));
+    TERSE_TEST_OK(terse__cmp_quant_cuda_decompress_add(cuda, d_out, bytes, d_acc, n, NULL, NULL));
+    TERSE_TEST_OK(terse__cmp_quant_cuda_stat(cuda, NULL, NULL, NULL));
+    ok = ok && qc_guard_ok(d_res, n * sizeof(float), "residual", n, bucket);
+    ok = ok && qc_guard_ok(d_out, bytes, "payload", n, bucket);
+    ok = ok && qc_guard_ok(d_dec, n * es, "decompress", n, bucket);
+    ok = ok && qc_guard_ok(d_acc, n * sizeof(float), "decompress_add", n, bucket);
+    CU_ASSERT(ok);
+    terse__cuda_free(d_in);
+    terse__cuda_free(d_res);
+    terse__cuda_free(d_out);
+    terse__cuda_free(d_dec);
+    terse__cuda_free(d_acc);
+    free(in);
+    terse__cmp_quant_cuda_destroy(cuda);
+}
+
+static void
+test_tails(void)
+{
+    /* bucket 96: slot kernels for everything (no fast path takes it); 512: the fast paths with
+     * the slot kernel for the partial last bucket */
+    static const uint32_t buckets[] = {96, 512};
+    size_t b, n;
+
+    for (b = 0; b < 2; ++b) {
+        for (n = 1; n <= 40; ++n) {
+            qc_guard_case(0, 4, buckets[b], n, TERSE_FLOAT32);
+            qc_guard_case(0, 3, buckets[b], buckets[b] + n, TERSE_FLOAT32);
+            qc_guard_case(1, 1, buckets[b], n, TERSE_FLOAT32);
+        }
+        qc_guard_case(0, 8, buckets[b], 2 * buckets[b] + 13, TERSE_BFLOAT16);
+        qc_guard_case(0, 2, buckets[b], 19, TERSE_FLOAT16);
+    }
+}
+
 static CU_TestInfo quant_cuda_tests[] = {
     {"quant parity (sizes x bits x dtypes)", test_quant_parity},
     {"quant parity (buckets, sub-ranges)", test_quant_parity_shapes},
     {"sign parity", test_sign_parity},
     {"non-finite input", test_nonfinite},
     {"multi-tensor table", test_table},
+    {"vector paths at tails: nothing written past the end", test_tails},
     CU_TEST_INFO_NULL,
 };
 
