@@ -343,7 +343,7 @@ bg_topk100m(const char *label, unsigned family, const float *d_in, float *d_res,
     us = bg_time_us(bg_compress, &c);
     bg_row(label, "select", 4 * n, us, 4.0 * n + 8.0 * k);
     c.res = d_res;
-    BG_CHECK(cudaMemset(d_res, 0, n * 4));
+    BG_CHECK(cudaMemsetAsync(d_res, 0, n * 4, bg_stream));
     us = bg_time_us(bg_compress, &c);
     bg_row(label, "select+feedback", 4 * n, us, 12.0 * n + 8.0 * k);
     bg_destroy(&c);
@@ -413,8 +413,9 @@ bg_psgd_run(const char *label, const size_t *rows, const size_t *cols, size_t nl
         BG_CHECK(cudaMalloc((void **)&b.out[l], n * 4));
         BG_CHECK(cudaMalloc((void **)&b.p[l], rows[l] * rank * 4));
         BG_CHECK(cudaMalloc((void **)&b.q[l], cols[l] * rank * 4));
-        BG_CHECK(cudaMemcpy(b.in[l], src, ((n < src_n) ? n : src_n) * 4, cudaMemcpyDeviceToDevice));
-        BG_CHECK(cudaMemset(b.res[l], 0, n * 4));
+        BG_CHECK(cudaMemcpyAsync(b.in[l], src, ((n < src_n) ? n : src_n) * 4,
+                                 cudaMemcpyDeviceToDevice, bg_stream));
+        BG_CHECK(cudaMemsetAsync(b.res[l], 0, n * 4, bg_stream));
     }
     us = bg_time_us(bg_psgd_step, &b);
     /* passes over the matrices: compress reads in + residual and writes M (12 B), stage 1
@@ -514,7 +515,9 @@ bg_fill(size_t n)
         h[i] *= 1.7320508f;
     }
     BG_CHECK(cudaMalloc((void **)&d, n * sizeof(float)));
-    BG_CHECK(cudaMemcpy(d, h, n * sizeof(float), cudaMemcpyHostToDevice));
+    /* on bg_stream, synchronised: the legacy stream does not order against it */
+    BG_CHECK(cudaMemcpyAsync(d, h, n * sizeof(float), cudaMemcpyHostToDevice, bg_stream));
+    BG_CHECK(cudaStreamSynchronize(bg_stream));
     free(h);
     return d;
 }
@@ -583,8 +586,8 @@ main(int argc, char **argv)
     BG_CHECK(cudaMalloc((void **)&d_res, maxn * 4));
     BG_CHECK(cudaMalloc((void **)&d_out, maxn * 4));
     BG_CHECK(cudaMalloc(&d_pay, maxn * 4 / 2 + (1 << 20)));
-    BG_CHECK(cudaMemset(d_res, 0, maxn * 4));
-    BG_CHECK(cudaMemset(d_out, 0, maxn * 4));
+    BG_CHECK(cudaMemsetAsync(d_res, 0, maxn * 4, bg_stream));
+    BG_CHECK(cudaMemsetAsync(d_out, 0, maxn * 4, bg_stream));
 
     for (size = bg.minb; size <= bg.maxb; size = (size_t)((double)size * bg.factor)) {
         size_t n = size / 4;

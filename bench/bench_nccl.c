@@ -110,7 +110,8 @@ bn_barrier(bn_rank_t *k)
 static int
 bn_reduce_double(bn_rank_t *k, double *v, int is_max)
 {
-    BN_CUDA(cudaMemcpy(k->dtmp, v, sizeof(double), cudaMemcpyHostToDevice));
+    /* on k->s: a pageable cudaMemcpy on the legacy stream may not have landed when k->s runs */
+    BN_CUDA(cudaMemcpyAsync(k->dtmp, v, sizeof(double), cudaMemcpyHostToDevice, k->s));
     BN_NCCL(k->w->api, k->w->api->AllReduce(k->dtmp, k->dtmp, 1, ncclFloat64,
                                             is_max ? ncclMax : ncclSum, k->comm, k->s));
     BN_CUDA(cudaStreamSynchronize(k->s));
@@ -296,12 +297,12 @@ bn_rank_run(bn_rank_t *k)
             return -1;
         }
         terse__convert_from_f32(k->in, 1.0f, k->x, w->dtype, n);
-        BN_CUDA(cudaMemcpy(k->dx, k->x, n * es, cudaMemcpyHostToDevice));
+        BN_CUDA(cudaMemcpyAsync(k->dx, k->x, n * es, cudaMemcpyHostToDevice, k->s));
         if (w->b->check) {
             for (i = 0; i < n; ++i) {
                 k->ex[i] = terse__load_f32(k->x, w->dtype, i);
             }
-            BN_CUDA(cudaMemcpy(k->dex, k->ex, n * sizeof(double), cudaMemcpyHostToDevice));
+            BN_CUDA(cudaMemcpyAsync(k->dex, k->ex, n * sizeof(double), cudaMemcpyHostToDevice, k->s));
             BN_NCCL(w->api, w->api->AllReduce(k->dex, k->dex, n, ncclFloat64, ncclSum, k->comm,
                                               k->s));
             BN_CUDA(cudaStreamSynchronize(k->s));

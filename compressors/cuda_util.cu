@@ -25,7 +25,13 @@ terse__cuda_calloc(void **ptr_p, size_t bytes)
         return TERSE_ERR_NOMEM;
     }
     TERSE_CUDA_CHECK(e, "cudaMalloc");
-    e = cudaMemset(p, 0, (bytes > 0) ? bytes : 1);
+    /* cudaMemset of device memory may return before it is done, on the legacy stream, which
+     * does not order against a caller's cudaStreamNonBlocking stream (PyTorch's): done before
+     * the pointer is handed out, or the first kernel on that stream can race the zeroing */
+    e = cudaMemsetAsync(p, 0, (bytes > 0) ? bytes : 1, 0);
+    if (e == cudaSuccess) {
+        e = cudaStreamSynchronize(0);
+    }
     if (e != cudaSuccess) {
         cudaFree(p);
         TERSE_CUDA_CHECK(e, "cudaMemset");
@@ -52,7 +58,10 @@ terse__cuda_memset_async(void *ptr, int value, size_t bytes, terse_stream_t s)
 extern "C" terse_status_t
 terse__cuda_memcpy(void *dst, const void *src, size_t bytes)
 {
-    TERSE_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), "cudaMemcpy");
+    /* a pageable host source: cudaMemcpy returns once the bytes are staged, before the copy
+     * lands; synchronised here for the reason of terse__cuda_calloc */
+    TERSE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, 0), "cudaMemcpyAsync");
+    TERSE_CUDA_CHECK(cudaStreamSynchronize(0), "cudaStreamSynchronize");
     return TERSE_OK;
 }
 
@@ -86,10 +95,15 @@ terse__cuda_stat_read(terse_cu_stat_t *stat, terse_stream_t s, uint32_t *flags_p
 {
     terse_cu_stat_t h;
 
+    /* on the caller's stream: a cudaMemset on the legacy stream could land after the next
+     * call's kernels (on a non-blocking stream) have set a flag, and lose it */
+    TERSE_CUDA_CHECK(cudaMemcpyAsync(&h, stat, sizeof(h), cudaMemcpyDeviceToHost,
+                                     (cudaStream_t)s),
+                     "cudaMemcpyAsync");
     TERSE_CUDA_CHECK(cudaStreamSynchronize((cudaStream_t)s), "cudaStreamSynchronize");
-    TERSE_CUDA_CHECK(cudaMemcpy(&h, stat, sizeof(h), cudaMemcpyDeviceToHost), "cudaMemcpy");
     if (h.flags != 0) {
-        TERSE_CUDA_CHECK(cudaMemset(&stat->flags, 0, sizeof(stat->flags)), "cudaMemset");
+        TERSE_CUDA_CHECK(cudaMemsetAsync(&stat->flags, 0, sizeof(stat->flags), (cudaStream_t)s),
+                         "cudaMemsetAsync");
     }
     if (flags_p != NULL) {
         *flags_p = h.flags;

@@ -279,7 +279,10 @@ nc_device_rank(void *arg)
     for (k = 0; (k < c->steps) && (run->status[r] == TERSE_OK); ++k) {
         void *o = c->inplace ? dx : dy;
         terse_status_t rc;
-        cudaMemcpy(dx, x, bytes, cudaMemcpyHostToDevice);
+        /* on s: a pageable cudaMemcpy runs on the legacy stream, which a non-blocking stream
+         * does not wait for, and returns before its last staged part lands (the in-place
+         * cases then compressed part of the last step's output) */
+        cudaMemcpyAsync(dx, x, bytes, cudaMemcpyHostToDevice, s);
         rc = terse_allreduce(ctx, dx, o, c->n, c->dtype, c->op, TERSE_MEM_CUDA, s);
         if ((rc != TERSE_OK) || (cudaStreamSynchronize(s) != cudaSuccess)) {
             run->status[r] = (rc != TERSE_OK) ? rc : TERSE_ERR_CUDA;
@@ -294,7 +297,7 @@ nc_device_rank(void *arg)
     terse_stats_get(ctx, &st);
     run->passthrough[r] = st.passthrough - st0.passthrough;
     /* the plain reference: NCCL's own allreduce of the same input on the caller's comm */
-    cudaMemcpy(dx, x, bytes, cudaMemcpyHostToDevice);
+    cudaMemcpyAsync(dx, x, bytes, cudaMemcpyHostToDevice, s);
     if ((nc_w.api->AllReduce(dx, dp, c->n, terse__nccl_dtype(c->dtype),
                              (c->op == TERSE_OP_AVG) ? ncclAvg : ncclSum, nc_w.comms[r], s) !=
          ncclSuccess) ||
@@ -433,11 +436,17 @@ nc_has_nan(const void *buf, terse_dtype_t dt, size_t n)
 static size_t
 nc_mismatches(const void *a, const void *b, size_t n, size_t es)
 {
-    size_t i, bad = 0;
+    size_t i, bad = 0, first = 0, last = 0;
 
     for (i = 0; i < n; ++i) {
-        bad += (memcmp((const unsigned char *)a + i * es, (const unsigned char *)b + i * es, es)
-                != 0);
+        if (memcmp((const unsigned char *)a + i * es, (const unsigned char *)b + i * es, es) != 0) {
+            first = (bad == 0) ? i : first;
+            last  = i;
+            ++bad;
+        }
+    }
+    if (bad != 0) { /* where: a tail, one bucket or spread tells races from kernel bugs */
+        printf("\n  mismatches at [%zu, %zu] of %zu ", first, last, n);
     }
     return bad;
 }
@@ -678,7 +687,7 @@ nc_recreate_rank(void *arg)
     cudaSetDevice(r);
     cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
     cudaMalloc(&d, 1 << 20);
-    cudaMemset(d, 0, 1 << 20);
+    cudaMemsetAsync(d, 0, 1 << 20, s);
     params.transport = TERSE_TRANSPORT_NCCL;
     params.comm      = nc_w.comms[r];
     for (round = 0; round < 2; ++round) {
