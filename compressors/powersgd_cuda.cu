@@ -13,6 +13,7 @@
  *              column), a fixed order; a degenerate column (powersgd.h) takes the CPU's
  *              per-column modified Gram-Schmidt; the columns in dynamic shared memory when
  *              they fit (sh_max), in basis otherwise
+ *   ps_orth_batch  ps_orth of many layers in one launch (block b: layer b's ps_orth)
  *   ps_mtp     Q partials per (column tile, row chunk), a thread summing its columns over the
  *              chunk's rows in order (4 columns with 16-byte loads up to rank 8 when VEC, one
  *              otherwise), then ps_mtp_sum adds the chunks in order (deterministic split-K
@@ -515,15 +516,27 @@ ps_orth_degenerate(float *a, uint64_t len, int c, double *sh, double *sw, uint64
  * (ps_orth_degenerate), and the next column starts with its own R1. Every thread works on its
  * own elements t = threadIdx.x + k B of every column, so the only barriers of the common
  * path are those of the reductions. */
+#define PS_ORTH_RED(_rm) ((PS_OB_ORTH(_rm) / 32) * (_rm)) /* doubles of one reduction buffer */
+
+/* The static shared memory of a ps_orth block, declared by the kernels (ps_orth,
+ * ps_orth_batch) so that a kernel running either SH instance of the body holds one copy. */
+template <int RM>
+struct ps_orth_sh {
+    double   sh[32];
+    double   sw[32];
+    uint64_t st_[32];
+    double   red[2][PS_ORTH_RED(RM)];
+};
+
 template <int RM, int SH>
-__global__ void __launch_bounds__(PS_OB_ORTH(RM))
-ps_orth(const float *summed, float *basis, uint64_t len, int r, ps_dev_t *dev)
+__device__ __forceinline__ void
+ps_orth_body(const float *summed, float *basis, uint64_t len, int r, ps_dev_t *dev,
+             ps_orth_sh<RM> &w)
 {
     constexpr int B = PS_OB_ORTH(RM);
-    __shared__ double sh[32];
-    __shared__ double sw[32];
-    __shared__ uint64_t st_[32];
-    __shared__ double red[2][(B / 32) * RM];
+    double *sh = w.sh, *sw = w.sw;
+    uint64_t *st_ = w.st_;
+    double (*red)[PS_ORTH_RED(RM)] = w.red;
     float *a = SH ? ps_dyn : basis;
     int bad = 0, rb = 0, have = 0;
     double tot[RM]; /* R1 of column c: tot[j] = a_j . a_c (j < c), tot[RM - 1] = a_c . a_c */
@@ -689,6 +702,44 @@ ps_orth(const float *summed, float *basis, uint64_t len, int r, ps_dev_t *dev)
     }
     if (threadIdx.x == 0) {
         dev->basis_ok = 1;
+    }
+}
+
+template <int RM, int SH>
+__global__ void __launch_bounds__(PS_OB_ORTH(RM))
+ps_orth(const float *summed, float *basis, uint64_t len, int r, ps_dev_t *dev)
+{
+    __shared__ ps_orth_sh<RM> w;
+
+    ps_orth_body<RM, SH>(summed, basis, len, r, dev, w);
+}
+
+/* One layer of ps_orth_batch: ps_orth's arguments, and whether its columns fit ps_dyn. */
+typedef struct ps_orth_job {
+    const float *summed;
+    float       *basis;
+    ps_dev_t    *dev;
+    uint64_t     len;
+    int          r;
+    int          sh;
+} ps_orth_job_t;
+
+/* ps_orth of many layers in one launch, block b doing job b exactly as ps_orth<RM', SH> would
+ * (SH: the job's flag). RM is the largest rank bound of the launch's layers, and every one of
+ * them has PS_OB_ORTH(RM) == PS_OB_ORTH(RM'): the bits do not depend on RM beyond that block
+ * size (the vector reductions add each element over the same lanes and warps in the same tree,
+ * and the columns from r on are never touched). */
+template <int RM>
+__global__ void __launch_bounds__(PS_OB_ORTH(RM))
+ps_orth_batch(const ps_orth_job_t *jobs)
+{
+    __shared__ ps_orth_sh<RM> w;
+    const ps_orth_job_t *j = jobs + blockIdx.x;
+
+    if (j->sh) {
+        ps_orth_body<RM, 1>(j->summed, j->basis, j->len, j->r, j->dev, w);
+    } else {
+        ps_orth_body<RM, 0>(j->summed, j->basis, j->len, j->r, j->dev, w);
     }
 }
 
@@ -1086,10 +1137,12 @@ ps_esize(terse_dtype_t dtype)
     return (dtype == TERSE_FLOAT32) ? 4 : 2;
 }
 
-/* Sets the dynamic shared memory limit of the RM instances of ps_orth<RM, 1> and ps_keep<RM, 1>;
- * 0 on failure. */
+/* Sets the dynamic shared memory limit of the RM instances of ps_orth<RM, 1>, ps_orth_batch<RM>
+ * and ps_keep<RM, 1>; 0 on failure. */
 #define PS_SET_SH(_rm, _lim)                                                                   \
     ((cudaFuncSetAttribute(ps_orth<_rm, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,       \
+                           (int)(_lim)) == cudaSuccess) &&                                     \
+     (cudaFuncSetAttribute(ps_orth_batch<_rm>, cudaFuncAttributeMaxDynamicSharedMemorySize,    \
                            (int)(_lim)) == cudaSuccess) &&                                     \
      (cudaFuncSetAttribute(ps_keep<_rm, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,       \
                            (int)(_lim)) == cudaSuccess))
@@ -1268,40 +1321,33 @@ terse__cmp_psgd_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
     return TERSE_OK;
 }
 
-extern "C" terse_status_t
-terse__cmp_psgd_cuda_stage(void *cuda, unsigned stage, const void *summed, size_t summed_bytes,
-                           void *out, size_t out_bytes, double *sq_err_p, terse_stream_t stream)
+/* The sizes terse__cmp_psgd_cuda_stage accepts for stage 1 (both callers name the culprit). */
+static int
+ps_stage_args_ok(const ps_cuda_t *c, const void *summed, size_t summed_bytes, const void *out,
+                 size_t out_bytes)
 {
-    ps_cuda_t *c   = (ps_cuda_t *)cuda;
-    cudaStream_t s = (cudaStream_t)stream;
-    ps_shape_t sh;
+    return (c != NULL) && (summed != NULL) && (out != NULL) &&
+           (summed_bytes == c->rank * c->rows * sizeof(float)) &&
+           (out_bytes == c->rank * c->cols * sizeof(float));
+}
+
+/* Whether the columns of the layer's P fit ps_orth's dynamic shared memory, and how many bytes
+ * they take: the one choice of the single and the batched launch (same choice, same bits). */
+static int
+ps_orth_sh_fits(const ps_cuda_t *c, size_t *bytes_p)
+{
+    *bytes_p = c->rank * c->rows * sizeof(float);
+    return *bytes_p <= c->sh_max;
+}
+
+/* Stage 1 after P^ (ps_orth, launched by the caller): Q_i = M^T P^ into out, the residual,
+ * the status commit. Launches only (the caller checks them). */
+static void
+ps_stage_rest(ps_cuda_t *c, void *out, cudaStream_t s)
+{
+    const ps_shape_t sh = ps_shape(c);
     int vec;
 
-    if ((c == NULL) || (stage != 1) || (summed == NULL) || (out == NULL) ||
-        (summed_bytes != c->rank * c->rows * sizeof(float)) ||
-        (out_bytes != c->rank * c->cols * sizeof(float))) {
-        terse_error(TERSE_LOG_CMP, "powersgd cuda: bad stage %u arguments", stage);
-        return TERSE_ERR_INVALID;
-    }
-    if (c->next != 1) {
-        terse_error(TERSE_LOG_CMP, "powersgd cuda: stage 1 without compress");
-        return TERSE_ERR_USAGE;
-    }
-    c->next = 2;
-    sh      = ps_shape(c);
-#define PS_ORTH(_rm)                                                                           \
-    do {                                                                                       \
-        const size_t shb_ = c->rank * c->rows * sizeof(float);                                 \
-        if (shb_ <= c->sh_max) {                                                               \
-            ps_orth<_rm, 1><<<1, PS_OB_ORTH(_rm), shb_, s>>>((const float *)summed, c->basis,  \
-                                                             c->rows, (int)c->rank, c->dev);   \
-        } else {                                                                               \
-            ps_orth<_rm, 0><<<1, PS_OB_ORTH(_rm), 0, s>>>((const float *)summed, c->basis,     \
-                                                          c->rows, (int)c->rank, c->dev);      \
-        }                                                                                      \
-    } while (0)
-    PS_BY_RANK(c->rank, PS_ORTH);
-#undef PS_ORTH
     /* 4 columns a thread up to rank 8 (4 x 8 sums in registers), one column above */
     vec = (c->rank <= 8) && ps_vec(c, c->m, 16, c->partial, 16);
 #define PS_MTP(_rm, _v, _bs)                                                                   \
@@ -1341,10 +1387,231 @@ terse__cmp_psgd_cuda_stage(void *cuda, unsigned stage, const void *summed, size_
     PS_BY_RANK(c->rank, PS_SUB);
 #undef PS_SUB
     ps_fix_stage<<<1, 1, 0, s>>>(c->dev, c->stat);
+}
+
+extern "C" terse_status_t
+terse__cmp_psgd_cuda_stage(void *cuda, unsigned stage, const void *summed, size_t summed_bytes,
+                           void *out, size_t out_bytes, double *sq_err_p, terse_stream_t stream)
+{
+    ps_cuda_t *c   = (ps_cuda_t *)cuda;
+    cudaStream_t s = (cudaStream_t)stream;
+    size_t shb;
+
+    if ((stage != 1) || !ps_stage_args_ok(c, summed, summed_bytes, out, out_bytes)) {
+        terse_error(TERSE_LOG_CMP, "powersgd cuda: bad stage %u arguments", stage);
+        return TERSE_ERR_INVALID;
+    }
+    if (c->next != 1) {
+        terse_error(TERSE_LOG_CMP, "powersgd cuda: stage 1 without compress");
+        return TERSE_ERR_USAGE;
+    }
+    c->next = 2;
+#define PS_ORTH(_rm)                                                                           \
+    do {                                                                                       \
+        if (ps_orth_sh_fits(c, &shb)) {                                                        \
+            ps_orth<_rm, 1><<<1, PS_OB_ORTH(_rm), shb, s>>>((const float *)summed, c->basis,   \
+                                                            c->rows, (int)c->rank, c->dev);    \
+        } else {                                                                               \
+            ps_orth<_rm, 0><<<1, PS_OB_ORTH(_rm), 0, s>>>((const float *)summed, c->basis,     \
+                                                          c->rows, (int)c->rank, c->dev);      \
+        }                                                                                      \
+    } while (0)
+    PS_BY_RANK(c->rank, PS_ORTH);
+#undef PS_ORTH
+    ps_stage_rest(c, out, s);
     TERSE_CUDA_LAUNCHED("powersgd stage 1");
     if (sq_err_p != NULL) {
         *sq_err_p = 0.0;
     }
+    return TERSE_OK;
+}
+
+/* ---------------------------------------------------------------- batched stage 1 */
+/* The layers of a batch fall in two launch groups by ps_orth's block size: ranks up to 8
+ * (PS_OB_ORTH 512) and above (256); each group is one ps_orth_batch launch with its largest
+ * rank bound (see ps_orth_batch: same bits as each layer's own instance). */
+#define PS_NGROUP 2
+
+typedef struct ps_batch_group {
+    size_t   rank;  /* largest rank of the group (0: empty group) */
+    unsigned first; /* its jobs: jobs[first .. first + count - 1] */
+    unsigned count;
+    size_t   shb;   /* dynamic shared bytes: the largest of its layers that use ps_dyn */
+} ps_batch_group_t;
+
+typedef struct ps_batch {
+    size_t           n;
+    ps_cuda_t      **layers; /* borrowed, in the caller's order */
+    void           **out;    /* the layers' Q outputs, borrowed */
+    ps_orth_job_t   *jobs;   /* device: group 0's jobs, then group 1's */
+    ps_batch_group_t grp[PS_NGROUP];
+} ps_batch_t;
+
+static int
+ps_batch_group_of(size_t rank)
+{
+    return (PS_OB_ORTH(rank) == PS_OB_ORTH(8)) ? 0 : 1;
+}
+
+/* Whether [a, a + na) and [b, b + nb) share a byte. */
+static int
+ps_overlap(const void *a, size_t na, const void *b, size_t nb)
+{
+    const uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+
+    return (x < y + nb) && (y < x + na);
+}
+
+/* Rejects what terse__cmp_psgd_cuda_stage would, layer by layer, and what would make the one
+ * launch differ from the layers in order: an instance twice (the second stage would be a usage
+ * error), or an earlier layer's Q output over a later layer's summed P (which the layers in
+ * order would read after it was written). */
+static terse_status_t
+ps_batch_check(void *const *cudas, const void *const *summed, const size_t *summed_bytes,
+               void *const *out, const size_t *out_bytes, size_t n)
+{
+    size_t i, j;
+
+    if ((cudas == NULL) || (summed == NULL) || (summed_bytes == NULL) || (out == NULL) ||
+        (out_bytes == NULL) || (n == 0) || (n > UINT32_MAX)) {
+        terse_error(TERSE_LOG_CMP, "powersgd cuda: bad batch arguments (%zu layers)", n);
+        return TERSE_ERR_INVALID;
+    }
+    for (i = 0; i < n; ++i) {
+        if (!ps_stage_args_ok((const ps_cuda_t *)cudas[i], summed[i], summed_bytes[i], out[i],
+                              out_bytes[i])) {
+            terse_error(TERSE_LOG_CMP, "powersgd cuda: batch layer %zu: bad stage 1 arguments "
+                                       "(summed %zu bytes, out %zu bytes)",
+                        i, summed_bytes[i], out_bytes[i]);
+            return TERSE_ERR_INVALID;
+        }
+        for (j = 0; j < i; ++j) {
+            if (cudas[j] == cudas[i]) {
+                terse_error(TERSE_LOG_CMP, "powersgd cuda: batch layer %zu: the instance of "
+                                           "layer %zu again", i, j);
+                return TERSE_ERR_INVALID;
+            }
+            if (ps_overlap(out[j], out_bytes[j], summed[i], summed_bytes[i])) {
+                terse_error(TERSE_LOG_CMP, "powersgd cuda: batch layer %zu: summed P overlaps "
+                                           "the Q output of layer %zu", i, j);
+                return TERSE_ERR_INVALID;
+            }
+        }
+    }
+    return TERSE_OK;
+}
+
+extern "C" terse_status_t
+terse__cmp_psgd_cuda_batch_create(void *const *cudas, const void *const *summed,
+                                  const size_t *summed_bytes, void *const *out,
+                                  const size_t *out_bytes, size_t n, void **batch_p)
+{
+    ps_batch_t *b;
+    ps_orth_job_t *jobs;
+    size_t i;
+    unsigned next[PS_NGROUP];
+    terse_status_t status;
+    int g;
+
+    TERSE_CHECK(ps_batch_check(cudas, summed, summed_bytes, out, out_bytes, n));
+    b = (ps_batch_t *)calloc(1, sizeof(*b));
+    jobs = (ps_orth_job_t *)calloc(n, sizeof(*jobs));
+    if ((b == NULL) || (jobs == NULL) ||
+        ((b->layers = (ps_cuda_t **)calloc(n, sizeof(*b->layers))) == NULL) ||
+        ((b->out = (void **)calloc(n, sizeof(*b->out))) == NULL)) {
+        terse_error(TERSE_LOG_CMP, "failed to allocate a powersgd cuda batch of %zu layers", n);
+        status = TERSE_ERR_NOMEM;
+        goto err_free;
+    }
+    b->n = n;
+    for (i = 0; i < n; ++i) {
+        const ps_cuda_t *c = (const ps_cuda_t *)cudas[i];
+        ps_batch_group_t *gr = &b->grp[ps_batch_group_of(c->rank)];
+        b->layers[i] = (ps_cuda_t *)cudas[i];
+        b->out[i]    = out[i];
+        gr->rank     = TERSE_MAX(gr->rank, c->rank);
+        gr->count   += 1;
+    }
+    b->grp[1].first = b->grp[0].count;
+    for (g = 0; g < PS_NGROUP; ++g) {
+        next[g] = b->grp[g].first;
+    }
+    for (i = 0; i < n; ++i) {
+        const ps_cuda_t *c   = b->layers[i];
+        ps_batch_group_t *gr = &b->grp[ps_batch_group_of(c->rank)];
+        ps_orth_job_t *jb    = &jobs[next[ps_batch_group_of(c->rank)]++];
+        size_t shb;
+        jb->summed = (const float *)summed[i];
+        jb->basis  = c->basis;
+        jb->dev    = c->dev;
+        jb->len    = c->rows;
+        jb->r      = (int)c->rank;
+        jb->sh     = ps_orth_sh_fits(c, &shb);
+        if (jb->sh) {
+            gr->shb = TERSE_MAX(gr->shb, shb);
+        }
+    }
+    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&b->jobs, n * sizeof(*jobs)), status, err_free);
+    TERSE_CHECK_GOTO(terse__cuda_memcpy(b->jobs, jobs, n * sizeof(*jobs)), status, err_free);
+    free(jobs);
+    *batch_p = b;
+    return TERSE_OK;
+
+err_free:
+    free(jobs);
+    terse__cmp_psgd_cuda_batch_destroy(b);
+    return status;
+}
+
+extern "C" void
+terse__cmp_psgd_cuda_batch_destroy(void *batch)
+{
+    ps_batch_t *b = (ps_batch_t *)batch;
+
+    if (b != NULL) {
+        terse__cuda_free(b->jobs);
+        free(b->layers);
+        free(b->out);
+        free(b);
+    }
+}
+
+extern "C" terse_status_t
+terse__cmp_psgd_cuda_batch_stage(void *batch, terse_stream_t stream)
+{
+    ps_batch_t *b  = (ps_batch_t *)batch;
+    cudaStream_t s = (cudaStream_t)stream;
+    size_t i;
+    int g;
+
+    if (b == NULL) {
+        return TERSE_ERR_INVALID;
+    }
+    /* every layer's state first: a usage error launches nothing */
+    for (i = 0; i < b->n; ++i) {
+        if (b->layers[i]->next != 1) {
+            terse_error(TERSE_LOG_CMP, "powersgd cuda: batch layer %zu: stage 1 without "
+                                       "compress", i);
+            return TERSE_ERR_USAGE;
+        }
+    }
+    for (i = 0; i < b->n; ++i) {
+        b->layers[i]->next = 2;
+    }
+    for (g = 0; g < PS_NGROUP; ++g) {
+        const ps_batch_group_t *gr = &b->grp[g];
+        const ps_orth_job_t *jobs  = b->jobs + gr->first;
+#define PS_ORTH_BATCH(_rm)                                                                     \
+    ps_orth_batch<_rm><<<gr->count, PS_OB_ORTH(_rm), gr->shb, s>>>(jobs)
+        if (gr->count > 0) {
+            PS_BY_RANK(gr->rank, PS_ORTH_BATCH);
+        }
+#undef PS_ORTH_BATCH
+    }
+    for (i = 0; i < b->n; ++i) {
+        ps_stage_rest(b->layers[i], b->out[i], s);
+    }
+    TERSE_CUDA_LAUNCHED("powersgd batched stage 1");
     return TERSE_OK;
 }
 

@@ -8,7 +8,8 @@
  * powersgd.h. Ranks up to TERSE_PSGD_CUDA_MAX_RANK.
  *
  *   compress:   M = in + residual (kept in the residual, or the instance's scratch), P = M Q
- *   stage 1:    P^ = orth(summed P) (one block, modified Gram-Schmidt twice, double dots),
+ *   stage 1:    P^ = orth(summed P) (one block a layer, modified Gram-Schmidt twice, double
+ *               dots; a batch of layers in one launch),
  *               Q_i = M^T P^ (column tiles x row chunks, chunks summed in order),
  *               residual = M - P^ Q_i^T, squared error
  *   decompress: out = scale * P^ Q^T, Q <- summed Q with unit columns (warm start)
@@ -51,6 +52,26 @@ terse_status_t terse__cmp_psgd_cuda_compress(void *cuda, const void *in, terse_d
 terse_status_t terse__cmp_psgd_cuda_stage(void *cuda, unsigned stage, const void *summed,
                                           size_t summed_bytes, void *out, size_t out_bytes,
                                           double *sq_err_p, terse_stream_t stream);
+/* A batch of layers for stage 1 with one orthogonalisation launch: the summed P and the Q
+ * output of every layer are device buffers that stay valid as long as the batch (the
+ * communication layer's workspace), so the device table is built once. Synchronous (plan time).
+ * cudas: n distinct instances (borrowed: destroy the batch first or after, but stage only while
+ * they live); summed[i], out[i]: layer i's arguments of terse__cmp_psgd_cuda_stage, checked as
+ * it checks them; out[i] must not overlap summed[j] for j > i (the layers in order would read
+ * the Q). One ps_orth launch for the layers of rank <= 8 and one for those above (ps_orth's two
+ * block sizes); the rest of stage 1 stays per layer.
+ * [out] batch_p: release with terse__cmp_psgd_cuda_batch_destroy. Returns TERSE_OK,
+ * TERSE_ERR_INVALID (naming the layer), TERSE_ERR_NOMEM or TERSE_ERR_CUDA. */
+terse_status_t terse__cmp_psgd_cuda_batch_create(void *const *cudas, const void *const *summed,
+                                                 const size_t *summed_bytes, void *const *out,
+                                                 const size_t *out_bytes, size_t n, void **batch_p);
+void           terse__cmp_psgd_cuda_batch_destroy(void *batch);
+/* Stage 1 of every layer of the batch: as terse__cmp_psgd_cuda_stage(cudas[i], 1, summed[i],
+ * summed_bytes[i], out[i], out_bytes[i], NULL, stream) for i in order, bit for bit (P^, Q,
+ * residual, flags, squared errors). Returns TERSE_OK, TERSE_ERR_INVALID (batch NULL),
+ * TERSE_ERR_USAGE (a layer without compress before: then nothing is launched and no layer
+ * changes state) or TERSE_ERR_CUDA. */
+terse_status_t terse__cmp_psgd_cuda_batch_stage(void *batch, terse_stream_t stream);
 /* out (n of dtype) = scale * P^ (summed Q)^T; NaN when any summed payload was non-finite.
  * May be repeated on the same step (same bits, same warm start), as on the CPU.
  * Returns TERSE_OK, TERSE_ERR_PAYLOAD (size), TERSE_ERR_USAGE or TERSE_ERR_CUDA. */
