@@ -775,16 +775,27 @@ cmp_psgd_decompress(void *ctx, const void *in, size_t in_bytes, float scale,
     return TERSE_OK;
 }
 
+void *
+terse__cmp_psgd_cuda_of(void *cmp)
+{
 #if CMP_PSGD_CUDA
-/* The device state (the `cuda` argument of psgd_cuda.h's launchers, e.g. for the lazy
- * terse__cmp_psgd_cuda_stat) of an ops instance of powersgd; NULL for a host instance.
- * Borrowed: owned by the instance. */
+    return (cmp != NULL) ? ((cmp_psgd_t *)cmp)->cuda : NULL;
+#else
+    (void)cmp;
+    return NULL;
+#endif
+}
+
+#if CMP_PSGD_CUDA
+/* terse__cmp_psgd_cuda_of under the name every CUDA family's tests use (test_ops_cuda.c):
+ * the device state of an ops instance of powersgd (e.g. for the lazy terse__cmp_psgd_cuda_stat);
+ * NULL for a host instance. Borrowed: owned by the instance. */
 void *terse__cmp_psgd_cuda_handle(void *ctx);
 
 void *
 terse__cmp_psgd_cuda_handle(void *ctx)
 {
-    return (ctx != NULL) ? ((cmp_psgd_t *)ctx)->cuda : NULL;
+    return terse__cmp_psgd_cuda_of(ctx);
 }
 #endif
 

@@ -121,6 +121,12 @@ terse_psgd_init_q(const terse_rng_t *rng, uint64_t e)
     return (s - 2.0f) * 1.7320508f;
 }
 
+/* The device state of an ops instance of powersgd (the ctx its create returned): the `cuda`
+ * argument of powersgd_cuda.h's launchers, e.g. to batch its stage 1 with other layers'
+ * (terse__cmp_psgd_cuda_batch_create). Borrowed: owned by the instance. NULL for a host
+ * instance (powersgd1 is one always), and in a build without CUDA. Defined in powersgd.c. */
+void *terse__cmp_psgd_cuda_of(void *cmp);
+
 #ifdef __cplusplus
 }
 #endif
