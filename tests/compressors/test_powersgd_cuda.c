@@ -3,7 +3,8 @@
  * the output and the residual must agree within a relative Frobenius difference of 1e-4 (the
  * float rounding of a 1000-long dot is ~1e-6; the rest is margin for Gram-Schmidt), and
  * exactly where no rounding happens (zero input: unit-vector basis). Also: flat reshape with a
- * padded last row, ranks 1..32, non-finite input (NaN travels, residual and Q reset). */
+ * padded last row, ranks 1..32, non-finite input (NaN travels, residual and Q reset).
+ * Suite powersgd_cuda_batch: the batched stage 1 against the per-layer one, bit for bit. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,25 @@ pc_rel(const float *a, const float *b, size_t n)
 
 #define PC_TOL 1e-4
 
-/* kind 0 low-rank + noise, 1 all zero, 2 with a NaN */
+/* count values of a layer of R rows: kind 0 low-rank + noise, 1 all zero, 2 with a NaN, 3 exactly
+ * rank 2 (rank-deficient P above rank 2: the columns from 2 on are numerically dependent) */
+static void
+pc_fill(int kind, size_t count, size_t R, uint64_t seed, float *f32)
+{
+    const size_t full = R * (count / R);
+
+    if (kind == 1) {
+        memset(f32, 0, count * sizeof(float));
+        return;
+    }
+    terse_test_lowrank(seed, R, count / R, (kind == 3) ? 2 : 3, (kind == 3) ? 0.0f : 0.1f, f32);
+    terse_test_gaussian(seed + 5, f32 + full, count - full);
+    if (kind == 2) {
+        f32[count / 3] = NAN;
+    }
+}
+
+/* kind: as pc_fill's (0 .. 2) */
 static void
 pc_case(size_t count, size_t rows, size_t cols, size_t rank, terse_dtype_t dt, int kind,
         uint64_t seed)
@@ -60,15 +79,7 @@ pc_case(size_t count, size_t rows, size_t cols, size_t rank, terse_dtype_t dt, i
     CU_ASSERT_EQUAL_FATAL(qb, C * rank * sizeof(float));
     TERSE_TEST_OK(terse__cmp_psgd_cuda_create(count, rows, cols, rank, seed, 7, 0, &cuda));
     f32 = malloc(count * sizeof(float));
-    if (kind == 1) {
-        memset(f32, 0, count * sizeof(float));
-    } else {
-        terse_test_lowrank(seed, R, count / R, 3, 0.1f, f32); /* fills R * (count / R) */
-        terse_test_gaussian(seed + 5, f32 + R * (count / R), count - R * (count / R));
-        if (kind == 2) {
-            f32[count / 3] = NAN;
-        }
-    }
+    pc_fill(kind, count, R, seed, f32);
     in = malloc(count * 4);
     terse__convert_from_f32(f32, 1.0f, in, dt, count);
     res_c = terse_test_input(seed + 1, count, TERSE_FLOAT32, (kind == 1) ? 0.0f : 0.05f, 0);
@@ -197,6 +208,245 @@ test_psgd_nonfinite(void)
     pc_case(100003, 0, 0, 1, TERSE_FLOAT16, 2, 10);
 }
 
+/* ---------------------------------------------------------------- batched stage 1 */
+/* kind: pc_fill's */
+typedef struct pb_layer {
+    size_t        count, rows, cols, rank;
+    terse_dtype_t dt;
+    int           kind;
+} pb_layer_t;
+
+/* Two identical instances of one layer: A staged by the batch, B by the per-layer stage. */
+typedef struct pb_pair {
+    pb_layer_t sp;
+    size_t     R, C, pb, qb;
+    void      *cuda[2], *d_in, *d_p[2], *d_q[2], *d_out[2];
+    float     *d_res[2];
+} pb_pair_t;
+
+static void
+pb_pair_init(pb_pair_t *x, const pb_layer_t *sp, uint64_t seed)
+{
+    float *f32 = malloc(sp->count * sizeof(float)), *res;
+    void *in = malloc(sp->count * 4);
+    int v;
+
+    memset(x, 0, sizeof(*x));
+    x->sp = *sp;
+    terse_psgd_shape(sp->count, sp->rows, sp->cols, &x->R, &x->C);
+    x->pb = x->R * sp->rank * sizeof(float);
+    x->qb = x->C * sp->rank * sizeof(float);
+    pc_fill(sp->kind, sp->count, x->R, seed, f32);
+    terse__convert_from_f32(f32, 1.0f, in, sp->dt, sp->count);
+    res = terse_test_input(seed + 1, sp->count, TERSE_FLOAT32,
+                           ((sp->kind == 1) || (sp->kind == 3)) ? 0.0f : 0.05f, 0);
+    x->d_in = terse_test_cuda_dev(in, sp->count * terse_dtype_size(sp->dt));
+    for (v = 0; v < 2; ++v) {
+        TERSE_TEST_OK(terse__cmp_psgd_cuda_create(sp->count, sp->rows, sp->cols, sp->rank, seed,
+                                                  (uint32_t)seed, 0, &x->cuda[v]));
+        x->d_res[v] = terse_test_cuda_dev(res, sp->count * sizeof(float));
+        x->d_p[v]   = terse_test_cuda_dev(NULL, x->pb);
+        x->d_q[v]   = terse_test_cuda_dev(NULL, x->qb);
+        x->d_out[v] = terse_test_cuda_dev(NULL, sp->count * sizeof(float));
+    }
+    free(f32);
+    free(in);
+    free(res);
+}
+
+static void
+pb_pair_fini(pb_pair_t *x)
+{
+    int v;
+
+    terse__cuda_free(x->d_in);
+    for (v = 0; v < 2; ++v) {
+        terse__cmp_psgd_cuda_destroy(x->cuda[v]);
+        terse__cuda_free(x->d_res[v]);
+        terse__cuda_free(x->d_p[v]);
+        terse__cuda_free(x->d_q[v]);
+        terse__cuda_free(x->d_out[v]);
+    }
+}
+
+/* 1 when the device buffers a and b hold the same bytes (a message names what differs). */
+static int
+pb_same(const void *a, const void *b, size_t bytes, const char *what, size_t layer, int step)
+{
+    unsigned char *x = malloc(bytes), *y = malloc(bytes);
+    int same;
+
+    terse_test_cuda_get(x, a, bytes);
+    terse_test_cuda_get(y, b, bytes);
+    same = (memcmp(x, y, bytes) == 0);
+    if (!same) {
+        fprintf(stderr, "powersgd batch: layer %zu step %d: %s differs\n", layer, step, what);
+    }
+    free(x);
+    free(y);
+    return same;
+}
+
+/* Stage 1 of layers of every rank class, shape and path (shared and global memory, degenerate,
+ * rank-deficient, flat, non-finite) through one batch on copy A and through the per-layer
+ * stage on copy B, over three steps (warm start): P^, Q, residual, flags and output must be
+ * the same bits. Squared errors are summed with atomics (a statistic): near, not equal. */
+static void
+test_psgd_batch_bits(void)
+{
+    static const pb_layer_t layers[] = {
+        {64 * 48, 64, 48, 4, TERSE_FLOAT32, 0},
+        {300 * 1000, 300, 1000, 8, TERSE_FLOAT32, 0},
+        {1000003, 0, 0, 2, TERSE_FLOAT32, 0},          /* flat, padded last row */
+        {200 * 100, 200, 100, 4, TERSE_FLOAT32, 1},    /* zero: degenerate columns */
+        {200 * 100, 200, 100, 4, TERSE_FLOAT32, 2},    /* non-finite */
+        {256 * 128, 256, 128, 6, TERSE_FLOAT32, 3},    /* rank 2 at rank 6 */
+        {1000 * 300, 1000, 300, 32, TERSE_FLOAT32, 0},
+        {8000 * 40, 8000, 40, 12, TERSE_BFLOAT16, 0},  /* P of 384 KB: global memory */
+        {60000 * 8, 60000, 8, 4, TERSE_FLOAT32, 0},    /* P of 960 KB: global memory */
+        {768 * 3072, 768, 3072, 16, TERSE_FLOAT16, 0},
+    };
+    const size_t n = sizeof(layers) / sizeof(layers[0]);
+    pb_pair_t x[sizeof(layers) / sizeof(layers[0])];
+    void *cudas[sizeof(layers) / sizeof(layers[0])], *out[sizeof(layers) / sizeof(layers[0])];
+    const void *summed[sizeof(layers) / sizeof(layers[0])];
+    size_t sb[sizeof(layers) / sizeof(layers[0])], ob[sizeof(layers) / sizeof(layers[0])];
+    void *batch = NULL;
+    size_t l;
+    int step, v;
+
+    for (l = 0; l < n; ++l) {
+        pb_pair_init(&x[l], &layers[l], 100 + l);
+        cudas[l]  = x[l].cuda[0];
+        summed[l] = x[l].d_p[0];
+        out[l]    = x[l].d_q[0];
+        sb[l]     = x[l].pb;
+        ob[l]     = x[l].qb;
+    }
+    TERSE_TEST_OK(terse__cmp_psgd_cuda_batch_create(cudas, summed, sb, out, ob, n, &batch));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(batch);
+    for (step = 0; step < 3; ++step) {
+        for (l = 0; l < n; ++l) {
+            for (v = 0; v < 2; ++v) {
+                TERSE_TEST_OK(terse__cmp_psgd_cuda_compress(
+                    x[l].cuda[v], x[l].d_in, x[l].sp.dt, x[l].sp.count, x[l].d_res[v],
+                    x[l].d_p[v], x[l].pb, NULL, NULL, NULL));
+            }
+        }
+        TERSE_TEST_OK(terse__cmp_psgd_cuda_batch_stage(batch, NULL));
+        for (l = 0; l < n; ++l) {
+            TERSE_TEST_OK(terse__cmp_psgd_cuda_stage(x[l].cuda[1], 1, x[l].d_p[1], x[l].pb,
+                                                     x[l].d_q[1], x[l].qb, NULL, NULL));
+        }
+        for (l = 0; l < n; ++l) {
+            uint32_t flags[2] = {0, 0};
+            double err[2] = {0.0, 0.0};
+            for (v = 0; v < 2; ++v) {
+                TERSE_TEST_OK(terse__cmp_psgd_cuda_stat(x[l].cuda[v], NULL, &flags[v], &err[v]));
+                TERSE_TEST_OK(terse__cmp_psgd_cuda_decompress(
+                    x[l].cuda[v], x[l].d_q[v], x[l].qb, 0.5f, x[l].d_out[v], TERSE_FLOAT32,
+                    x[l].sp.count, NULL));
+            }
+            CU_ASSERT_EQUAL(flags[0], flags[1]);
+            CU_ASSERT_EQUAL(((flags[0] & TERSE_CMP_NONFINITE) != 0), (x[l].sp.kind == 2));
+            if (x[l].sp.kind == 2) {
+                CU_ASSERT(isinf(err[0]) && isinf(err[1]));
+            } else {
+                TERSE_TEST_NEAR(err[0], err[1], 1e-12 * err[1]);
+            }
+            CU_ASSERT(pb_same(x[l].d_p[0], x[l].d_p[1], x[l].pb, "P", l, step));
+            CU_ASSERT(pb_same(terse__cmp_psgd_cuda_basis(x[l].cuda[0]),
+                              terse__cmp_psgd_cuda_basis(x[l].cuda[1]), x[l].pb, "P^", l, step));
+            CU_ASSERT(pb_same(x[l].d_q[0], x[l].d_q[1], x[l].qb, "Q", l, step));
+            CU_ASSERT(pb_same(x[l].d_res[0], x[l].d_res[1], x[l].sp.count * sizeof(float),
+                              "residual", l, step));
+            CU_ASSERT(pb_same(x[l].d_out[0], x[l].d_out[1], x[l].sp.count * sizeof(float),
+                              "output", l, step));
+            CU_ASSERT(pb_same(terse__cmp_psgd_cuda_q(x[l].cuda[0]),
+                              terse__cmp_psgd_cuda_q(x[l].cuda[1]), x[l].qb, "warm-start Q", l,
+                              step));
+        }
+    }
+    /* stage 1 again without compress: a usage error that changes no layer (decompress may
+     * still repeat) */
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_stage(batch, NULL), TERSE_ERR_USAGE);
+    TERSE_TEST_OK(terse__cmp_psgd_cuda_decompress(x[0].cuda[0], x[0].d_q[0], x[0].qb, 0.5f,
+                                                  x[0].d_out[0], TERSE_FLOAT32, x[0].sp.count,
+                                                  NULL));
+    CU_ASSERT(pb_same(x[0].d_out[0], x[0].d_out[1], x[0].sp.count * sizeof(float),
+                      "repeated output", 0, step));
+    /* one layer compressed, the others not: still a usage error, and that layer's stage 1
+     * stays possible */
+    TERSE_TEST_OK(terse__cmp_psgd_cuda_compress(x[1].cuda[0], x[1].d_in, x[1].sp.dt,
+                                                x[1].sp.count, x[1].d_res[0], x[1].d_p[0],
+                                                x[1].pb, NULL, NULL, NULL));
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_stage(batch, NULL), TERSE_ERR_USAGE);
+    TERSE_TEST_OK(terse__cmp_psgd_cuda_stage(x[1].cuda[0], 1, x[1].d_p[0], x[1].pb, x[1].d_q[0],
+                                             x[1].qb, NULL, NULL));
+    TERSE_TEST_OK(terse__cuda_stream_sync(NULL));
+    terse__cmp_psgd_cuda_batch_destroy(batch);
+    for (l = 0; l < n; ++l) {
+        pb_pair_fini(&x[l]);
+    }
+}
+
+/* batch_create refuses what stage 1 would refuse (sizes, naming the layer), an instance twice,
+ * an earlier Q output over a later summed P, and an empty batch; *batch_p stays untouched. */
+static void
+test_psgd_batch_reject(void)
+{
+    enum { N = 3 };
+    void *cudas[N], *out[N], *batch = NULL;
+    const void *summed[N];
+    size_t sb[N], ob[N], l;
+    const void *spare;
+
+    for (l = 0; l < N; ++l) {
+        const size_t rows = 64 + 16 * l, cols = 32;
+        TERSE_TEST_OK(terse__cmp_psgd_cuda_create(rows * cols, rows, cols, 2 + l, 1,
+                                                  (uint32_t)l, 1, &cudas[l]));
+        sb[l]     = rows * (2 + l) * sizeof(float);
+        ob[l]     = cols * (2 + l) * sizeof(float);
+        summed[l] = terse_test_cuda_dev(NULL, sb[l]);
+        out[l]    = terse_test_cuda_dev(NULL, ob[l]);
+    }
+    sb[1] += 4;
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_create(cudas, summed, sb, out, ob, N, &batch),
+                      TERSE_ERR_INVALID);
+    sb[1] -= 4;
+    ob[2] -= 4;
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_create(cudas, summed, sb, out, ob, N, &batch),
+                      TERSE_ERR_INVALID);
+    ob[2] += 4;
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_create(cudas, summed, sb, out, ob, 0, &batch),
+                      TERSE_ERR_INVALID);
+    {
+        /* layer 0's instance twice, with arguments that fit it both times */
+        void *twice[2] = {cudas[0], cudas[0]}, *out2[2] = {out[0], out[1]};
+        const void *summed2[2] = {summed[0], summed[1]};
+        size_t sb2[2] = {sb[0], sb[0]}, ob2[2] = {ob[0], ob[0]};
+        TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_create(twice, summed2, sb2, out2, ob2, 2,
+                                                            &batch),
+                          TERSE_ERR_INVALID);
+    }
+    /* addresses only: nothing is read when create refuses */
+    spare     = summed[1];
+    summed[1] = out[0];
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_create(cudas, summed, sb, out, ob, N, &batch),
+                      TERSE_ERR_INVALID);
+    summed[1] = spare;
+    CU_ASSERT_PTR_NULL(batch);
+    TERSE_TEST_OK(terse__cmp_psgd_cuda_batch_create(cudas, summed, sb, out, ob, N, &batch));
+    CU_ASSERT_PTR_NOT_NULL(batch);
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_stage(batch, NULL), TERSE_ERR_USAGE);
+    terse__cmp_psgd_cuda_batch_destroy(batch);
+    for (l = 0; l < N; ++l) {
+        terse__cmp_psgd_cuda_destroy(cudas[l]);
+        terse__cuda_free((void *)summed[l]);
+        terse__cuda_free(out[l]);
+    }
+}
+
 static CU_TestInfo psgd_cuda_tests[] = {
     {"parity within tolerance (shapes, ranks, dtypes)", test_psgd_shapes},
     {"zero input (degenerate columns)", test_psgd_degenerate},
@@ -204,7 +454,14 @@ static CU_TestInfo psgd_cuda_tests[] = {
     CU_TEST_INFO_NULL,
 };
 
+static CU_TestInfo psgd_batch_tests[] = {
+    {"batched stage 1 = per-layer stage 1, bit for bit", test_psgd_batch_bits},
+    {"batch_create rejects bad layers", test_psgd_batch_reject},
+    CU_TEST_INFO_NULL,
+};
+
 CU_SuiteInfo test_powersgd_cuda_suites[] = {
     {"powersgd_cuda", NULL, NULL, NULL, NULL, psgd_cuda_tests},
+    {"powersgd_cuda_batch", NULL, NULL, NULL, NULL, psgd_batch_tests},
     CU_SUITE_INFO_NULL,
 };
