@@ -12,7 +12,8 @@
  *          device name, or -P GB/s)
  * Then: top-k with k = 1 M of 100 M fp32 (no residual: the selection itself, and with one),
  * PowerSGD rank 4 on one 4096 x 4096 layer (percent of the HBM roofline of its passes), and
- * PowerSGD rank 4 on every matrix of GPT-2-small (model_shapes.txt) as one batch of launches.
+ * PowerSGD rank 4 on every matrix of GPT-2-small (model_shapes.txt) as one batch of launches,
+ * then again with the batched stage 1 (every layer's orthogonalisation in one launch).
  * Input: N(0, 1)-like values (Irwin-Hall of 4 uniforms), fixed seed.
  *
  * Usage: terse-bench-gpu [-b bytes] [-e bytes] [-f factor] [-n iters] [-w warmup] [-P GB/s]
@@ -356,6 +357,7 @@ typedef struct bg_psgd {
     float **in, **res, **p, **q, **out;
     size_t *count, *rows, *cols;
     int     rank;
+    void   *batch; /* stage 1 of every layer with one orthogonalisation launch, or NULL */
 } bg_psgd_t;
 
 static void
@@ -369,7 +371,10 @@ bg_psgd_step(void *arg)
                                             b->res[l], b->p[l], b->rows[l] * b->rank * 4, NULL,
                                             NULL, bg_stream));
     }
-    for (l = 0; l < b->nl; ++l) {
+    if (b->batch != NULL) {
+        BG_OK(terse__cmp_psgd_cuda_batch_stage(b->batch, bg_stream));
+    }
+    for (l = 0; (b->batch == NULL) && (l < b->nl); ++l) {
         BG_OK(terse__cmp_psgd_cuda_stage(b->cuda[l], 1, b->p[l], b->rows[l] * b->rank * 4,
                                          b->q[l], b->cols[l] * b->rank * 4, NULL, bg_stream));
     }
@@ -380,13 +385,36 @@ bg_psgd_step(void *arg)
     }
 }
 
+/* One row of bg_psgd_run: the time of a step and the roofline of its passes over the
+ * matrices: compress reads in + residual and writes M (12 B), stage 1 reads M for Q (4 B) and
+ * reads + writes it for the residual (8 B), decompress writes the output (4 B): 28 bytes per
+ * element, factors aside. */
+static void
+bg_psgd_row(const char *label, const char *what, size_t nl, size_t total, int rank, double us)
+{
+    const double moved = 28.0 * (double)total;
+
+    printf("%-14s %-15s %12zu %10.2f %14.0f %8.1f ", label, what, total * 4, us, moved,
+           moved / (us * 1e3));
+    if (bg.peak > 0.0) {
+        printf("%6.1f", 100.0 * (moved / (us * 1e3)) / bg.peak);
+    } else {
+        printf("%6s", "-");
+    }
+    printf("   (%zu matrices, %zu values, rank %d, compress + stage 1 + decompress)\n", nl, total,
+           rank);
+    fflush(stdout);
+}
+
+/* batched: a second row, "step (batched orth)", the same layers with stage 1 through
+ * terse__cmp_psgd_cuda_batch_stage (one orthogonalisation launch for all of them). */
 static void
 bg_psgd_run(const char *label, const size_t *rows, const size_t *cols, size_t nl, int rank,
-            const float *src, size_t src_n)
+            int batched, const float *src, size_t src_n)
 {
     bg_psgd_t b;
     size_t l, total = 0;
-    double us, moved;
+    double us;
 
     memset(&b, 0, sizeof(b));
     b.nl    = nl;
@@ -418,20 +446,22 @@ bg_psgd_run(const char *label, const size_t *rows, const size_t *cols, size_t nl
         BG_CHECK(cudaMemsetAsync(b.res[l], 0, n * 4, bg_stream));
     }
     us = bg_time_us(bg_psgd_step, &b);
-    /* passes over the matrices: compress reads in + residual and writes M (12 B), stage 1
-     * reads M for Q (4 B) and reads + writes it for the residual (8 B), decompress writes the
-     * output (4 B): 28 bytes per element, factors aside */
-    moved = 28.0 * (double)total;
-    printf("%-14s %-15s %12zu %10.2f %14.0f %8.1f ", label, "step", total * 4, us, moved,
-           moved / (us * 1e3));
-    if (bg.peak > 0.0) {
-        printf("%6.1f", 100.0 * (moved / (us * 1e3)) / bg.peak);
-    } else {
-        printf("%6s", "-");
+    bg_psgd_row(label, "step", nl, total, rank, us);
+    if (batched) {
+        size_t *pb = calloc(nl, sizeof(size_t)), *qb = calloc(nl, sizeof(size_t));
+        for (l = 0; l < nl; ++l) {
+            pb[l] = rows[l] * (size_t)rank * 4;
+            qb[l] = cols[l] * (size_t)rank * 4;
+        }
+        BG_OK(terse__cmp_psgd_cuda_batch_create(b.cuda, (const void *const *)b.p, pb,
+                                                (void *const *)b.q, qb, nl, &b.batch));
+        us = bg_time_us(bg_psgd_step, &b);
+        bg_psgd_row(label, "step (batched orth)", nl, total, rank, us);
+        terse__cmp_psgd_cuda_batch_destroy(b.batch);
+        b.batch = NULL;
+        free(pb);
+        free(qb);
     }
-    printf("   (%zu matrices, %zu values, rank %d, compress + stage 1 + decompress)\n", nl, total,
-           rank);
-    fflush(stdout);
     for (l = 0; l < nl; ++l) {
         terse__cmp_psgd_cuda_destroy(b.cuda[l]);
         cudaFree(b.in[l]);
@@ -678,15 +708,16 @@ main(int argc, char **argv)
     if (bg_selected("powersgd")) {
         size_t r4096 = 4096, c4096 = 4096;
         printf("# PowerSGD rank 4 (target: >= 50 %% of the HBM roofline of its passes)\n");
-        bg_psgd_run("psgd 4096^2", &r4096, &c4096, 1, 4, d_in, maxn);
+        bg_psgd_run("psgd 4096^2", &r4096, &c4096, 1, 4, 0, d_in, maxn);
     }
     if (bg_selected("gpt2")) {
         size_t rows[256], cols[256];
         size_t nl = bg_gpt2_shapes(bg.shapes, rows, cols, 256);
         if (nl > 0) {
             printf("# PowerSGD rank 4 on every matrix of GPT-2-small (%s), one batch of "
-                   "launches on one stream\n", bg.shapes);
-            bg_psgd_run("psgd gpt2-small", rows, cols, nl, 4, d_in, maxn);
+                   "launches on one stream; then with stage 1's orthogonalisations in one "
+                   "launch\n", bg.shapes);
+            bg_psgd_run("psgd gpt2-small", rows, cols, nl, 4, 1, d_in, maxn);
         }
     }
     cudaFree(d_in);
