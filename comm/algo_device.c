@@ -57,6 +57,7 @@ typedef struct dev_ws {
     unsigned char *rsend, *rrecv, *rag;  /* device */
     float         *racc;                 /* device: sums of my chunks */
     size_t        *racc_off;             /* [l] */
+    size_t         racc_n;               /* its floats: the layers' parts, each padded to 64 */
     /* sparse */
     size_t        *xpay, *xlo;           /* [l] */
     size_t         xmsg;
@@ -266,6 +267,7 @@ dev_setup_requant(terse_slot_t *slot, dev_ws_t *ws, size_t *maxn_p)
                      status, out);
     TERSE_CHECK_GOTO(dev_alloc((void **)&ws->rag, ws->rmax * (size_t)p, &slot->mem_bytes),
                      status, out);
+    ws->racc_n = nacc;
     TERSE_CHECK_GOTO(dev_alloc((void **)&ws->racc, nacc * sizeof(float), &slot->mem_bytes),
                      status, out);
 out:
@@ -531,7 +533,9 @@ dev_run_requant(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call)
         return status;
     }
     /* 3: my chunks' sums in rank order, then requantised into my block of the allgather */
-    TERSE_CHECK(terse__cuda_memset_async(ws->racc, 0, slot->rq_fb.total * sizeof(float),
+    /* all of it: the padded layout is longer than the owned counts (rq_fb.total), and a sum
+     * left from the last step in a later layer's part would be added to */
+    TERSE_CHECK(terse__cuda_memset_async(ws->racc, 0, ws->racc_n * sizeof(float),
                                          call->stream));
     for (q = 0; q < p; ++q) {
         const unsigned char *msg = (q == me) ? ws->rsend + ws->rmoff[me]
