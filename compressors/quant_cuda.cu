@@ -54,6 +54,7 @@ typedef struct q_dev_layer {
     uint32_t         vec;   /* the dense buffers are 16-byte aligned: vector accesses */
     uint64_t         nb;      /* buckets (fast paths; set by q_launch) */
     uint32_t         size_ok; /* bytes is the payload size of n values (fast decode) */
+    uint32_t         user;    /* TERSE_CU_QUSER_*: in / out are offsets from the run's base */
 } q_dev_layer_t;
 
 typedef struct q_table {
@@ -81,6 +82,27 @@ q_nslots(uint64_t n, uint32_t bucket)
 {
     uint64_t nb = (n + bucket - 1) / bucket;
     return (nb > 0) ? nb : 1;
+}
+
+/* A table entry as this run sees it: user-relative pointers (terse_cu_qlayer_t.user) moved
+ * onto the run's base, and the vector flag of the resulting addresses (compress: the gradient
+ * and residual; decode: the output). */
+__device__ __forceinline__ q_dev_layer_t
+q_entry(const q_dev_layer_t &e, const uint8_t *user, int compress)
+{
+    q_dev_layer_t L = e;
+
+    if (L.user != 0) {
+        if (L.user & TERSE_CU_QUSER_IN) {
+            L.in = user + (uintptr_t)L.in;
+        }
+        if (L.user & TERSE_CU_QUSER_OUT) {
+            L.out = (uint8_t *)user + (uintptr_t)L.out;
+        }
+        L.vec = compress ? (((((uintptr_t)L.in | (uintptr_t)L.residual) & 15u) == 0) ? 1u : 0u)
+                         : ((((uintptr_t)L.out & 15u) == 0) ? 1u : 0u);
+    }
+    return L;
 }
 
 __device__ __forceinline__ const q_dev_layer_t *
@@ -124,9 +146,10 @@ q_cnt(uint32_t m, uint32_t e0)
 
 /* All 8 values of the lane's share present. Not `q_cnt(..) == 8`: ptxas of CUDA 13.0 (sm_90)
  * folds that test into the clamp's VIMNMX.RELU and gets it wrong, true for 1..8 values left
- * and false for more (121 of 1312 lanes wrong in a 30-line reproducer on an H100), so tails took the 16-byte paths - reads and
- * writes past a layer's end - and whole shares the scalar ones. Tested from the unclamped
- * difference, the branch is right (test_quant_cuda "vector paths at tails" and memcheck). */
+ * and false for more (121 of 1312 lanes wrong in a 30-line reproducer on an H100), so tails
+ * took the 16-byte paths - reads and writes past a layer's end - and whole shares the scalar
+ * ones. Tested from the unclamped difference, the branch is right (test_quant_cuda "vector
+ * paths at tails" and compute-sanitizer). */
 __device__ __forceinline__ int
 q_full(uint32_t m, uint32_t e0)
 {
@@ -401,7 +424,7 @@ q_compress_bucket(const q_dev_layer_t &L, uint64_t k, int lane, float *shs)
 template <int NS, int MINB>
 __global__ void __launch_bounds__(Q_WARPS * 32, MINB)
 q_compress_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, uint32_t ntab, uint64_t nslots,
-                  uint32_t step, int set_step)
+                  uint32_t step, int set_step, const uint8_t *user)
 {
     __shared__ float sh_abs[Q_WARPS][256];
     __shared__ double sh_err[Q_WARPS];
@@ -412,7 +435,7 @@ q_compress_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, uint32_t ntab, ui
     terse_cu_stat_t *st = NULL;
 
     if (slot < nslots) {
-        q_dev_layer_t L = (tab != NULL) ? *q_find(tab, ntab, slot) : one;
+        q_dev_layer_t L = (tab != NULL) ? q_entry(*q_find(tab, ntab, slot), user, 1) : one;
         if (set_step) {
             L.rng.hi[0] = step;
         }
@@ -445,7 +468,9 @@ q_compress_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, uint32_t ntab, ui
     }
 }
 
-/* Decodes (add = 0: out = scale * D, of dtype; add = 1: acc += D) one bucket. */
+/* Decodes one bucket. add = 0: out = scale * D, of dtype; 1: acc += D (fp32); 2: out =
+ * (0 + D) * scale, of dtype (TERSE_CU_Q_DECOMPRESS_SET: a zeroed accumulator plus D, then
+ * the conversion of terse__dev_from_f32, bit for bit, in one pass). */
 __device__ __forceinline__ void
 q_decode_bucket(const q_dev_layer_t &Lr, uint64_t k, int lane, int add)
 {
@@ -495,7 +520,7 @@ q_decode_bucket(const q_dev_layer_t &Lr, uint64_t k, int lane, int add)
             atomicOr(&stat->call, (uint32_t)TERSE_CMP_NONFINITE);
         }
         for (uint32_t e = lane; e < m; e += 32) {
-            if (add) {
+            if (add == 1) {
                 ((float *)out)[start + e] = TERSE_CU_NAN;
             } else {
                 terse_cu_store(out, (terse_dtype_t)dtype, start + e, TERSE_CU_NAN);
@@ -542,7 +567,13 @@ q_decode_bucket(const q_dev_layer_t &Lr, uint64_t k, int lane, int add)
             uint32_t c = (uint32_t)(w >> (t * bits)) & mask;
             d[t] = is_sign ? (c ? -scale : scale) : terse_quant_decode(c, qlo, unit);
         }
-        if (add) {
+        if (add == 2) {
+#pragma unroll
+            for (int t = 0; t < 8; ++t) {
+                d[t] = 0.0f + d[t]; /* -0 becomes +0, as in 0 + D */
+            }
+        }
+        if (add == 1) {
             float *acc = (float *)out;
             float a[8];
             if (whole) {
@@ -564,7 +595,7 @@ q_decode_bucket(const q_dev_layer_t &Lr, uint64_t k, int lane, int add)
         } else if (dtype == TERSE_FLOAT32) {
 #pragma unroll
             for (int t = 0; t < 8; ++t) {
-                d[t] = d[t] * oscale;
+                d[t] = d[t] * oscale; /* exact for 1: terse__dev_from_f32's skip */
             }
             q_store8_f32((float *)out, i0, cnt, whole, d);
         } else {
@@ -594,22 +625,24 @@ q_decode_bucket(const q_dev_layer_t &Lr, uint64_t k, int lane, int add)
 
 __global__ void __launch_bounds__(Q_WARPS * 32)
 q_decode_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, uint32_t ntab, uint64_t nslots,
-                int add)
+                int add, const uint8_t *user)
 {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const uint64_t slot = (uint64_t)blockIdx.x * Q_WARPS + warp;
 
     if (slot < nslots) {
-        const q_dev_layer_t L = (tab != NULL) ? *q_find(tab, ntab, slot) : one;
+        const q_dev_layer_t L = (tab != NULL) ? q_entry(*q_find(tab, ntab, slot), user, 0) : one;
         q_decode_bucket(L, slot - L.first, lane, add);
     }
 }
 
 /* grid (Q_FIX_BLOCKS, nlayers). */
 __global__ void
-q_fixup_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, int mode)
+q_fixup_kernel(q_dev_layer_t one, const q_dev_layer_t *tab, int mode, const uint8_t *user)
 {
-    const q_dev_layer_t &L = (tab != NULL) ? tab[blockIdx.y] : one;
+    const q_dev_layer_t L  = (tab != NULL)
+                                 ? q_entry(tab[blockIdx.y], user, mode == TERSE_CU_Q_COMPRESS)
+                                 : one;
     terse_cu_stat_t *st    = L.stat;
     const uint32_t call    = *(volatile uint32_t *)&st->call;
     const uint64_t stride  = (uint64_t)gridDim.x * blockDim.x;
@@ -1348,15 +1381,17 @@ q_launch_fast(q_dev_layer_t L, terse_cu_qmode_t mode, cudaStream_t s)
             Lp.first = (uint64_t)0 - nfull;
             Lp.vec   = 0;
             if (L.bucket == 256) {
-                q_compress_kernel<1, 2><<<1, Q_WARPS * 32, 0, s>>>(Lp, NULL, 1, 1, 0, 0);
+                q_compress_kernel<1, 2><<<1, Q_WARPS * 32, 0, s>>>(Lp, NULL, 1, 1, 0, 0, NULL);
             } else if (L.bucket == 512) {
-                q_compress_kernel<2, 2><<<1, Q_WARPS * 32, 0, s>>>(Lp, NULL, 1, 1, 0, 0);
+                q_compress_kernel<2, 2><<<1, Q_WARPS * 32, 0, s>>>(Lp, NULL, 1, 1, 0, 0, NULL);
             } else {
-                q_compress_kernel<4, 2><<<1, Q_WARPS * 32, 0, s>>>(Lp, NULL, 1, 1, 0, 0);
+                q_compress_kernel<4, 2><<<1, Q_WARPS * 32, 0, s>>>(Lp, NULL, 1, 1, 0, 0, NULL);
             }
             TERSE_CUDA_LAUNCHED("quant compress kernel");
         }
         return 1;
+    } else if (mode == TERSE_CU_Q_DECOMPRESS_SET) {
+        return 0; /* tables only: the slot kernel */
     } else {
         const int sh = q_pow2_shift(L.bucket);
         const uint64_t n4 = (L.n + 3) / 4;
@@ -1393,7 +1428,8 @@ q_launch_fast(q_dev_layer_t L, terse_cu_qmode_t mode, cudaStream_t s)
 
 static terse_status_t
 q_launch(const q_dev_layer_t *one, const q_dev_layer_t *tab, uint32_t ntab, uint64_t nslots,
-         uint32_t maxbucket, terse_cu_qmode_t mode, uint32_t step, int set_step, cudaStream_t s)
+         uint32_t maxbucket, terse_cu_qmode_t mode, uint32_t step, int set_step,
+         const uint8_t *user, cudaStream_t s)
 {
     unsigned grid = terse_cu_blocks(nslots, Q_WARPS);
     q_dev_layer_t dummy;
@@ -1407,7 +1443,7 @@ q_launch(const q_dev_layer_t *one, const q_dev_layer_t *tab, uint32_t ntab, uint
     } else if (mode == TERSE_CU_Q_COMPRESS) {
 #define Q_LAUNCH(_ns, _mb)                                                                     \
     q_compress_kernel<_ns, _mb><<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots, step,   \
-                                                              set_step)
+                                                              set_step, user)
         const int mb = q_min_blocks;
         if (maxbucket <= 256) {
             if (mb >= 3) { Q_LAUNCH(1, 3); } else { Q_LAUNCH(1, 2); }
@@ -1419,12 +1455,13 @@ q_launch(const q_dev_layer_t *one, const q_dev_layer_t *tab, uint32_t ntab, uint
 #undef Q_LAUNCH
         TERSE_CUDA_LAUNCHED("quant kernel");
     } else {
-        q_decode_kernel<<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots,
-                                                      mode == TERSE_CU_Q_DECOMPRESS_ADD);
+        const int add = (mode == TERSE_CU_Q_DECOMPRESS_ADD) ? 1
+                        : (mode == TERSE_CU_Q_DECOMPRESS_SET) ? 2 : 0;
+        q_decode_kernel<<<grid, Q_WARPS * 32, 0, s>>>(*one, tab, ntab, nslots, add, user);
         TERSE_CUDA_LAUNCHED("quant kernel");
     }
     q_fixup_kernel<<<dim3(Q_FIX_BLOCKS, (tab != NULL) ? ntab : 1), 256, 0, s>>>(*one, tab,
-                                                                               (int)mode);
+                                                                               (int)mode, user);
     TERSE_CUDA_LAUNCHED("quant fixup kernel");
     return TERSE_OK;
 }
@@ -1515,7 +1552,7 @@ terse__cmp_quant_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, 
         *sq_err_p = 0.0;
     }
     return q_launch(&L, NULL, 1, q_nslots(n, q->bucket), q->bucket, TERSE_CU_Q_COMPRESS, 0, 0,
-                    (cudaStream_t)stream);
+                    NULL, (cudaStream_t)stream);
 }
 
 static terse_status_t
@@ -1540,7 +1577,7 @@ q_decode(const q_cuda_t *q, const void *in, size_t in_bytes, float scale, void *
     if (in == NULL) {
         L.bytes = 0; /* rejected in the kernel without a read */
     }
-    TERSE_CHECK(q_launch(&L, NULL, 1, q_nslots(n, q->bucket), q->bucket, mode, 0, 0, s));
+    TERSE_CHECK(q_launch(&L, NULL, 1, q_nslots(n, q->bucket), q->bucket, mode, 0, 0, NULL, s));
     status = TERSE_OK;
     if ((in == NULL) ||
         (in_bytes != terse_quant_payload_bytes(n, q->bits, q->bucket, q_scale_bytes(q->family)))) {
@@ -1578,6 +1615,36 @@ terse__cmp_quant_cuda_stat(void *cuda, terse_stream_t stream, uint32_t *flags_p,
 }
 
 /* ---------------------------------------------------------------- multi-tensor tables */
+static int
+q_ptr_cmp(const void *a, const void *b)
+{
+    const uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* 1 when two layers share an instance (or the check cannot allocate: refused as well). */
+static int
+q_table_has_twice(const terse_cu_qlayer_t *layers, size_t n)
+{
+    void **p = (void **)malloc(n * sizeof(*p));
+    int twice = 0;
+    size_t i;
+
+    if (p == NULL) {
+        return 1;
+    }
+    for (i = 0; i < n; ++i) {
+        p[i] = layers[i].cuda;
+    }
+    qsort(p, n, sizeof(*p), q_ptr_cmp);
+    for (i = 1; i < n; ++i) {
+        twice = twice || (p[i] == p[i - 1]);
+    }
+    free(p);
+    return twice;
+}
+
 extern "C" terse_status_t
 terse__cmp_quant_cuda_table_create(const terse_cu_qlayer_t *layers, size_t nlayers,
                                    terse_cu_qmode_t mode, void **table_p)
@@ -1615,7 +1682,14 @@ terse__cmp_quant_cuda_table_create(const terse_cu_qlayer_t *layers, size_t nlaye
             status = TERSE_ERR_INVALID;
             goto err_free_host;
         }
+        if ((layers[i].user & ~(uint32_t)(TERSE_CU_QUSER_IN | TERSE_CU_QUSER_OUT)) != 0) {
+            terse_error(TERSE_LOG_CMP, "quant cuda: layer %zu has unknown user flags %#x", i,
+                        (unsigned)layers[i].user);
+            status = TERSE_ERR_INVALID;
+            goto err_free_host;
+        }
         q_layer_init(q, &h[i]);
+        h[i].user     = layers[i].user;
         h[i].in       = (const uint8_t *)layers[i].in;
         h[i].residual = layers[i].residual;
         h[i].out      = (uint8_t *)layers[i].out;
@@ -1630,6 +1704,13 @@ terse__cmp_quant_cuda_table_create(const terse_cu_qlayer_t *layers, size_t nlaye
                             : q_aligned(layers[i].out);
         slot += q_nslots(layers[i].n, q->bucket);
         maxbucket = (q->bucket > maxbucket) ? q->bucket : maxbucket;
+    }
+    if (q_table_has_twice(layers, nlayers)) {
+        /* its status block would be committed by one entry's fixup while another's still
+         * reads the call's flags (a rejected payload's NaN, a non-finite input's reset) */
+        terse_error(TERSE_LOG_CMP, "quant cuda: an instance appears twice in one table");
+        status = TERSE_ERR_INVALID;
+        goto err_free_host;
     }
     TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->dev, nlayers * sizeof(*h)), status,
                      err_free_host);
@@ -1664,9 +1745,17 @@ terse__cmp_quant_cuda_table_destroy(void *table)
 extern "C" terse_status_t
 terse__cmp_quant_cuda_table_run(void *table, uint32_t step, terse_stream_t stream)
 {
-    q_table_t *t      = (q_table_t *)table;
+    return terse__cmp_quant_cuda_table_run_at(table, step, NULL, stream);
+}
+
+extern "C" terse_status_t
+terse__cmp_quant_cuda_table_run_at(void *table, uint32_t step, const void *user,
+                                   terse_stream_t stream)
+{
+    q_table_t *t = (q_table_t *)table;
+
     return q_launch(NULL, t->dev, (uint32_t)t->nlayers, t->nslots, t->maxbucket, t->mode, step, 1,
-                    (cudaStream_t)stream);
+                    (const uint8_t *)user, (cudaStream_t)stream);
 }
 
 /* ---------------------------------------------------------------- sign */

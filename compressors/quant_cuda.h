@@ -94,12 +94,23 @@ typedef struct terse_cu_qlayer {
     terse_rng_t    rng;      /* compress: the stream; hi[0] (the step) is set per launch */
     terse_dtype_t  dtype;    /* compress: in's dtype; decompress: out's dtype */
     float          scale;    /* decompress only */
+    uint32_t       user;     /* TERSE_CU_QUSER_* bits: pointers given as byte offsets */
 } terse_cu_qlayer_t;
+
+/* The caller's buffers move from call to call (the communication layer's workspace does not):
+ * a layer with TERSE_CU_QUSER_IN holds `in` (TERSE_CU_QUSER_OUT: `out`) as a byte offset from
+ * the base that each terse__cmp_quant_cuda_table_run_at gives; the 16-byte vector paths are
+ * then chosen per run from the actual addresses. */
+#define TERSE_CU_QUSER_IN  1u
+#define TERSE_CU_QUSER_OUT 2u
 
 typedef enum terse_cu_qmode {
     TERSE_CU_Q_COMPRESS       = 0,
     TERSE_CU_Q_DECOMPRESS     = 1,
-    TERSE_CU_Q_DECOMPRESS_ADD = 2
+    TERSE_CU_Q_DECOMPRESS_ADD = 2,
+    /* tables only: out (dtype) = (0 + D) * scale, the scale skipped when 1: bit for bit a
+     * zeroed fp32 accumulator, decompress_add and terse__dev_from_f32, in one pass */
+    TERSE_CU_Q_DECOMPRESS_SET = 3
 } terse_cu_qmode_t;
 
 /* Uploads a table of nlayers layers (quant and sign instances may be mixed) for `mode`.
@@ -115,6 +126,10 @@ void           terse__cmp_quant_cuda_table_destroy(void *table);
  * (compress only). Returns TERSE_OK or TERSE_ERR_CUDA. */
 terse_status_t terse__cmp_quant_cuda_table_run(void *table, uint32_t step,
                                                terse_stream_t stream);
+/* The same with `user` as the base of the layers' TERSE_CU_QUSER_* offsets (a device address;
+ * NULL when no layer has them). */
+terse_status_t terse__cmp_quant_cuda_table_run_at(void *table, uint32_t step, const void *user,
+                                                  terse_stream_t stream);
 
 #ifdef __cplusplus
 }

@@ -492,6 +492,187 @@ test_table(void)
     }
 }
 
+/* Tables over buffers that move: layers whose gradient (compress) or output (SET decode) is
+ * an offset from the base each run gives, at 16-byte aligned and unaligned offsets; compress
+ * must match the single-layer launch from either base, and TERSE_CU_Q_DECOMPRESS_SET must
+ * equal a zeroed accumulator, decompress_add and the conversion (the CPU's), bit for bit. */
+#define NU 4
+
+static void *
+qc_host_ctx(int sign, unsigned bits, uint32_t bucket, size_t n, terse_dtype_t dt)
+{
+    const terse_cmp_ops_t *ops = terse__cmp_find(sign ? "sign" : "quant");
+    terse_cmp_params_t p;
+    void *ctx = NULL;
+
+    memset(&p, 0, sizeof(p));
+    p.size   = sizeof(p);
+    p.param  = sign ? 0.0 : (double)bits;
+    p.count  = n;
+    p.dtype  = dt;
+    p.mem    = TERSE_MEM_HOST;
+    p.bucket = bucket;
+    p.nranks = 1;
+    TERSE_TEST_OK(ops->create(&p, &ctx));
+    return ctx;
+}
+
+static void
+test_table_user(void)
+{
+    static const size_t ns[NU] = {7, 1000, 70001, 33};
+    static const terse_dtype_t dts[NU] = {TERSE_FLOAT32, TERSE_FLOAT16, TERSE_FLOAT32,
+                                          TERSE_BFLOAT16};
+    static const int sgn[NU] = {0, 0, 1, 0};
+    static const unsigned bits[NU] = {4, 8, 1, 3};
+    static const uint32_t buckets[NU] = {512, 96, 512, 256};
+    static const float scales[2] = {1.0f, 0.25f};
+    terse_cu_qlayer_t C[NU], D[NU], bad[2];
+    void *cuda[NU], *hctx[NU], *in_h[NU], *res_h[NU], *tc = NULL, *td = NULL, *tx = NULL;
+    float *res_t[NU], *res_r[NU];
+    uint8_t *pay_t[NU], *pay_r[NU], *ub, *base[2], *obase;
+    size_t off[NU], ooff[NU], bytes[NU], total = 0, ototal = 0;
+    int l, b, k;
+
+    memset(C, 0, sizeof(C));
+    memset(D, 0, sizeof(D));
+    for (l = 0; l < NU; ++l) {
+        const size_t es = terse_dtype_size(dts[l]);
+        /* 16-byte aligned, except layer 2 (fp32 at 4 mod 16: the scalar paths) */
+        off[l]  = TERSE_ALIGN_UP(total, (size_t)16) + ((l == 2) ? 4 : 0);
+        total   = off[l] + ns[l] * es;
+        ooff[l] = TERSE_ALIGN_UP(ototal, (size_t)16) + ((l == 3) ? 2 : 0);
+        ototal  = ooff[l] + ns[l] * es;
+        bytes[l] = terse_quant_payload_bytes(ns[l], bits[l], buckets[l], sgn[l] ? 4 : 8);
+        if (sgn[l]) {
+            TERSE_TEST_OK(terse__cmp_sign_cuda_create(buckets[l], &cuda[l]));
+        } else {
+            TERSE_TEST_OK(terse__cmp_quant_cuda_create(TERSE_QUANT_FAMILY_QUANT, bits[l],
+                                                       buckets[l], &cuda[l]));
+        }
+        hctx[l]  = qc_host_ctx(sgn[l], bits[l], buckets[l], ns[l], dts[l]);
+        in_h[l]  = terse_test_input(800 + (uint64_t)l, ns[l], dts[l], 1.0f, 0);
+        res_h[l] = terse_test_input(900 + (uint64_t)l, ns[l], TERSE_FLOAT32, 0.2f, 0);
+        res_t[l] = terse_test_cuda_dev(res_h[l], ns[l] * sizeof(float));
+        res_r[l] = terse_test_cuda_dev(res_h[l], ns[l] * sizeof(float));
+        pay_t[l] = terse_test_cuda_dev(NULL, bytes[l]);
+        pay_r[l] = terse_test_cuda_dev(NULL, bytes[l]);
+    }
+    ub = calloc(total, 1);
+    for (l = 0; l < NU; ++l) {
+        memcpy(ub + off[l], in_h[l], ns[l] * terse_dtype_size(dts[l]));
+    }
+    base[0] = terse_test_cuda_dev(ub, total);
+    base[1] = terse_test_cuda_dev(ub, total);
+    obase   = terse_test_cuda_dev(NULL, ototal);
+    for (l = 0; l < NU; ++l) {
+        terse_rng_t rng = terse_rng_make(91, TERSE_RNG_QUANT, (uint32_t)l, 3, 1);
+        TERSE_TEST_OK(terse__cmp_quant_cuda_compress(cuda[l], base[0] + off[l], dts[l], ns[l],
+                                                     res_r[l], &rng, pay_r[l], bytes[l], NULL,
+                                                     NULL, NULL));
+        C[l].cuda     = cuda[l];
+        C[l].in       = (const void *)(uintptr_t)off[l];
+        C[l].residual = res_t[l];
+        C[l].out      = pay_t[l];
+        C[l].n        = ns[l];
+        C[l].bytes    = bytes[l];
+        C[l].rng      = terse_rng_make(91, TERSE_RNG_QUANT, (uint32_t)l, 0, 1); /* step: run */
+        C[l].dtype    = dts[l];
+        C[l].scale    = 1.0f;
+        C[l].user     = TERSE_CU_QUSER_IN;
+    }
+    TERSE_TEST_OK(terse__cmp_quant_cuda_table_create(C, NU, TERSE_CU_Q_COMPRESS, &tc));
+    for (b = 0; b < 2; ++b) {
+        for (l = 0; l < NU; ++l) { /* each run starts from the same residual */
+            terse__cuda_free(res_t[l]);
+        }
+        terse__cmp_quant_cuda_table_destroy(tc);
+        for (l = 0; l < NU; ++l) {
+            res_t[l]      = terse_test_cuda_dev(res_h[l], ns[l] * sizeof(float));
+            C[l].residual = res_t[l];
+        }
+        TERSE_TEST_OK(terse__cmp_quant_cuda_table_create(C, NU, TERSE_CU_Q_COMPRESS, &tc));
+        TERSE_TEST_OK(terse__cmp_quant_cuda_table_run_at(tc, 3, base[b], NULL));
+        for (l = 0; l < NU; ++l) {
+            uint8_t *g = malloc(bytes[l]), *r = malloc(bytes[l]);
+            float *gr = malloc(ns[l] * sizeof(float)), *rr = malloc(ns[l] * sizeof(float));
+            terse_test_cuda_get(g, pay_t[l], bytes[l]);
+            terse_test_cuda_get(r, pay_r[l], bytes[l]);
+            terse_test_cuda_get(gr, res_t[l], ns[l] * sizeof(float));
+            terse_test_cuda_get(rr, res_r[l], ns[l] * sizeof(float));
+            if ((memcmp(g, r, bytes[l]) != 0) || (memcmp(gr, rr, ns[l] * sizeof(float)) != 0)) {
+                fprintf(stderr, "user table, base %d, layer %d: payload or residual differs\n",
+                        b, l);
+                CU_FAIL("user-offset compress table");
+            }
+            free(g);
+            free(r);
+            free(gr);
+            free(rr);
+        }
+    }
+    /* SET decode into the moving output, scale 1 and 0.25, against the CPU's three steps */
+    for (k = 0; k < 2; ++k) {
+        for (l = 0; l < NU; ++l) {
+            D[l].cuda  = cuda[l];
+            D[l].in    = pay_r[l];
+            D[l].out   = (void *)(uintptr_t)ooff[l];
+            D[l].n     = ns[l];
+            D[l].bytes = bytes[l];
+            D[l].dtype = dts[l];
+            D[l].scale = scales[k];
+            D[l].user  = TERSE_CU_QUSER_OUT;
+        }
+        TERSE_TEST_OK(terse__cmp_quant_cuda_table_create(D, NU, TERSE_CU_Q_DECOMPRESS_SET, &td));
+        TERSE_TEST_OK(terse__cmp_quant_cuda_table_run_at(td, 0, obase, NULL));
+        for (l = 0; l < NU; ++l) {
+            const terse_cmp_ops_t *ops = terse__cmp_find(sgn[l] ? "sign" : "quant");
+            const size_t ob = ns[l] * terse_dtype_size(dts[l]);
+            uint8_t *pay = malloc(bytes[l]), *want = malloc(ob + 4), *got = malloc(ob + 4);
+            float *acc = calloc(ns[l], sizeof(float));
+            uint32_t flags = 0;
+            terse_test_cuda_get(pay, pay_r[l], bytes[l]);
+            TERSE_TEST_OK(ops->decompress_add(hctx[l], pay, bytes[l], acc, ns[l], &flags, NULL));
+            terse__convert_from_f32(acc, scales[k], want, dts[l], ns[l]);
+            terse_test_cuda_get(got, obase + ooff[l], ob);
+            if (memcmp(want, got, ob) != 0) {
+                fprintf(stderr, "SET table, scale %g, layer %d differs\n", scales[k], l);
+                CU_FAIL("DECOMPRESS_SET table");
+            }
+            free(pay);
+            free(want);
+            free(got);
+            free(acc);
+        }
+        terse__cmp_quant_cuda_table_destroy(td);
+    }
+    /* refused: one instance twice (its status block), unknown user bits */
+    bad[0] = C[0];
+    bad[1] = C[0];
+    CU_ASSERT_EQUAL(terse__cmp_quant_cuda_table_create(bad, 2, TERSE_CU_Q_COMPRESS, &tx),
+                    TERSE_ERR_INVALID);
+    bad[1]      = C[1];
+    bad[1].user = 4u;
+    CU_ASSERT_EQUAL(terse__cmp_quant_cuda_table_create(bad, 2, TERSE_CU_Q_COMPRESS, &tx),
+                    TERSE_ERR_INVALID);
+    terse__cmp_quant_cuda_table_destroy(tc);
+    for (l = 0; l < NU; ++l) {
+        const terse_cmp_ops_t *ops = terse__cmp_find(sgn[l] ? "sign" : "quant");
+        terse__cuda_free(res_t[l]);
+        terse__cuda_free(res_r[l]);
+        terse__cuda_free(pay_t[l]);
+        terse__cuda_free(pay_r[l]);
+        terse__cmp_quant_cuda_destroy(cuda[l]);
+        ops->destroy(hctx[l]);
+        free(in_h[l]);
+        free(res_h[l]);
+    }
+    terse__cuda_free(base[0]);
+    terse__cuda_free(base[1]);
+    terse__cuda_free(obase);
+    free(ub);
+}
+
 /* Nothing written past a buffer's end: 64 guard bytes after the residual, the payload, the
  * decompressed output and the accumulator must stay as they were. Lanes at a bucket's tail
  * took the 16-byte paths when the "all 8 values present" test was miscompiled (q_full in
@@ -596,6 +777,7 @@ static CU_TestInfo quant_cuda_tests[] = {
     {"sign parity", test_sign_parity},
     {"non-finite input", test_nonfinite},
     {"multi-tensor table", test_table},
+    {"multi-tensor table over moving buffers, SET decode", test_table_user},
     {"vector paths at tails: nothing written past the end", test_tails},
     CU_TEST_INFO_NULL,
 };
