@@ -35,10 +35,18 @@
 
 #if TERSE_HAVE_CUDA
 #include "cuda_util.h"
+#include "powersgd.h"
+#include "powersgd_cuda.h"
+#include "quant_cuda.h"
 #endif
 
 #define DEV_ALIGN 256 /* byte alignment of every payload inside a fused message */
 #define DEV_NGROUPS 3 /* summable payload dtypes: fp32, fp16, bf16 */
+/* requant layers of quant or sign up to this many elements run as multi-tensor tables (rule
+ * 10: launches per bucket grow with p, not with layers); larger ones keep their one-layer
+ * launches, whose streaming fast paths the tables' bucket-slot kernels do not have */
+#define DEV_TABLE_MAX ((size_t)1 << 20)
+#define DEV_IN_TABLE(_tab, _l) (((_tab) != NULL) && (_tab)[_l])
 
 typedef struct dev_ws {
     int            p, me;
@@ -50,6 +58,8 @@ typedef struct dev_ws {
     int           *sgroup;               /* [l] */
     size_t        *sfused;               /* [s * DEV_NGROUPS + g]: bytes of the fused message */
     void          *sbuf[DEV_NGROUPS][2]; /* device; parity of the stage */
+    void          *ps_batch;             /* stage 1 of the PowerSGD layers, one orth launch */
+    unsigned char *ps_in;                /* [l]: 1 when layer l's stage 1 runs in ps_batch */
     /* requant */
     size_t        *rpay, *rlo;           /* [l * p + j] */
     size_t        *rmsg, *rmoff;         /* [j], [j] */
@@ -58,6 +68,18 @@ typedef struct dev_ws {
     float         *racc;                 /* device: sums of my chunks */
     size_t        *racc_off;             /* [l] */
     size_t         racc_n;               /* its floats: the layers' parts, each padded to 64 */
+    /* requant tables (dev_rq_tables): built at the first call, again when what they hold
+     * changes (dtype, scale, error feedback, seed, residual buffers); the caller's buffers are
+     * the runs' bases */
+    int            rq_built;             /* 1 built, 0 not yet, -1 fewer than 2 layers apply */
+    unsigned char *rq_tab;               /* [l]: 1 when layer l runs in the tables */
+    void         **rq_tc, **rq_td, **rq_to; /* [j] compress chunk j; [q] add q's; [q] set q's */
+    void          *rq_tr;                /* requantisation of my chunks */
+    terse_dtype_t  rq_dtype;
+    float          rq_scale;
+    int            rq_ef;
+    uint64_t       rq_seed;
+    const float   *rq_fb_data, *rq_rqfb_data;
     /* sparse */
     size_t        *xpay, *xlo;           /* [l] */
     size_t         xmsg;
@@ -101,6 +123,212 @@ dev_tp(const terse_ctx_t *ctx)
     return (terse_nccl_tp_t *)ctx->tp;
 }
 
+/* ---------------------------------------------------------------- requant tables */
+void *terse__cmp_quant_cuda_handle(void *ctx);
+void *terse__cmp_sign_cuda_handle(void *ctx);
+
+/* The quant_cuda.h instance of a requant layer that may join the tables, else NULL. */
+static void *
+dev_rq_handle(const terse_layer_state_t *ly)
+{
+    if ((ly->cls != TERSE_CLASS_REQUANT) || (ly->cmp == NULL) || (ly->count > DEV_TABLE_MAX)) {
+        return NULL;
+    }
+    if (strcmp(ly->ops->name, "quant") == 0) {
+        return terse__cmp_quant_cuda_handle(ly->cmp);
+    }
+    if (strcmp(ly->ops->name, "sign") == 0) {
+        return terse__cmp_sign_cuda_handle(ly->cmp);
+    }
+    return NULL;
+}
+
+static void
+dev_rq_tables_free(dev_ws_t *ws)
+{
+    int j;
+
+    for (j = 0; (ws->rq_tc != NULL) && (j < ws->p); ++j) {
+        terse__cmp_quant_cuda_table_destroy(ws->rq_tc[j]);
+        terse__cmp_quant_cuda_table_destroy(ws->rq_td[j]);
+        terse__cmp_quant_cuda_table_destroy(ws->rq_to[j]);
+        ws->rq_tc[j] = ws->rq_td[j] = ws->rq_to[j] = NULL;
+    }
+    terse__cmp_quant_cuda_table_destroy(ws->rq_tr);
+    ws->rq_tr    = NULL;
+    ws->rq_built = 0;
+}
+
+/* One table of the table layers that have a part of chunk `part`, one entry each: its count
+ * and payload size, the rest from fill(.., l, j, &entry) (j: the message or owner); *table_p
+ * stays NULL when no layer has such a part. */
+typedef void (*dev_rq_fill_t)(const terse_slot_t *slot, const dev_ws_t *ws,
+                              const terse_call_t *call, size_t l, int j, terse_cu_qlayer_t *e);
+
+static terse_status_t
+dev_rq_table(const terse_slot_t *slot, const dev_ws_t *ws, const terse_call_t *call, int part,
+             int j, terse_cu_qmode_t mode, dev_rq_fill_t fill, terse_cu_qlayer_t *L,
+             void **table_p)
+{
+    size_t l, k = 0;
+
+    for (l = 0; l < slot->nlayers; ++l) {
+        const terse_layer_state_t *ly = &slot->layers[l];
+        if (!ws->rq_tab[l] || (dev_rq_len(ly, part) == 0)) {
+            continue;
+        }
+        memset(&L[k], 0, sizeof(L[k]));
+        L[k].cuda  = dev_rq_handle(ly);
+        L[k].n     = dev_rq_len(ly, part);
+        L[k].bytes = ws->rpay[l * (size_t)ws->p + (size_t)part];
+        L[k].scale = 1.0f;
+        L[k].dtype = TERSE_FLOAT32;
+        fill(slot, ws, call, l, j, &L[k]);
+        ++k;
+    }
+    *table_p = NULL;
+    return (k == 0) ? TERSE_OK : terse__cmp_quant_cuda_table_create(L, k, mode, table_p);
+}
+
+/* 1: chunk j of the caller's gradient into message j (user: the send buffer) */
+static void
+dev_rq_fill_compress(const terse_slot_t *slot, const dev_ws_t *ws, const terse_call_t *call,
+                     size_t l, int j, terse_cu_qlayer_t *e)
+{
+    const terse_layer_state_t *ly = &slot->layers[l];
+    const size_t off = (size_t)j * ly->chunk, p = (size_t)ws->p;
+
+    e->in       = (const void *)(uintptr_t)((ly->offset + off) * terse__esize(call->dtype));
+    e->residual = call->error_feedback ? terse__fb_layer(&slot->fb, l) + off : NULL;
+    e->out      = ws->rsend + ws->rmoff[j] + ws->rlo[l * p + (size_t)j];
+    e->rng      = terse_rng_advance(terse_rng_make(call->seed, TERSE_RNG_QUANT, (uint32_t)l, 0,
+                                                   (uint32_t)ws->me),
+                                    off);
+    e->dtype    = call->dtype;
+    e->user     = TERSE_CU_QUSER_IN;
+}
+
+/* 3: rank j's payload of my chunk added into its sum (j = me: my own message) */
+static void
+dev_rq_fill_add(const terse_slot_t *slot, const dev_ws_t *ws, const terse_call_t *call,
+                size_t l, int j, terse_cu_qlayer_t *e)
+{
+    const size_t p = (size_t)ws->p, me = (size_t)ws->me;
+    const unsigned char *msg = (j == ws->me) ? ws->rsend + ws->rmoff[me]
+                                             : ws->rrecv + (size_t)j * ws->rmsg[me];
+
+    (void)call;
+    e->in    = msg + ws->rlo[l * p + me];
+    e->out   = ws->racc + ws->racc_off[l];
+}
+
+/* 3: the sum of my chunk requantised into my block of the allgather (j = me) */
+static void
+dev_rq_fill_requant(const terse_slot_t *slot, const dev_ws_t *ws, const terse_call_t *call,
+                    size_t l, int j, terse_cu_qlayer_t *e)
+{
+    const size_t p = (size_t)ws->p;
+
+    e->in       = ws->racc + ws->racc_off[l];
+    e->residual = call->error_feedback ? terse__fb_layer(&slot->rq_fb, l) : NULL;
+    e->out      = ws->rag + (size_t)j * ws->rmax + ws->rlo[l * p + (size_t)j];
+    e->rng      = terse_rng_advance(terse_rng_make(call->seed, TERSE_RNG_REQUANT, (uint32_t)l, 0,
+                                                   (uint32_t)ws->me),
+                                    (size_t)j * slot->layers[l].chunk);
+}
+
+/* 4: owner j's block decoded straight into the caller's output (user: the recv buffer) */
+static void
+dev_rq_fill_set(const terse_slot_t *slot, const dev_ws_t *ws, const terse_call_t *call,
+                size_t l, int j, terse_cu_qlayer_t *e)
+{
+    const terse_layer_state_t *ly = &slot->layers[l];
+    const size_t p = (size_t)ws->p;
+
+    e->in    = ws->rag + (size_t)j * ws->rmax + ws->rlo[l * p + (size_t)j];
+    e->out   = (void *)(uintptr_t)((ly->offset + (size_t)j * ly->chunk) *
+                                   terse__esize(call->dtype));
+    e->dtype = call->dtype;
+    e->scale = call->scale;
+    e->user  = TERSE_CU_QUSER_OUT;
+}
+
+/* The tables of this call's kind, built (synchronously: table uploads) when missing or stale.
+ * A failure leaves every layer on its one-layer launches, with a warning. */
+static terse_status_t
+dev_rq_tables(const terse_slot_t *slot, dev_ws_t *ws, const terse_call_t *call)
+{
+    const int p = ws->p;
+    terse_cu_qlayer_t *L = NULL;
+    terse_status_t status = TERSE_OK;
+    size_t l, n = 0;
+    int j;
+
+    if ((ws->rq_built < 0) ||
+        ((ws->rq_built > 0) && (ws->rq_dtype == call->dtype) && (ws->rq_scale == call->scale) &&
+         (ws->rq_ef == call->error_feedback) && (ws->rq_seed == call->seed) &&
+         (ws->rq_fb_data == slot->fb.data) && (ws->rq_rqfb_data == slot->rq_fb.data))) {
+        return TERSE_OK;
+    }
+    dev_rq_tables_free(ws);
+    if (ws->rq_tab == NULL) {
+        ws->rq_tab = calloc(TERSE_MAX(slot->nlayers, (size_t)1), 1);
+        ws->rq_tc  = calloc((size_t)p, sizeof(void *));
+        ws->rq_td  = calloc((size_t)p, sizeof(void *));
+        ws->rq_to  = calloc((size_t)p, sizeof(void *));
+        if ((ws->rq_tab == NULL) || (ws->rq_tc == NULL) || (ws->rq_td == NULL) ||
+            (ws->rq_to == NULL)) {
+            return TERSE_ERR_NOMEM;
+        }
+    }
+    for (l = 0; l < slot->nlayers; ++l) {
+        ws->rq_tab[l] = (dev_rq_handle(&slot->layers[l]) != NULL);
+        n += ws->rq_tab[l];
+    }
+    if (n < 2) { /* one layer: its own launches are as few */
+        memset(ws->rq_tab, 0, slot->nlayers);
+        ws->rq_built = -1;
+        return TERSE_OK;
+    }
+    L = calloc(n, sizeof(*L));
+    if (L == NULL) {
+        return TERSE_ERR_NOMEM;
+    }
+    for (j = 0; (j < p) && (status == TERSE_OK); ++j) {
+        status = dev_rq_table(slot, ws, call, j, j, TERSE_CU_Q_COMPRESS, dev_rq_fill_compress,
+                              L, &ws->rq_tc[j]);
+        if (status == TERSE_OK) {
+            status = dev_rq_table(slot, ws, call, ws->me, j, TERSE_CU_Q_DECOMPRESS_ADD,
+                                  dev_rq_fill_add, L, &ws->rq_td[j]);
+        }
+        if (status == TERSE_OK) {
+            status = dev_rq_table(slot, ws, call, j, j, TERSE_CU_Q_DECOMPRESS_SET,
+                                  dev_rq_fill_set, L, &ws->rq_to[j]);
+        }
+    }
+    if (status == TERSE_OK) {
+        status = dev_rq_table(slot, ws, call, ws->me, ws->me, TERSE_CU_Q_COMPRESS,
+                              dev_rq_fill_requant, L, &ws->rq_tr);
+    }
+    free(L);
+    if (status != TERSE_OK) {
+        terse_warn(TERSE_LOG_COMM, "multi-tensor quant tables of %zu layers failed (%s): one "
+                   "launch per layer instead", n, terse_status_str(status));
+        dev_rq_tables_free(ws);
+        memset(ws->rq_tab, 0, slot->nlayers);
+        ws->rq_built = -1;
+        return (status == TERSE_ERR_CUDA) ? status : TERSE_OK;
+    }
+    ws->rq_built     = 1;
+    ws->rq_dtype     = call->dtype;
+    ws->rq_scale     = call->scale;
+    ws->rq_ef        = call->error_feedback;
+    ws->rq_seed      = call->seed;
+    ws->rq_fb_data   = slot->fb.data;
+    ws->rq_rqfb_data = slot->rq_fb.data;
+    return TERSE_OK;
+}
+
 /* ---------------------------------------------------------------- setup */
 static void
 dev_cleanup(terse_slot_t *slot)
@@ -116,6 +344,13 @@ dev_cleanup(terse_slot_t *slot)
             terse__cuda_free(ws->sbuf[g][k]);
         }
     }
+    dev_rq_tables_free(ws);
+    terse__cmp_psgd_cuda_batch_destroy(ws->ps_batch);
+    free(ws->ps_in);
+    free(ws->rq_tab);
+    free(ws->rq_tc);
+    free(ws->rq_td);
+    free(ws->rq_to);
     terse__cuda_free(ws->rsend);
     terse__cuda_free(ws->rrecv);
     terse__cuda_free(ws->rag);
@@ -301,6 +536,68 @@ dev_setup_sparse(terse_slot_t *slot, dev_ws_t *ws, size_t *maxn_p)
     return dev_alloc((void **)&ws->xbuf, ws->xmsg * (size_t)ws->p, &slot->mem_bytes);
 }
 
+/* Stage 1 of every PowerSGD layer as one batch (its orthogonalisations in one launch; the
+ * summed P and the Q output live in the stage buffers, which stay put). With fewer than two
+ * such layers, or when the batch cannot be made (warned), each layer keeps its own stage. */
+static terse_status_t
+dev_setup_psgd_batch(terse_slot_t *slot, dev_ws_t *ws)
+{
+    const size_t nl = slot->nlayers, ns = ws->nstages;
+    void **cudas = NULL, **summed = NULL, **out = NULL;
+    size_t *sb = NULL, *ob = NULL, l, n = 0;
+    terse_status_t status = TERSE_OK;
+
+    if (ns < 2) {
+        return TERSE_OK;
+    }
+    ws->ps_in = calloc(nl, 1);
+    cudas     = calloc(nl, sizeof(void *));
+    summed    = calloc(nl, sizeof(void *));
+    out       = calloc(nl, sizeof(void *));
+    sb        = calloc(nl, sizeof(size_t));
+    ob        = calloc(nl, sizeof(size_t));
+    if ((ws->ps_in == NULL) || (cudas == NULL) || (summed == NULL) || (out == NULL) ||
+        (sb == NULL) || (ob == NULL)) {
+        status = TERSE_ERR_NOMEM;
+        goto out;
+    }
+    for (l = 0; l < nl; ++l) {
+        const terse_layer_state_t *ly = &slot->layers[l];
+        const int g = ws->sgroup[l];
+        if ((ly->cls != TERSE_CLASS_SUMMABLE) || (ws->lstages[l] != 2) ||
+            (strcmp(ly->ops->name, "powersgd") != 0) ||
+            ((cudas[n] = terse__cmp_psgd_cuda_of(ly->cmp)) == NULL)) {
+            continue;
+        }
+        summed[n] = (unsigned char *)ws->sbuf[g][0] + ws->soff[l * ns];
+        sb[n]     = ws->spay[l * ns];
+        out[n]    = (unsigned char *)ws->sbuf[g][1] + ws->soff[l * ns + 1];
+        ob[n]     = ws->spay[l * ns + 1];
+        ws->ps_in[l] = 1;
+        ++n;
+    }
+    if (n >= 2) {
+        status = terse__cmp_psgd_cuda_batch_create(cudas, (const void *const *)summed, sb, out,
+                                                   ob, n, &ws->ps_batch);
+    }
+    if ((n < 2) || (status != TERSE_OK)) {
+        if (status != TERSE_OK) {
+            terse_warn(TERSE_LOG_COMM, "batched PowerSGD stage of %zu layers failed (%s): one "
+                       "stage per layer instead", n, terse_status_str(status));
+        }
+        memset(ws->ps_in, 0, nl);
+        ws->ps_batch = NULL;
+        status       = (status == TERSE_ERR_CUDA) ? status : TERSE_OK;
+    }
+out:
+    free(cudas);
+    free(summed);
+    free(out);
+    free(sb);
+    free(ob);
+    return status;
+}
+
 static terse_status_t
 dev_setup(terse_ctx_t *ctx, terse_slot_t *slot)
 {
@@ -319,6 +616,9 @@ dev_setup(terse_ctx_t *ctx, terse_slot_t *slot)
     ws->me = tp->head.rank;
     TERSE_CHECK(terse__nccl_tp_enter(tp, &prev));
     TERSE_CHECK_GOTO(dev_setup_summable(slot, ws), status, out);
+    if (ctx->cfg->DEVICE_TABLES) {
+        TERSE_CHECK_GOTO(dev_setup_psgd_batch(slot, ws), status, out);
+    }
     TERSE_CHECK_GOTO(dev_setup_requant(slot, ws, &maxn), status, out);
     TERSE_CHECK_GOTO(dev_setup_sparse(slot, ws, &maxn), status, out);
     if (maxn > 0) {
@@ -410,12 +710,17 @@ dev_run_summable(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call)
                                                   terse__fb_layer(&slot->fb, l) : NULL,
                                               &rng, dst, ws->spay[l * ns + s], &flags, NULL,
                                               call->stream));
+            } else if ((s == 1) && (ws->ps_batch != NULL) && ws->ps_in[l]) {
+                continue; /* below, all of them at once */
             } else {
                 const unsigned char *prev =
                     (const unsigned char *)ws->sbuf[g][cur ^ 1] + ws->soff[l * ns + s - 1];
                 TERSE_CHECK(ly->ops->stage(ly->cmp, (unsigned)s, prev, ws->spay[l * ns + s - 1],
                                            dst, ws->spay[l * ns + s], NULL, call->stream));
             }
+        }
+        if ((s == 1) && (ws->ps_batch != NULL)) {
+            TERSE_CHECK(terse__cmp_psgd_cuda_batch_stage(ws->ps_batch, call->stream));
         }
         DEV_NCCL(api->GroupStart(), "ncclGroupStart");
         for (g = 0; g < DEV_NGROUPS; ++g) {
@@ -477,22 +782,33 @@ dev_acc_of(dev_ws_t *ws, const terse_layer_state_t *ly, terse_call_t *call)
 }
 
 static terse_status_t
-dev_run_requant(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call)
+dev_run_requant(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call, int tables)
 {
     dev_ws_t *ws                = slot->ws[TERSE_CLASS_NATIVE];
     const terse_nccl_api_t *api = tp->api;
     const size_t es             = terse__esize(call->dtype);
     const int p = ws->p, me = ws->me;
     terse_status_t status = TERSE_OK;
+    const unsigned char *tab;
     size_t l;
     int j, q;
 
+    if (tables) {
+        TERSE_CHECK(dev_rq_tables(slot, ws, call));
+    }
+    tab = (tables && (ws->rq_built > 0)) ? ws->rq_tab : NULL;
     /* 1: compress chunk j of every layer into message j (mine last, as the host path) */
     for (j = 0; j < p; ++j) {
         const int jj = (me + 1 + j) % p;
+        if ((tab != NULL) && (ws->rq_tc[jj] != NULL)) {
+            TERSE_CHECK(terse__cmp_quant_cuda_table_run_at(ws->rq_tc[jj], call->step, call->send,
+                                                           call->stream));
+        }
         for (l = 0; l < slot->nlayers; ++l) {
             terse_layer_state_t *ly = &slot->layers[l];
-            const size_t len = (ly->cls == TERSE_CLASS_REQUANT) ? dev_rq_len(ly, jj) : 0;
+            const size_t len = ((ly->cls == TERSE_CLASS_REQUANT) && !DEV_IN_TABLE(tab, l))
+                                   ? dev_rq_len(ly, jj)
+                                   : 0;
             const size_t off = (size_t)jj * ly->chunk;
             terse_buf_t in;
             terse_rng_t rng;
@@ -540,9 +856,14 @@ dev_run_requant(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call)
     for (q = 0; q < p; ++q) {
         const unsigned char *msg = (q == me) ? ws->rsend + ws->rmoff[me]
                                              : ws->rrecv + (size_t)q * ws->rmsg[me];
+        if ((tab != NULL) && (ws->rq_td[q] != NULL)) {
+            TERSE_CHECK(terse__cmp_quant_cuda_table_run(ws->rq_td[q], 0, call->stream));
+        }
         for (l = 0; l < slot->nlayers; ++l) {
             const terse_layer_state_t *ly = &slot->layers[l];
-            const size_t len = (ly->cls == TERSE_CLASS_REQUANT) ? dev_rq_len(ly, me) : 0;
+            const size_t len = ((ly->cls == TERSE_CLASS_REQUANT) && !DEV_IN_TABLE(tab, l))
+                                   ? dev_rq_len(ly, me)
+                                   : 0;
             uint32_t flags   = 0;
             if (len == 0) {
                 continue;
@@ -552,9 +873,14 @@ dev_run_requant(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call)
                                                 len, &flags, call->stream));
         }
     }
+    if ((tab != NULL) && (ws->rq_tr != NULL)) {
+        TERSE_CHECK(terse__cmp_quant_cuda_table_run(ws->rq_tr, call->step, call->stream));
+    }
     for (l = 0; l < slot->nlayers; ++l) {
         terse_layer_state_t *ly = &slot->layers[l];
-        const size_t len = (ly->cls == TERSE_CLASS_REQUANT) ? dev_rq_len(ly, me) : 0;
+        const size_t len = ((ly->cls == TERSE_CLASS_REQUANT) && !DEV_IN_TABLE(tab, l))
+                               ? dev_rq_len(ly, me)
+                               : 0;
         const size_t off = (size_t)me * ly->chunk;
         terse_buf_t in;
         terse_rng_t rng;
@@ -577,10 +903,17 @@ dev_run_requant(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call)
     DEV_NCCL(api->AllGather(ws->rag + (size_t)me * ws->rmax, ws->rag, ws->rmax, ncclUint8,
                             tp->comm, (cudaStream_t)call->stream),
              "ncclAllGather");
+    for (q = 0; (tab != NULL) && (q < p); ++q) {
+        /* straight into the output: no zeroing, no conversion pass (TERSE_CU_Q_DECOMPRESS_SET) */
+        if (ws->rq_to[q] != NULL) {
+            TERSE_CHECK(terse__cmp_quant_cuda_table_run_at(ws->rq_to[q], 0, call->recv,
+                                                           call->stream));
+        }
+    }
     for (l = 0; l < slot->nlayers; ++l) {
         const terse_layer_state_t *ly = &slot->layers[l];
         float *acc;
-        if (ly->cls != TERSE_CLASS_REQUANT) {
+        if ((ly->cls != TERSE_CLASS_REQUANT) || DEV_IN_TABLE(tab, l)) {
             continue;
         }
         acc = dev_acc_of(ws, ly, call);
@@ -669,7 +1002,7 @@ dev_run(terse_ctx_t *ctx, terse_slot_t *slot, terse_call_t *call)
         TERSE_CHECK_GOTO(dev_run_summable(tp, slot, call), status, out);
     }
     if (slot->nclass[TERSE_CLASS_REQUANT] > 0) {
-        TERSE_CHECK_GOTO(dev_run_requant(tp, slot, call), status, out);
+        TERSE_CHECK_GOTO(dev_run_requant(tp, slot, call, ctx->cfg->DEVICE_TABLES), status, out);
     }
     if (slot->nclass[TERSE_CLASS_SPARSE] > 0) {
         TERSE_CHECK_GOTO(dev_run_sparse(tp, slot, call), status, out);

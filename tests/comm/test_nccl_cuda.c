@@ -97,6 +97,7 @@ typedef struct nc_case {
     terse_op_t    op;
     int           inplace;
     int           equal_host; /* the algorithm promises bitwise equality with the host path */
+    const char   *layout;     /* a TERSE_LAYOUT file cutting the buffer into layers, or NULL */
 } nc_case_t;
 
 typedef struct nc_run {
@@ -234,6 +235,9 @@ nc_setup_ctx(nc_run_t *run, terse_ctx_t *ctx, int rank)
         ctx->sched_replan = 2;
     }
     run->status[rank] = terse__ctx_set_uniform(ctx, run->c->spec);
+    if ((run->status[rank] == TERSE_OK) && (run->c->layout != NULL)) {
+        run->status[rank] = terse__ctx_set_layout(ctx, run->c->layout);
+    }
 }
 
 static void *
@@ -547,14 +551,14 @@ out:
 /* ---------------------------------------------------------------- tests */
 static const nc_case_t nc_families[] = {
     /* spec            dtype           n       steps nan  op            inpl equal_host */
-    {"quant:4",      TERSE_FLOAT32,  100003, 3, -1, TERSE_OP_SUM, 0, 1},
-    {"quant:8",      TERSE_FLOAT32,  100003, 3, -1, TERSE_OP_AVG, 1, 1},
-    {"sign",         TERSE_FLOAT32,  100003, 3, -1, TERSE_OP_SUM, 0, 1},
-    {"cast:bf16",    TERSE_FLOAT32,  100003, 3, -1, TERSE_OP_SUM, 0, 0},
-    {"topk:0.01",    TERSE_FLOAT32,  100003, 3, -1, TERSE_OP_SUM, 0, 1},
-    {"randomk:0.01", TERSE_FLOAT32,  100003, 3, -1, TERSE_OP_SUM, 1, 0},
-    {"powersgd:4",   TERSE_FLOAT32,  100233, 3, -1, TERSE_OP_SUM, 0, 0},
-    {"auto",         TERSE_FLOAT32,  100003, 6, -1, TERSE_OP_SUM, 0, 0},
+    {"quant:4",      TERSE_FLOAT32,  100003, 3, -1, TERSE_OP_SUM, 0, 1, NULL},
+    {"quant:8",      TERSE_FLOAT32,  100003, 3, -1, TERSE_OP_AVG, 1, 1, NULL},
+    {"sign",         TERSE_FLOAT32,  100003, 3, -1, TERSE_OP_SUM, 0, 1, NULL},
+    {"cast:bf16",    TERSE_FLOAT32,  100003, 3, -1, TERSE_OP_SUM, 0, 0, NULL},
+    {"topk:0.01",    TERSE_FLOAT32,  100003, 3, -1, TERSE_OP_SUM, 0, 1, NULL},
+    {"randomk:0.01", TERSE_FLOAT32,  100003, 3, -1, TERSE_OP_SUM, 1, 0, NULL},
+    {"powersgd:4",   TERSE_FLOAT32,  100233, 3, -1, TERSE_OP_SUM, 0, 0, NULL},
+    {"auto",         TERSE_FLOAT32,  100003, 6, -1, TERSE_OP_SUM, 0, 0, NULL},
 };
 
 static void
@@ -588,9 +592,9 @@ static void
 test_nccl_passthrough(void)
 {
     static const nc_case_t cases[] = {
-        {"none",    TERSE_FLOAT32,  100003, 2, -1, TERSE_OP_SUM, 0, 0},
-        {"none",    TERSE_BFLOAT16, 4097,   2, -1, TERSE_OP_AVG, 1, 0},
-        {"quant:4", TERSE_FLOAT64,  4099,   2, -1, TERSE_OP_SUM, 0, 0},
+        {"none",    TERSE_FLOAT32,  100003, 2, -1, TERSE_OP_SUM, 0, 0, NULL},
+        {"none",    TERSE_BFLOAT16, 4097,   2, -1, TERSE_OP_AVG, 1, 0, NULL},
+        {"quant:4", TERSE_FLOAT64,  4099,   2, -1, TERSE_OP_SUM, 0, 0, NULL},
     };
     size_t k;
 
@@ -613,7 +617,7 @@ test_nccl_nonfinite(void)
         return;
     }
     for (k = 0; k < sizeof(specs) / sizeof(specs[0]); ++k) {
-        nc_case_t c = {specs[k], TERSE_FLOAT32, 100233, 2, nc_w.p - 1, TERSE_OP_SUM, 0, 0};
+        nc_case_t c = {specs[k], TERSE_FLOAT32, 100233, 2, nc_w.p - 1, TERSE_OP_SUM, 0, 0, NULL};
         nc_check_case(&c, nc_w.p);
     }
 }
@@ -622,12 +626,12 @@ static void
 test_nccl_half_odd(void)
 {
     static const nc_case_t cases[] = {
-        {"quant:4",   TERSE_FLOAT16,  100003, 2, -1, TERSE_OP_SUM, 0, 1},
-        {"quant:4",   TERSE_BFLOAT16, 100003, 2, -1, TERSE_OP_AVG, 1, 1},
-        {"cast:bf16", TERSE_BFLOAT16, 100003, 2, -1, TERSE_OP_SUM, 0, 0},
-        {"topk:0.01", TERSE_FLOAT16,  100003, 2, -1, TERSE_OP_SUM, 0, 1},
-        {"quant:8",   TERSE_FLOAT32,  1001,   2, -1, TERSE_OP_SUM, 0, 1},
-        {"quant:4",   TERSE_FLOAT32,  7,      2, -1, TERSE_OP_SUM, 1, 1},
+        {"quant:4",   TERSE_FLOAT16,  100003, 2, -1, TERSE_OP_SUM, 0, 1, NULL},
+        {"quant:4",   TERSE_BFLOAT16, 100003, 2, -1, TERSE_OP_AVG, 1, 1, NULL},
+        {"cast:bf16", TERSE_BFLOAT16, 100003, 2, -1, TERSE_OP_SUM, 0, 0, NULL},
+        {"topk:0.01", TERSE_FLOAT16,  100003, 2, -1, TERSE_OP_SUM, 0, 1, NULL},
+        {"quant:8",   TERSE_FLOAT32,  1001,   2, -1, TERSE_OP_SUM, 0, 1, NULL},
+        {"quant:4",   TERSE_FLOAT32,  7,      2, -1, TERSE_OP_SUM, 1, 1, NULL},
     };
     size_t k;
 
@@ -637,6 +641,51 @@ test_nccl_half_odd(void)
     for (k = 0; k < sizeof(cases) / sizeof(cases[0]); ++k) {
         nc_check_case(&cases[k], nc_w.p);
     }
+}
+
+/* Many layers in one buffer (a TERSE_LAYOUT file): the device path runs the quant and sign
+ * layers up to 2^20 elements as multi-tensor tables (algo_device.c, DEV_TABLE_MAX) and the
+ * larger one by itself; both bit for bit the host path's per-layer results. Counts: odd, tiny,
+ * across buckets, the table limit exactly and one above it; the NaN case's value (n / 2) sits
+ * in the 2^20 table layer. The total is used by no other case (the layout applies to that
+ * size only, on the suite's shared contexts). */
+static const size_t nc_layer_counts[] = {7, 1000, 33, 4096, 1, 70001, 255, 257,
+                                         (size_t)1 << 20, ((size_t)1 << 20) + 1};
+#define NC_LAYERS_N (75650 + 2 * ((size_t)1 << 20) + 1)
+
+static void
+test_nccl_layers(void)
+{
+    char path[64];
+    FILE *f;
+    size_t k, total = 0;
+
+    if (nc_skip(1)) {
+        return;
+    }
+    snprintf(path, sizeof(path), "/tmp/terse_nc_layout_%d.txt", (int)getpid());
+    f = fopen(path, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    for (k = 0; k < sizeof(nc_layer_counts) / sizeof(nc_layer_counts[0]); ++k) {
+        fprintf(f, "%zu 0 0 l%zu\n", nc_layer_counts[k], k);
+        total += nc_layer_counts[k];
+    }
+    fclose(f);
+    CU_ASSERT_EQUAL_FATAL(total, NC_LAYERS_N);
+    {
+        const nc_case_t cases[] = {
+            {"quant:4", TERSE_FLOAT32,  NC_LAYERS_N, 3, -1, TERSE_OP_SUM, 0, 1, path},
+            {"quant:8", TERSE_FLOAT16,  NC_LAYERS_N, 2, -1, TERSE_OP_AVG, 1, 1, path},
+            {"sign",    TERSE_BFLOAT16, NC_LAYERS_N, 2, -1, TERSE_OP_SUM, 0, 1, path},
+            {"quant:4", TERSE_FLOAT32,  NC_LAYERS_N, 2, 0,  TERSE_OP_SUM, 0, 0, path},
+            /* PowerSGD's stage 1 of all layers in one batch (dev_setup_psgd_batch) */
+            {"powersgd:4", TERSE_FLOAT32, NC_LAYERS_N, 3, -1, TERSE_OP_SUM, 0, 0, path},
+        };
+        for (k = 0; k < sizeof(cases) / sizeof(cases[0]); ++k) {
+            nc_check_case(&cases[k], nc_w.p);
+        }
+    }
+    unlink(path);
 }
 
 /* Host buffers on an NCCL context, device buffers on a host context: refused. */
@@ -744,6 +793,7 @@ CU_TestInfo test_nccl_cuda_tests[] = {
     {"pass-through bit-identical to ncclAllReduce", test_nccl_passthrough},
     {"non-finite on one rank reaches every rank", test_nccl_nonfinite},
     {"fp16, bf16, odd and tiny counts, in place, AVG", test_nccl_half_odd},
+    {"many layers in one buffer: multi-tensor tables", test_nccl_layers},
     {"host buffers on an NCCL context are refused", test_nccl_refusals},
     CU_TEST_INFO_NULL,
 };
