@@ -79,12 +79,14 @@ ps_row_len(const ps_shape_t &s, uint64_t i)
 }
 
 /* Four consecutive elements from e (a multiple of 4; the address aligned to four elements):
- * the same conversions as terse_cu_load, one 16-byte (fp32) or 8-byte (fp16, bf16) load. */
+ * the same conversions as terse_cu_load, one 16-byte (fp32) or 8-byte (fp16, bf16) load.
+ * Streaming (evict-first) loads, as ps_mq's residual and ps_sub's M: a row of a matrix is read
+ * once, and left in L1 it evicted Q, which every row reads again (ps_q4). */
 __device__ __forceinline__ void
 ps_load4(const void *p, int dtype, uint64_t e, float *x)
 {
     if ((dtype == TERSE_FLOAT16) || (dtype == TERSE_BFLOAT16)) {
-        uint2 w = __ldg((const uint2 *)((const uint16_t *)p + e));
+        uint2 w = __ldcs((const uint2 *)((const uint16_t *)p + e));
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
             uint16_t h = (uint16_t)(((u < 2) ? w.x : w.y) >> (16 * (u & 1)));
@@ -92,7 +94,7 @@ ps_load4(const void *p, int dtype, uint64_t e, float *x)
                                                   : terse_bf16_to_float(h);
         }
     } else {
-        float4 v = __ldg((const float4 *)((const float *)p + e));
+        float4 v = __ldcs((const float4 *)((const float *)p + e));
         x[0]     = v.x;
         x[1]     = v.y;
         x[2]     = v.z;
@@ -204,8 +206,8 @@ ps_mq(const void *in, int dtype, int add_res, float *m, const float *q, float *p
             }
             if (add_res) {
                 const float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                float4 r       = *(const float4 *)(m + e);
-                float4 t       = two ? *(const float4 *)(m + e + 128) : z;
+                float4 r       = __ldcs((const float4 *)(m + e));
+                float4 t       = two ? __ldcs((const float4 *)(m + e + 128)) : z;
 
                 x[0] = r.x + x[0];
                 x[1] = r.y + x[1];
@@ -898,8 +900,8 @@ ps_sub(float *m, int m_is_res, const float *pb, const float *q, ps_shape_t s,
             const int two    = (j + 128 < len);
             float x[4], y[4];
             const float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            float4 t       = *(const float4 *)(m + e);
-            float4 w       = two ? *(const float4 *)(m + e + 128) : z;
+            float4 t       = __ldcs((const float4 *)(m + e));
+            float4 w       = two ? __ldcs((const float4 *)(m + e + 128)) : z;
 
             x[0] = t.x;
             x[1] = t.y;
@@ -910,10 +912,10 @@ ps_sub(float *m, int m_is_res, const float *pb, const float *q, ps_shape_t s,
             y[2] = w.z;
             y[3] = w.w;
             ps_sub_group<RM, 1>(x, 4, pk, q, s, j, len, &err);
-            *(float4 *)(m + e) = make_float4(x[0], x[1], x[2], x[3]);
+            __stcs((float4 *)(m + e), make_float4(x[0], x[1], x[2], x[3]));
             if (two) {
                 ps_sub_group<RM, 1>(y, 4, pk, q, s, j + 128, len, &err);
-                *(float4 *)(m + e + 128) = make_float4(y[0], y[1], y[2], y[3]);
+                __stcs((float4 *)(m + e + 128), make_float4(y[0], y[1], y[2], y[3]));
             }
         }
     } else {
