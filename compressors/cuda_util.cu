@@ -1,4 +1,7 @@
 /* Device memory and error helpers; see cuda_util.h. No policy here. */
+#include <stdlib.h>
+#include <string.h>
+
 #include <cuda_runtime.h>
 
 #include "cuda_util.h"
@@ -77,6 +80,35 @@ terse__cuda_stream_sync(terse_stream_t s)
 {
     TERSE_CUDA_CHECK(cudaStreamSynchronize((cudaStream_t)s), "cudaStreamSynchronize");
     return TERSE_OK;
+}
+
+static int
+cu_ptr_cmp(const void *a, const void *b)
+{
+    const uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+
+    return (x > y) - (x < y);
+}
+
+extern "C" int
+terse__cuda_ptr_twice(const void *first, size_t n, size_t stride)
+{
+    void **p = (void **)malloc((n > 0 ? n : 1) * sizeof(*p));
+    int twice = 0;
+    size_t i;
+
+    if (p == NULL) {
+        return 1;
+    }
+    for (i = 0; i < n; ++i) {
+        memcpy(&p[i], (const unsigned char *)first + i * stride, sizeof(void *));
+    }
+    qsort(p, n, sizeof(*p), cu_ptr_cmp);
+    for (i = 1; i < n; ++i) {
+        twice = twice || (p[i] == p[i - 1]);
+    }
+    free(p);
+    return twice;
 }
 
 extern "C" terse_status_t

@@ -45,6 +45,12 @@ typedef struct terse_cu_stat {
     uint32_t ncalls;  /* committed calls */
 } terse_cu_stat_t;
 
+/* 1 when two of the n pointers at first, first + stride, ... (the `cuda` fields of an array of
+ * table layers) are equal, or when the check cannot allocate: a multi-tensor table holds an
+ * instance once, or one entry's fixup would commit its status block while another's still
+ * reads the call's flags. */
+int terse__cuda_ptr_twice(const void *first, size_t n, size_t stride);
+
 /* Allocates a zeroed status block in device memory. [out] *stat_p: owned by the caller,
  * release with terse__cuda_free. Returns TERSE_OK, TERSE_ERR_NOMEM or TERSE_ERR_CUDA. */
 terse_status_t terse__cuda_stat_create(terse_cu_stat_t **stat_p);

@@ -1615,36 +1615,6 @@ terse__cmp_quant_cuda_stat(void *cuda, terse_stream_t stream, uint32_t *flags_p,
 }
 
 /* ---------------------------------------------------------------- multi-tensor tables */
-static int
-q_ptr_cmp(const void *a, const void *b)
-{
-    const uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
-
-    return (x > y) - (x < y);
-}
-
-/* 1 when two layers share an instance (or the check cannot allocate: refused as well). */
-static int
-q_table_has_twice(const terse_cu_qlayer_t *layers, size_t n)
-{
-    void **p = (void **)malloc(n * sizeof(*p));
-    int twice = 0;
-    size_t i;
-
-    if (p == NULL) {
-        return 1;
-    }
-    for (i = 0; i < n; ++i) {
-        p[i] = layers[i].cuda;
-    }
-    qsort(p, n, sizeof(*p), q_ptr_cmp);
-    for (i = 1; i < n; ++i) {
-        twice = twice || (p[i] == p[i - 1]);
-    }
-    free(p);
-    return twice;
-}
-
 extern "C" terse_status_t
 terse__cmp_quant_cuda_table_create(const terse_cu_qlayer_t *layers, size_t nlayers,
                                    terse_cu_qmode_t mode, void **table_p)
@@ -1705,7 +1675,7 @@ terse__cmp_quant_cuda_table_create(const terse_cu_qlayer_t *layers, size_t nlaye
         slot += q_nslots(layers[i].n, q->bucket);
         maxbucket = (q->bucket > maxbucket) ? q->bucket : maxbucket;
     }
-    if (q_table_has_twice(layers, nlayers)) {
+    if (terse__cuda_ptr_twice(&layers[0].cuda, nlayers, sizeof(layers[0]))) {
         /* its status block would be committed by one entry's fixup while another's still
          * reads the call's flags (a rejected payload's NaN, a non-finite input's reset) */
         terse_error(TERSE_LOG_CMP, "quant cuda: an instance appears twice in one table");
