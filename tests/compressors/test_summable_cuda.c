@@ -223,12 +223,117 @@ test_randomk_nonfinite(void)
     sc_case("randomk", 0.5, 1, 1000, TERSE_BFLOAT16, 0, 2, 96);
 }
 
+/* Tables: layers of both kinds (fp16 with p = 3), dtypes, odd sizes, a gradient at an
+ * unaligned offset and a non-finite layer, the gradient and the output given as offsets from a
+ * moving base; payloads, residuals and outputs bit for bit the one-layer launches'. */
+#define SC_NT 5
+
+static void
+test_cast_table(void)
+{
+    static const size_t ns[SC_NT] = {1, 2049, 7, 70001, 4096};
+    static const int kinds[SC_NT] = {TERSE_CAST_BF16, TERSE_CAST_FP16, TERSE_CAST_BF16,
+                                     TERSE_CAST_FP16, TERSE_CAST_BF16};
+    static const terse_dtype_t dts[SC_NT] = {TERSE_FLOAT32, TERSE_FLOAT16, TERSE_BFLOAT16,
+                                             TERSE_FLOAT32, TERSE_FLOAT32};
+    terse_cu_clayer_t C[SC_NT], D[SC_NT], two[2];
+    void *cuda[SC_NT], *in_h[SC_NT], *tc = NULL, *td = NULL, *tx = NULL;
+    float *res_h[SC_NT], *res_t[SC_NT], *res_r[SC_NT];
+    uint8_t *pay_t[SC_NT], *pay_r[SC_NT], *out_r[SC_NT], *ub, *base, *obase;
+    size_t off[SC_NT], ooff[SC_NT], total = 0, ototal = 0;
+    int l;
+
+    memset(C, 0, sizeof(C));
+    memset(D, 0, sizeof(D));
+    for (l = 0; l < SC_NT; ++l) {
+        const size_t es = terse_dtype_size(dts[l]);
+        off[l]   = ((total + 15) & ~(size_t)15) + ((l == 3) ? 4 : 0);
+        total    = off[l] + ns[l] * es;
+        ooff[l]  = ((ototal + 15) & ~(size_t)15) + ((l == 1) ? 2 : 0);
+        ototal   = ooff[l] + ns[l] * es;
+        TERSE_TEST_OK(terse__cmp_cast_cuda_create(kinds[l], (kinds[l] == TERSE_CAST_FP16) ? 3 : 1,
+                                                  &cuda[l]));
+        in_h[l]  = terse_test_input(40 + (uint64_t)l, ns[l], dts[l], 1.0f, (l == 2) ? 1 : 0);
+        res_h[l] = terse_test_input(50 + (uint64_t)l, ns[l], TERSE_FLOAT32, 0.01f, 0);
+        res_t[l] = terse_test_cuda_dev(res_h[l], ns[l] * sizeof(float));
+        res_r[l] = terse_test_cuda_dev(res_h[l], ns[l] * sizeof(float));
+        pay_t[l] = terse_test_cuda_dev(NULL, ns[l] * 2);
+        pay_r[l] = terse_test_cuda_dev(NULL, ns[l] * 2);
+        out_r[l] = terse_test_cuda_dev(NULL, ns[l] * es);
+    }
+    ub = calloc(total, 1);
+    for (l = 0; l < SC_NT; ++l) {
+        memcpy(ub + off[l], in_h[l], ns[l] * terse_dtype_size(dts[l]));
+    }
+    base  = terse_test_cuda_dev(ub, total);
+    obase = terse_test_cuda_dev(NULL, ototal);
+    for (l = 0; l < SC_NT; ++l) {
+        TERSE_TEST_OK(terse__cmp_cast_cuda_compress(cuda[l], base + off[l], dts[l], ns[l],
+                                                    res_r[l], NULL, pay_r[l], ns[l] * 2, NULL,
+                                                    NULL, NULL));
+        TERSE_TEST_OK(terse__cmp_cast_cuda_decompress(cuda[l], pay_r[l], ns[l] * 2, 0.5f,
+                                                      out_r[l], dts[l], ns[l], NULL));
+        C[l] = (terse_cu_clayer_t){cuda[l], (const void *)(uintptr_t)off[l], res_t[l], pay_t[l],
+                                   NULL, ns[l], dts[l], 1.0f, TERSE_CU_CUSER_IN};
+        D[l] = (terse_cu_clayer_t){cuda[l], NULL, NULL, pay_r[l],
+                                   (void *)(uintptr_t)ooff[l], ns[l], dts[l], 0.5f,
+                                   TERSE_CU_CUSER_OUT};
+    }
+    TERSE_TEST_OK(terse__cmp_cast_cuda_table_create(C, SC_NT, 0, &tc));
+    TERSE_TEST_OK(terse__cmp_cast_cuda_table_create(D, SC_NT, 1, &td));
+    TERSE_TEST_OK(terse__cmp_cast_cuda_table_run(tc, base, NULL));
+    TERSE_TEST_OK(terse__cmp_cast_cuda_table_run(td, obase, NULL));
+    for (l = 0; l < SC_NT; ++l) {
+        const size_t ob = ns[l] * terse_dtype_size(dts[l]);
+        uint8_t *a = malloc(ob + 2 * ns[l] + 8), *b = malloc(ob + 2 * ns[l] + 8);
+        float *ra = malloc(ns[l] * sizeof(float)), *rb = malloc(ns[l] * sizeof(float));
+        terse_test_cuda_get(a, pay_t[l], ns[l] * 2);
+        terse_test_cuda_get(b, pay_r[l], ns[l] * 2);
+        CU_ASSERT(memcmp(a, b, ns[l] * 2) == 0);
+        terse_test_cuda_get(ra, res_t[l], ns[l] * sizeof(float));
+        terse_test_cuda_get(rb, res_r[l], ns[l] * sizeof(float));
+        CU_ASSERT(memcmp(ra, rb, ns[l] * sizeof(float)) == 0);
+        terse_test_cuda_get(a, obase + ooff[l], ob);
+        terse_test_cuda_get(b, out_r[l], ob);
+        if (memcmp(a, b, ob) != 0) {
+            fprintf(stderr, "cast table layer %d: decompressed output differs\n", l);
+            CU_FAIL("cast table decompress");
+        }
+        if (l == 2) { /* the non-finite layer: NaN payload, residual reset, as one layer */
+            CU_ASSERT(terse_test_all_nan(b, dts[l], ns[l]));
+        }
+        free(a);
+        free(b);
+        free(ra);
+        free(rb);
+    }
+    two[0] = C[0];
+    two[1] = C[0];
+    CU_ASSERT_EQUAL(terse__cmp_cast_cuda_table_create(two, 2, 0, &tx), TERSE_ERR_INVALID);
+    terse__cmp_cast_cuda_table_destroy(tc);
+    terse__cmp_cast_cuda_table_destroy(td);
+    for (l = 0; l < SC_NT; ++l) {
+        terse__cuda_free(res_t[l]);
+        terse__cuda_free(res_r[l]);
+        terse__cuda_free(pay_t[l]);
+        terse__cuda_free(pay_r[l]);
+        terse__cuda_free(out_r[l]);
+        terse__cmp_cast_cuda_destroy(cuda[l]);
+        free(in_h[l]);
+        free(res_h[l]);
+    }
+    terse__cuda_free(base);
+    terse__cuda_free(obase);
+    free(ub);
+}
+
 static CU_TestInfo sum_cuda_tests[] = {
     {"cast parity", test_cast_parity},
     {"cast fp16 saturation", test_cast_saturation},
     {"cast non-finite", test_cast_nonfinite},
     {"randomk parity", test_randomk_parity},
     {"randomk non-finite", test_randomk_nonfinite},
+    {"cast tables over moving buffers", test_cast_table},
     CU_TEST_INFO_NULL,
 };
 
