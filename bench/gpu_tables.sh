@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rule 10 on the device path (issue 6): one model's gradient buffer cut into its layers
-# (TERSE_LAYOUT from bench/../shared model shapes), terse-bench -T nccl on the visible GPUs with
-# TERSE_DEVICE_TABLES=1 (quant and sign layers of up to 2^20 elements in multi-tensor tables)
+# (TERSE_LAYOUT from the model shapes of .data/gradients), terse-bench -T nccl on the GPUs with
+# TERSE_DEVICE_TABLES=1 (quant, sign and cast layers of up to 2^20 elements in multi-tensor tables)
 # and =0 (one launch per layer), each run with its own plain-NCCL row. Needs the build of
 # gpu_all.sh (BUILD, default /tmp/terse-gpu-build) with terse-bench; writes $OUT/tables_*.txt.
 #   bash bench/gpu_tables.sh [model, default resnet50] [shapes file]
@@ -11,7 +11,7 @@ OUT=${OUT:-$ROOT/out}
 BUILD=${BUILD:-/tmp/terse-gpu-build}
 MODEL=${1:-resnet50}
 SHAPES=${2:-$ROOT/.data/gradients/model_shapes.txt}
-SPECS=${TABLES_SPECS:-"quant:4 sign"}
+SPECS=${TABLES_SPECS:-"quant:4 sign cast:bf16"}
 mkdir -p "$OUT"
 LAYOUT="$OUT/layout_$MODEL.txt"
 # "model name d0 d1 ...": count = product; rows = d0, cols = the rest (0 0 for vectors)
@@ -21,7 +21,8 @@ NL=$(wc -l < "$LAYOUT")
 TOTAL=$(awk '{ s += $1 } END { print s }' "$LAYOUT")
 [ "$NL" -gt 0 ] || { echo "no layers of $MODEL in $SHAPES"; exit 1; }
 SMALL=$(awk '$1 <= 1048576' "$LAYOUT" | wc -l)
-echo "== $MODEL: $NL layers ($SMALL of up to 2^20 elements), $TOTAL fp32 values" | tee "$OUT/tables.txt"
+echo "== $MODEL: $NL layers ($SMALL of up to 2^20 elements), $TOTAL fp32 values" |
+    tee "$OUT/tables.txt"
 CARGS=()
 for s in $SPECS; do CARGS+=(-C "$s"); done
 for t in 1 0; do

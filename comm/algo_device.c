@@ -34,6 +34,7 @@
 #include "transport_nccl.h"
 
 #if TERSE_HAVE_CUDA
+#include "cast_cuda.h"
 #include "cuda_util.h"
 #include "powersgd.h"
 #include "powersgd_cuda.h"
@@ -59,6 +60,15 @@ typedef struct dev_ws {
     size_t        *sfused;               /* [s * DEV_NGROUPS + g]: bytes of the fused message */
     void          *sbuf[DEV_NGROUPS][2]; /* device; parity of the stage */
     void          *ps_batch;             /* stage 1 of the PowerSGD layers, one orth launch */
+    /* cast tables (dev_cs_tables): compress, and decompress of the summed payloads; built and
+     * keyed as the requant tables */
+    void          *cs_tc, *cs_td;
+    unsigned char *cs_in;                /* [l]: 1 when layer l runs in them */
+    int            cs_built;
+    terse_dtype_t  cs_dtype;
+    float          cs_scale;
+    int            cs_ef;
+    const float   *cs_fb_data;
     unsigned char *ps_in;                /* [l]: 1 when layer l's stage 1 runs in ps_batch */
     /* requant */
     size_t        *rpay, *rlo;           /* [l * p + j] */
@@ -329,6 +339,87 @@ dev_rq_tables(const terse_slot_t *slot, dev_ws_t *ws, const terse_call_t *call)
     return TERSE_OK;
 }
 
+/* ---------------------------------------------------------------- cast tables */
+void *terse__cmp_cast_cuda_handle(void *ctx);
+
+/* The cast layers (one stage) of up to DEV_TABLE_MAX elements as two tables, built when
+ * missing or stale (dtype, scale, error feedback, residual buffer); fewer than two such
+ * layers, or a failure (warned): one launch per layer. */
+static terse_status_t
+dev_cs_tables(const terse_slot_t *slot, dev_ws_t *ws, const terse_call_t *call)
+{
+    const size_t nl = slot->nlayers, ns = ws->nstages, es = terse__esize(call->dtype);
+    terse_cu_clayer_t *C = NULL, *D = NULL;
+    terse_status_t status = TERSE_OK;
+    size_t l, n = 0;
+
+    if ((ws->cs_built < 0) ||
+        ((ws->cs_built > 0) && (ws->cs_dtype == call->dtype) && (ws->cs_scale == call->scale) &&
+         (ws->cs_ef == call->error_feedback) && (ws->cs_fb_data == slot->fb.data))) {
+        return TERSE_OK;
+    }
+    terse__cmp_cast_cuda_table_destroy(ws->cs_tc);
+    terse__cmp_cast_cuda_table_destroy(ws->cs_td);
+    ws->cs_tc = ws->cs_td = NULL;
+    ws->cs_built = -1;
+    if (ws->cs_in == NULL) {
+        ws->cs_in = calloc(TERSE_MAX(nl, (size_t)1), 1);
+    }
+    C = calloc(TERSE_MAX(nl, (size_t)1), sizeof(*C));
+    D = calloc(TERSE_MAX(nl, (size_t)1), sizeof(*D));
+    if ((ws->cs_in == NULL) || (C == NULL) || (D == NULL)) {
+        status = TERSE_ERR_NOMEM;
+        goto out;
+    }
+    for (l = 0; l < nl; ++l) {
+        const terse_layer_state_t *ly = &slot->layers[l];
+        void *h = NULL;
+        void *pay;
+        ws->cs_in[l] = 0;
+        if ((ly->cls != TERSE_CLASS_SUMMABLE) || (ws->lstages[l] != 1) || (ly->cmp == NULL) ||
+            (ly->count > DEV_TABLE_MAX) || (strcmp(ly->ops->name, "cast") != 0) ||
+            ((h = terse__cmp_cast_cuda_handle(ly->cmp)) == NULL)) {
+            continue;
+        }
+        pay  = (unsigned char *)ws->sbuf[ws->sgroup[l]][0] + ws->soff[l * ns];
+        C[n] = (terse_cu_clayer_t){h, (const void *)(uintptr_t)(ly->offset * es),
+                                   call->error_feedback ? terse__fb_layer(&slot->fb, l) : NULL,
+                                   pay, NULL, ly->count, call->dtype, 1.0f, TERSE_CU_CUSER_IN};
+        D[n] = (terse_cu_clayer_t){h, NULL, NULL, pay, (void *)(uintptr_t)(ly->offset * es),
+                                   ly->count, call->dtype, call->scale, TERSE_CU_CUSER_OUT};
+        ws->cs_in[l] = 1;
+        ++n;
+    }
+    if (n >= 2) {
+        status = terse__cmp_cast_cuda_table_create(C, n, 0, &ws->cs_tc);
+        if (status == TERSE_OK) {
+            status = terse__cmp_cast_cuda_table_create(D, n, 1, &ws->cs_td);
+        }
+        if (status == TERSE_OK) {
+            ws->cs_built   = 1;
+            ws->cs_dtype   = call->dtype;
+            ws->cs_scale   = call->scale;
+            ws->cs_ef      = call->error_feedback;
+            ws->cs_fb_data = slot->fb.data;
+        }
+    }
+out:
+    if (ws->cs_built < 0) {
+        if (status != TERSE_OK) {
+            terse_warn(TERSE_LOG_COMM, "cast tables of %zu layers failed (%s): one launch per "
+                       "layer instead", n, terse_status_str(status));
+        }
+        terse__cmp_cast_cuda_table_destroy(ws->cs_tc);
+        ws->cs_tc = NULL;
+        if (ws->cs_in != NULL) {
+            memset(ws->cs_in, 0, nl);
+        }
+    }
+    free(C);
+    free(D);
+    return (status == TERSE_ERR_CUDA) ? status : TERSE_OK;
+}
+
 /* ---------------------------------------------------------------- setup */
 static void
 dev_cleanup(terse_slot_t *slot)
@@ -347,6 +438,9 @@ dev_cleanup(terse_slot_t *slot)
     dev_rq_tables_free(ws);
     terse__cmp_psgd_cuda_batch_destroy(ws->ps_batch);
     free(ws->ps_in);
+    terse__cmp_cast_cuda_table_destroy(ws->cs_tc);
+    terse__cmp_cast_cuda_table_destroy(ws->cs_td);
+    free(ws->cs_in);
     free(ws->rq_tab);
     free(ws->rq_tc);
     free(ws->rq_td);
@@ -680,21 +774,30 @@ dev_run_native(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call)
 }
 
 static terse_status_t
-dev_run_summable(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call)
+dev_run_summable(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call, int tables)
 {
     dev_ws_t *ws                = slot->ws[TERSE_CLASS_NATIVE];
     const terse_nccl_api_t *api = tp->api;
     const size_t es             = terse__esize(call->dtype);
     const size_t ns             = ws->nstages;
+    const unsigned char *cs;
     size_t l, s;
     int g;
 
+    if (tables) {
+        TERSE_CHECK(dev_cs_tables(slot, ws, call));
+    }
+    cs = (tables && (ws->cs_built > 0)) ? ws->cs_in : NULL;
     for (s = 0; s < ns; ++s) {
         const int cur = (int)(s & 1);
+        if ((s == 0) && (cs != NULL)) {
+            TERSE_CHECK(terse__cmp_cast_cuda_table_run(ws->cs_tc, call->send, call->stream));
+        }
         for (l = 0; l < slot->nlayers; ++l) {
             terse_layer_state_t *ly = &slot->layers[l];
             unsigned char *dst;
-            if ((ly->cls != TERSE_CLASS_SUMMABLE) || (s >= ws->lstages[l])) {
+            if ((ly->cls != TERSE_CLASS_SUMMABLE) || (s >= ws->lstages[l]) ||
+                DEV_IN_TABLE(cs, l)) {
                 continue;
             }
             g   = ws->sgroup[l];
@@ -740,10 +843,14 @@ dev_run_summable(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call)
             }
         }
         DEV_NCCL(api->GroupEnd(), "ncclGroupEnd");
+        if ((s == 0) && (cs != NULL)) {
+            TERSE_CHECK(terse__cmp_cast_cuda_table_run(ws->cs_td, call->recv, call->stream));
+        }
         for (l = 0; l < slot->nlayers; ++l) {
             terse_layer_state_t *ly = &slot->layers[l];
             terse_buf_t outb;
-            if ((ly->cls != TERSE_CLASS_SUMMABLE) || (s + 1 != ws->lstages[l])) {
+            if ((ly->cls != TERSE_CLASS_SUMMABLE) || (s + 1 != ws->lstages[l]) ||
+                DEV_IN_TABLE(cs, l)) {
                 continue;
             }
             g    = ws->sgroup[l];
@@ -999,7 +1106,8 @@ dev_run(terse_ctx_t *ctx, terse_slot_t *slot, terse_call_t *call)
     TERSE_CHECK(terse__nccl_tp_enter(tp, &prev));
     /* the classes in the host path's order: every rank enqueues the same NCCL sequence */
     if (slot->nclass[TERSE_CLASS_SUMMABLE] > 0) {
-        TERSE_CHECK_GOTO(dev_run_summable(tp, slot, call), status, out);
+        TERSE_CHECK_GOTO(dev_run_summable(tp, slot, call, ctx->cfg->DEVICE_TABLES), status,
+                         out);
     }
     if (slot->nclass[TERSE_CLASS_REQUANT] > 0) {
         TERSE_CHECK_GOTO(dev_run_requant(tp, slot, call, ctx->cfg->DEVICE_TABLES), status, out);

@@ -643,9 +643,10 @@ test_nccl_half_odd(void)
     }
 }
 
-/* Many layers in one buffer (a TERSE_LAYOUT file): the device path runs the quant and sign
- * layers up to 2^20 elements as multi-tensor tables (algo_device.c, DEV_TABLE_MAX) and the
- * larger one by itself; both bit for bit the host path's per-layer results. Counts: odd, tiny,
+/* Many layers in one buffer (a TERSE_LAYOUT file): the device path runs the quant, sign and
+ * cast layers up to 2^20 elements as multi-tensor tables (algo_device.c, DEV_TABLE_MAX) and the
+ * larger one by itself; quant and sign bit for bit the host path's per-layer results, cast within
+ * its bound (NCCL adds the 16-bit payloads in its own order). Counts: odd, tiny,
  * across buckets, the table limit exactly and one above it; the NaN case's value (n / 2) sits
  * in the 2^20 table layer. The total is used by no other case (the layout applies to that
  * size only, on the suite's shared contexts). */
@@ -678,6 +679,9 @@ test_nccl_layers(void)
             {"quant:8", TERSE_FLOAT16,  NC_LAYERS_N, 2, -1, TERSE_OP_AVG, 1, 1, path},
             {"sign",    TERSE_BFLOAT16, NC_LAYERS_N, 2, -1, TERSE_OP_SUM, 0, 1, path},
             {"quant:4", TERSE_FLOAT32,  NC_LAYERS_N, 2, 0,  TERSE_OP_SUM, 0, 0, path},
+            /* cast tables (dev_cs_tables), both kinds */
+            {"cast:bf16", TERSE_FLOAT32, NC_LAYERS_N, 2, -1, TERSE_OP_SUM, 0, 0, path},
+            {"cast:fp16", TERSE_FLOAT16, NC_LAYERS_N, 2, -1, TERSE_OP_AVG, 1, 0, path},
             /* PowerSGD's stage 1 of all layers in one batch (dev_setup_psgd_batch) */
             {"powersgd:4", TERSE_FLOAT32, NC_LAYERS_N, 3, -1, TERSE_OP_SUM, 0, 0, path},
         };
