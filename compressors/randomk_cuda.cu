@@ -4,6 +4,15 @@
  *   2. one thread per sent position j: idx(j) of the Feistel permutation, out[j] = v[idx],
  *      residual[idx] = 0 (indices are distinct: no two threads touch one element).
  * A fixup launch zeroes the residual on a non-finite input and commits the status block.
+ *
+ * Tables (many layers, a fixed number of launches): the same per-element code over tiles of
+ * RK_TILE elements (pass 1, decompress's zeroing) or RK_TILE sent positions (pass 2, the
+ * scatter), a block finding its tile's layer by binary search. The fixup folds into pass 2:
+ * pass 1 has finished when pass 2 starts, so each tile already knows whether its layer was
+ * non-finite (it then writes NaN and zeroes a strided share of the residual instead of
+ * sending), and the last tile of a layer to finish commits the layer's status block (a
+ * per-layer count of tiles in the block's `done`). Compress and decompress take two launches
+ * each, whatever the number of layers.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +24,9 @@
 #include "randomk_cuda.h"
 
 #define RK_THREADS 256
+#define RK_GRID    4096
+#define RK_TILE    (RK_THREADS * 8) /* elements, or sent positions, per tile of a table launch */
+#define RK_MAX_LAYERS 65535
 
 typedef struct rk_cuda {
     size_t           count;
@@ -22,6 +34,75 @@ typedef struct rk_cuda {
     uint32_t        *index; /* device, k */
     terse_cu_stat_t *stat;  /* device */
 } rk_cuda_t;
+
+/* Element i of pass 1: v = in + residual (into the residual), its finiteness and v^2. */
+__device__ __forceinline__ void
+rk_add(const void *in, int dtype, float *residual, uint64_t i, int *bad, double *acc)
+{
+    float x = terse_cu_load(in, (terse_dtype_t)dtype, i);
+
+    if (residual != NULL) {
+        x           = residual[i] + x;
+        residual[i] = x;
+    }
+    *bad |= !terse_cu_isfinite(x);
+    *acc = *acc + (double)x * (double)x;
+}
+
+/* A block's pass-1 flag and sum of v^2 into the status block (every thread calls it). */
+__device__ __forceinline__ void
+rk_add_commit(int bad, double acc, double *sh, terse_cu_stat_t *st)
+{
+    if (__syncthreads_or(bad) && (threadIdx.x == 0)) {
+        atomicOr(&st->call, (uint32_t)TERSE_CMP_NONFINITE);
+    }
+    acc = terse_cu_block_sum(acc, sh);
+    if ((threadIdx.x == 0) && (acc != 0.0)) {
+        atomicAdd(&st->sq_acc, acc);
+    }
+}
+
+/* Sent position j of pass 2: out[j] = v[idx(j)], the residual's entry cleared; returns v. */
+__device__ __forceinline__ float
+rk_send(const void *in, int dtype, float *residual, const terse_randomk_perm_t *perm,
+        uint64_t j, float *out, uint32_t *index)
+{
+    uint32_t idx = (uint32_t)terse_randomk_index(perm, j);
+    float x;
+
+    if (residual != NULL) {
+        x             = residual[idx];
+        residual[idx] = 0.0f;
+    } else {
+        x = terse_cu_load(in, (terse_dtype_t)dtype, idx);
+    }
+    index[j] = idx;
+    out[j]   = x;
+    return x;
+}
+
+/* Sent position j of decompress: a NaN keeps its bits, as the CPU's multiply does (the GPU
+ * would canonicalise). */
+__device__ __forceinline__ void
+rk_put(const float *in, float scale, const uint32_t *index, uint64_t j, void *out, int dtype)
+{
+    float x = in[j];
+
+    terse_cu_store(out, (terse_dtype_t)dtype, index[j], (x != x) ? x : scale * x);
+}
+
+/* The compress commit of the one-layer fixup (thread 0 of the call's last block): a finite
+ * total - sent summed in another order may dip below 0. */
+__device__ __forceinline__ void
+rk_commit(terse_cu_stat_t *st, int compress)
+{
+    const uint32_t call = *(volatile uint32_t *)&st->call;
+
+    if (compress && !(call & TERSE_CMP_NONFINITE) && (*(volatile double *)&st->sq_acc < 0.0)) {
+        st->sq_acc = 0.0;
+    }
+    terse_cu_stat_commit(st, compress);
+}
 
 __global__ void __launch_bounds__(RK_THREADS)
 rk_pass1(const void *in, int dtype, float *residual, uint64_t n, terse_cu_stat_t *st)
@@ -33,21 +114,9 @@ rk_pass1(const void *in, int dtype, float *residual, uint64_t n, terse_cu_stat_t
 
     for (i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (uint64_t)gridDim.x * blockDim.x) {
-        float x = terse_cu_load(in, (terse_dtype_t)dtype, i);
-        if (residual != NULL) {
-            x           = residual[i] + x;
-            residual[i] = x;
-        }
-        bad |= !terse_cu_isfinite(x);
-        acc = acc + (double)x * (double)x;
+        rk_add(in, dtype, residual, i, &bad, &acc);
     }
-    if (__syncthreads_or(bad) && (threadIdx.x == 0)) {
-        atomicOr(&st->call, (uint32_t)TERSE_CMP_NONFINITE);
-    }
-    acc = terse_cu_block_sum(acc, sh);
-    if ((threadIdx.x == 0) && (acc != 0.0)) {
-        atomicAdd(&st->sq_acc, acc);
-    }
+    rk_add_commit(bad, acc, sh, st);
 }
 
 __global__ void __launch_bounds__(RK_THREADS)
@@ -59,17 +128,8 @@ rk_pass2(const void *in, int dtype, float *residual, terse_randomk_perm_t perm, 
     double acc = 0.0;
 
     if (j < k) {
-        uint32_t idx = (uint32_t)terse_randomk_index(&perm, j);
-        float x;
-        if (residual != NULL) {
-            x             = residual[idx];
-            residual[idx] = 0.0f;
-        } else {
-            x = terse_cu_load(in, (terse_dtype_t)dtype, idx);
-        }
-        index[j] = idx;
-        out[j]   = x;
-        acc      = (double)x * (double)x;
+        float x = rk_send(in, dtype, residual, &perm, j, out, index);
+        acc     = (double)x * (double)x;
     }
     acc = terse_cu_block_sum(acc, sh);
     if ((threadIdx.x == 0) && (acc != 0.0)) {
@@ -104,10 +164,7 @@ rk_fixup(float *residual, void *out, int dtype, uint64_t n, uint64_t k, terse_cu
     }
     __syncthreads();
     if ((threadIdx.x == 0) && terse_cu_last_block(&st->done, gridDim.x)) {
-        if ((mode == 0) && !(call & TERSE_CMP_NONFINITE) && (st->sq_acc < 0.0)) {
-            st->sq_acc = 0.0; /* total - sent, summed in another order */
-        }
-        terse_cu_stat_commit(st, mode == 0);
+        rk_commit(st, mode == 0);
     }
 }
 
@@ -123,9 +180,145 @@ rk_scatter(const float *in, float scale, const uint32_t *index, uint64_t k, void
     uint64_t j = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
 
     if (j < k) {
-        float x = in[j];
-        /* a NaN keeps its bits, as the CPU's multiply does (the GPU would canonicalise) */
-        terse_cu_store(out, (terse_dtype_t)dtype, index[j], (x != x) ? x : scale * x);
+        rk_put(in, scale, index, j, out, dtype);
+    }
+}
+
+/* ---------------------------------------------------------------- tables */
+typedef struct rk_entry {
+    const uint8_t   *in;
+    float           *residual;
+    float           *pay;
+    uint8_t         *out;
+    uint32_t        *index;  /* the instance's */
+    terse_cu_stat_t *stat;   /* the instance's */
+    uint64_t         n, k;
+    uint64_t         first;  /* first tile over the elements (pass 1, zeroing) */
+    uint64_t         first2; /* first tile over the sent positions (pass 2, scatter) */
+    uint64_t         tiles2; /* tiles over the sent positions: at least 1 (k >= 1) */
+    terse_rng_t      rng;
+    int              dtype;
+    float            scale;
+    uint32_t         user;
+} rk_entry_t;
+
+typedef struct rk_table {
+    rk_entry_t *dev;
+    size_t      n;
+    uint64_t    tiles, tiles2;
+    int         decompress;
+} rk_table_t;
+
+/* The entry of tile t (over the sent positions when `sent`), its user pointers moved onto the
+ * run's base. Every layer has at least one tile of each kind, so the first tiles strictly
+ * increase and the last entry whose first tile is <= t is t's. */
+__device__ __forceinline__ rk_entry_t
+rk_entry_of(const rk_entry_t *tab, uint32_t n, uint64_t t, int sent, const uint8_t *user)
+{
+    uint32_t lo = 0, hi = n;
+    rk_entry_t e;
+
+    while (hi - lo > 1) {
+        uint32_t mid = (lo + hi) / 2;
+        if ((sent ? tab[mid].first2 : tab[mid].first) <= t) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    e = tab[lo];
+    if (e.user & TERSE_CU_RUSER_IN) {
+        e.in = user + (uintptr_t)e.in;
+    }
+    if (e.user & TERSE_CU_RUSER_OUT) {
+        e.out = (uint8_t *)user + (uintptr_t)e.out;
+    }
+    return e;
+}
+
+/* Compress pass 1 of every layer (rk_pass1 over tiles), or decompress's zeroing of every
+ * output (the one-layer path's cudaMemsetAsync). */
+__global__ void __launch_bounds__(RK_THREADS)
+rk_table_elems(const rk_entry_t *tab, uint32_t n, uint64_t ntiles, int decompress,
+               const uint8_t *user)
+{
+    __shared__ double sh[32];
+
+    for (uint64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
+        const rk_entry_t e = rk_entry_of(tab, n, t, 0, user);
+        const uint64_t i0  = (t - e.first) * RK_TILE;
+        const uint64_t i1  = (i0 + RK_TILE < e.n) ? i0 + RK_TILE : e.n;
+        double acc = 0.0;
+        int bad    = 0;
+
+        for (uint64_t i = i0 + threadIdx.x; i < i1; i += RK_THREADS) {
+            if (decompress) {
+                terse_cu_store(e.out, (terse_dtype_t)e.dtype, i, 0.0f);
+            } else {
+                rk_add(e.in, e.dtype, e.residual, i, &bad, &acc);
+            }
+        }
+        if (!decompress) {
+            rk_add_commit(bad, acc, sh, e.stat); /* block-uniform: t is */
+        }
+    }
+}
+
+/* Compress pass 2 of every layer (rk_pass2, then rk_fixup's work), or decompress's scatter;
+ * the last tile of a layer commits its status block. step replaces rng.hi[0]. */
+__global__ void __launch_bounds__(RK_THREADS)
+rk_table_sent(const rk_entry_t *tab, uint32_t n, uint64_t ntiles, int decompress,
+              uint32_t step, const uint8_t *user)
+{
+    __shared__ double sh[32];
+
+    for (uint64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
+        const rk_entry_t e = rk_entry_of(tab, n, t, 1, user);
+        const uint64_t tl  = t - e.first2;
+        const uint64_t j0  = tl * RK_TILE;
+        const uint64_t j1  = (j0 + RK_TILE < e.k) ? j0 + RK_TILE : e.k;
+        double acc = 0.0;
+
+        if (decompress) {
+            for (uint64_t j = j0 + threadIdx.x; j < j1; j += RK_THREADS) {
+                rk_put(e.pay, e.scale, e.index, j, e.out, e.dtype);
+            }
+            __syncthreads();
+        } else {
+            /* pass 1 of every layer is done: the flag is final (block-uniform) */
+            const int bad = (*(volatile uint32_t *)&e.stat->call & TERSE_CMP_NONFINITE) != 0;
+            terse_rng_t rng = e.rng;
+            terse_randomk_perm_t perm;
+
+            rng.hi[0] = step;
+            perm      = terse_randomk_perm_make(&rng, e.n);
+            for (uint64_t j = j0 + threadIdx.x; j < j1; j += RK_THREADS) {
+                if (bad) {
+                    /* what rk_fixup leaves: the indices, a NaN payload (the sum carries the
+                     * flag, rule 3) and a zero residual; nothing of the residual is read, so
+                     * the tiles zeroing it race with no one */
+                    e.index[j] = (uint32_t)terse_randomk_index(&perm, j);
+                    e.pay[j]   = TERSE_CU_NAN;
+                } else {
+                    float x = rk_send(e.in, e.dtype, e.residual, &perm, j, e.pay, e.index);
+                    acc     = acc + (double)x * (double)x;
+                }
+            }
+            if (bad && (e.residual != NULL)) {
+                /* this tile's share of the layer's residual; rare (a non-finite step) */
+                for (uint64_t i = tl * RK_THREADS + threadIdx.x; i < e.n;
+                     i += e.tiles2 * RK_THREADS) {
+                    e.residual[i] = 0.0f;
+                }
+            }
+            acc = terse_cu_block_sum(acc, sh); /* ends every thread's read of the flag */
+            if ((threadIdx.x == 0) && (acc != 0.0)) {
+                atomicAdd(&e.stat->sq_acc, -acc);
+            }
+        }
+        if ((threadIdx.x == 0) && terse_cu_last_block(&e.stat->done, (uint32_t)e.tiles2)) {
+            rk_commit(e.stat, !decompress);
+        }
     }
 }
 
@@ -250,4 +443,121 @@ extern "C" const uint32_t *
 terse__cmp_randomk_cuda_index(void *cuda)
 {
     return ((rk_cuda_t *)cuda)->index;
+}
+
+/* ---------------------------------------------------------------- tables (host) */
+static unsigned
+rk_table_grid(uint64_t tiles)
+{
+    return (unsigned)((tiles < RK_GRID) ? tiles : RK_GRID);
+}
+
+extern "C" terse_status_t
+terse__cmp_randomk_cuda_table_create(const terse_cu_rlayer_t *layers, size_t n, int decompress,
+                                     void **table_p)
+{
+    rk_table_t *t = NULL;
+    rk_entry_t *h = NULL;
+    terse_status_t status;
+    uint64_t tiles = 0, tiles2 = 0;
+    size_t i;
+
+    if (table_p == NULL) {
+        return TERSE_ERR_INVALID;
+    }
+    *table_p = NULL;
+    if ((layers == NULL) || (n == 0) || (n > RK_MAX_LAYERS) ||
+        terse__cuda_ptr_twice(&layers[0].cuda, n, sizeof(layers[0]))) {
+        terse_error(TERSE_LOG_CMP, "randomk cuda: a table holds 1..%d distinct instances (%zu "
+                    "layers)", RK_MAX_LAYERS, n);
+        return TERSE_ERR_INVALID;
+    }
+    h = (rk_entry_t *)calloc(n, sizeof(*h));
+    t = (rk_table_t *)calloc(1, sizeof(*t));
+    if ((h == NULL) || (t == NULL)) {
+        terse_error(TERSE_LOG_CMP, "failed to allocate a randomk cuda table");
+        status = TERSE_ERR_NOMEM;
+        goto err;
+    }
+    for (i = 0; i < n; ++i) {
+        const terse_cu_rlayer_t *l = &layers[i];
+        const rk_cuda_t *r         = (const rk_cuda_t *)l->cuda;
+        /* a user-relative pointer may be offset 0, so only absolute ones must be set */
+        const int no_in  = (l->in == NULL) && !(l->user & TERSE_CU_RUSER_IN);
+        const int no_out = (l->out == NULL) && !(l->user & TERSE_CU_RUSER_OUT);
+        if ((r == NULL) || (l->n != r->count) || (l->k != r->k) || (l->dtype >= TERSE_FLOAT64) ||
+            (l->pay == NULL) || (decompress ? no_out : no_in) ||
+            ((l->user & ~(TERSE_CU_RUSER_IN | TERSE_CU_RUSER_OUT)) != 0)) {
+            terse_error(TERSE_LOG_CMP, "randomk cuda: bad table layer %zu (n %llu k %llu of an "
+                        "instance of %zu, %zu; user %#x)", i, (unsigned long long)l->n,
+                        (unsigned long long)l->k, (r != NULL) ? r->count : 0,
+                        (r != NULL) ? r->k : 0, (unsigned)l->user);
+            status = TERSE_ERR_INVALID;
+            goto err;
+        }
+        h[i].in       = (const uint8_t *)l->in;
+        h[i].residual = l->residual;
+        h[i].pay      = l->pay;
+        h[i].out      = (uint8_t *)l->out;
+        h[i].index    = r->index;
+        h[i].stat     = r->stat;
+        h[i].n        = r->count;
+        h[i].k        = r->k;
+        h[i].first    = tiles;
+        h[i].first2   = tiles2;
+        h[i].tiles2   = (r->k + RK_TILE - 1) / RK_TILE;
+        h[i].rng      = l->rng;
+        h[i].dtype    = (int)l->dtype;
+        h[i].scale    = l->scale;
+        h[i].user     = l->user;
+        tiles += (r->count + RK_TILE - 1) / RK_TILE;
+        tiles2 += h[i].tiles2;
+    }
+    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->dev, n * sizeof(*h)), status, err);
+    TERSE_CHECK_GOTO(terse__cuda_memcpy(t->dev, h, n * sizeof(*h)), status, err);
+    t->n          = n;
+    t->tiles      = tiles;
+    t->tiles2     = tiles2;
+    t->decompress = (decompress != 0);
+    free(h);
+    *table_p = t;
+    return TERSE_OK;
+
+err:
+    if (t != NULL) {
+        terse__cuda_free(t->dev);
+    }
+    free(t);
+    free(h);
+    return status;
+}
+
+extern "C" void
+terse__cmp_randomk_cuda_table_destroy(void *table)
+{
+    rk_table_t *t = (rk_table_t *)table;
+
+    if (t != NULL) {
+        terse__cuda_free(t->dev);
+        free(t);
+    }
+}
+
+extern "C" terse_status_t
+terse__cmp_randomk_cuda_table_run(void *table, uint32_t step, const void *user,
+                                  terse_stream_t stream)
+{
+    const rk_table_t *t = (const rk_table_t *)table;
+    cudaStream_t s      = (cudaStream_t)stream;
+
+    if (t == NULL) {
+        return TERSE_ERR_INVALID;
+    }
+    rk_table_elems<<<rk_table_grid(t->tiles), RK_THREADS, 0, s>>>(
+        t->dev, (uint32_t)t->n, t->tiles, t->decompress, (const uint8_t *)user);
+    TERSE_CUDA_LAUNCHED(t->decompress ? "randomk table zeroing" : "randomk table pass 1");
+    rk_table_sent<<<rk_table_grid(t->tiles2), RK_THREADS, 0, s>>>(
+        t->dev, (uint32_t)t->n, t->tiles2, t->decompress, step, (const uint8_t *)user);
+    TERSE_CUDA_LAUNCHED(t->decompress ? "randomk table scatter" : "randomk table pass 2");
+    return TERSE_OK;
 }
