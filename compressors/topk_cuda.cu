@@ -34,6 +34,10 @@
  * When the radix candidates overflow their buffer (many equal keys), the level-2 histogram
  * and the tile counts take a full pass instead (again both variants launched).
  * fixup: header, non-finite payload, status commit.
+ * Multi-tensor tables (rule 10): the radix kernels' bodies run per layer on a slice of one
+ * launch (a layer's tiles, or block l for the one-block steps): 11 launches for any number of
+ * layers. Tables skip the sampled path (same payload; they hold layers of at most a few
+ * million values, where three reads cost less than the sampled path's fifteen launches).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -137,8 +141,8 @@ tk_v(const tk_args_t &a, uint64_t i)
     return 0.0f + terse_cu_load(a.in, (terse_dtype_t)a.dtype, i);
 }
 
-__global__ void __launch_bounds__(TK_THREADS)
-tk_pass_a(tk_args_t a)
+__device__ __forceinline__ void
+tk_pass_a_body(const tk_args_t &a, unsigned bx, unsigned gx)
 {
     __shared__ uint32_t h[TK_BINS];
     uint64_t i;
@@ -153,8 +157,8 @@ tk_pass_a(tk_args_t a)
         h[b] = 0;
     }
     __syncthreads();
-    for (i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < a.n;
-         i += (uint64_t)gridDim.x * blockDim.x) {
+    for (i = (uint64_t)bx * blockDim.x + threadIdx.x; i < a.n;
+         i += (uint64_t)gx * blockDim.x) {
         float x;
         if ((a.res != NULL) && (mode == 0)) { /* mode 2: the sampled pass prepared v */
             x        = a.res[i] + terse_cu_load(a.in, (terse_dtype_t)a.dtype, i);
@@ -175,9 +179,15 @@ tk_pass_a(tk_args_t a)
     }
 }
 
+__global__ void __launch_bounds__(TK_THREADS)
+tk_pass_a(tk_args_t a)
+{
+    tk_pass_a_body(a, blockIdx.x, gridDim.x);
+}
+
 /* 1 block of 1024 threads: finds the bin of level `level` holding the k-th largest key. */
-__global__ void __launch_bounds__(1024)
-tk_walk(tk_args_t a, int level, int sampled)
+__device__ __forceinline__ void
+tk_walk_body(const tk_args_t &a, int level, int sampled, unsigned bx, unsigned gx)
 {
     __shared__ unsigned sh[33];
     const int nb = (level == 2) ? 512 : TK_BINS;
@@ -218,8 +228,14 @@ tk_walk(tk_args_t a, int level, int sampled)
     }
 }
 
-__global__ void __launch_bounds__(TK_THREADS)
-tk_pass_b(tk_args_t a)
+__global__ void __launch_bounds__(1024)
+tk_walk(tk_args_t a, int level, int sampled)
+{
+    tk_walk_body(a, level, sampled, blockIdx.x, gridDim.x);
+}
+
+__device__ __forceinline__ void
+tk_pass_b_body(const tk_args_t &a, unsigned bx, unsigned gx)
 {
     __shared__ uint32_t h[TK_BINS];
     __shared__ uint32_t cl[TK_TILE]; /* the tile's candidates (any order) */
@@ -237,7 +253,7 @@ tk_pass_b(tk_args_t a)
         h[b] = 0;
     }
     /* persistent blocks over the tiles: a skipped call (mode 1) launches few blocks */
-    for (uint64_t tile = blockIdx.x; tile < a.ntiles; tile += gridDim.x) {
+    for (uint64_t tile = bx; tile < a.ntiles; tile += gx) {
         const uint64_t tile0 = tile * TK_TILE;
         unsigned above = 0;
         if (threadIdx.x == 0) {
@@ -292,10 +308,16 @@ tk_pass_b(tk_args_t a)
     }
 }
 
+__global__ void __launch_bounds__(TK_THREADS)
+tk_pass_b(tk_args_t a)
+{
+    tk_pass_b_body(a, blockIdx.x, gridDim.x);
+}
+
 /* Level-2 histogram: over the candidates (full = 0) or over the layer (full = 1); each
  * variant runs only when it applies. */
-__global__ void __launch_bounds__(TK_THREADS)
-tk_hist2(tk_args_t a, int full)
+__device__ __forceinline__ void
+tk_hist2_body(const tk_args_t &a, int full, unsigned bx, unsigned gx)
 {
     __shared__ uint32_t h[512];
     const uint32_t ncand = a.sel->ncand;
@@ -311,8 +333,8 @@ tk_hist2(tk_args_t a, int full)
         h[b] = 0;
     }
     __syncthreads();
-    for (c = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; c < lim;
-         c += (uint64_t)gridDim.x * blockDim.x) {
+    for (c = (uint64_t)bx * blockDim.x + threadIdx.x; c < lim;
+         c += (uint64_t)gx * blockDim.x) {
         uint32_t key = terse_topk_key(tk_v(a, full ? c : a.cand[c]));
         if (((key >> 20) == b0) && (((key >> 9) & 0x7ffu) == b1)) {
             atomicAdd(&h[key & 0x1ffu], 1u);
@@ -326,9 +348,15 @@ tk_hist2(tk_args_t a, int full)
     }
 }
 
-/* Per-tile counts of the level-0 bin's values above t and equal to t. */
 __global__ void __launch_bounds__(TK_THREADS)
-tk_counts(tk_args_t a, int full)
+tk_hist2(tk_args_t a, int full)
+{
+    tk_hist2_body(a, full, blockIdx.x, gridDim.x);
+}
+
+/* Per-tile counts of the level-0 bin's values above t and equal to t. */
+__device__ __forceinline__ void
+tk_counts_body(const tk_args_t &a, int full, unsigned bx, unsigned gx)
 {
     const uint32_t ncand = a.sel->ncand;
     const uint32_t b0 = a.sel->bin[0], thr = a.sel->thr;
@@ -339,8 +367,8 @@ tk_counts(tk_args_t a, int full)
         return;
     }
     /* a uniform trip count per warp: the whole warp meets every __match_any_sync */
-    for (c = (uint64_t)blockIdx.x * blockDim.x + (threadIdx.x & ~31u); c < lim;
-         c += (uint64_t)gridDim.x * blockDim.x) {
+    for (c = (uint64_t)bx * blockDim.x + (threadIdx.x & ~31u); c < lim;
+         c += (uint64_t)gx * blockDim.x) {
         const uint64_t cc = c + (threadIdx.x & 31u);
         uint64_t i        = 0;
         int kind          = 0;
@@ -364,11 +392,17 @@ tk_counts(tk_args_t a, int full)
     }
 }
 
+__global__ void __launch_bounds__(TK_THREADS)
+tk_counts(tk_args_t a, int full)
+{
+    tk_counts_body(a, full, blockIdx.x, gridDim.x);
+}
+
 /* 1 block of 1024: tie offsets, then output offsets, per tile (in tile order), in rounds of
  * 4 tiles a thread so that a warp's loads are consecutive (a thread owning a run of tiles
  * made every load a scattered one: ~100 us for 24 Ki tiles). */
-__global__ void __launch_bounds__(1024)
-tk_scan(tk_args_t a, int sampled)
+__device__ __forceinline__ void
+tk_scan_body(const tk_args_t &a, int sampled, unsigned bx, unsigned gx)
 {
     __shared__ unsigned sh[33];
     const uint64_t nt = a.ntiles;
@@ -411,13 +445,19 @@ tk_scan(tk_args_t a, int sampled)
     }
 }
 
+__global__ void __launch_bounds__(1024)
+tk_scan(tk_args_t a, int sampled)
+{
+    tk_scan_body(a, sampled, blockIdx.x, gridDim.x);
+}
+
 /* One block per tile; warp w owns values [w * 512, (w + 1) * 512) of the tile, 16 per lane
  * kept in registers with ballots of "above t" and "equal to t"; one block exchange of the
  * per-warp counts, then every selected value gets its slot from popcounts (index order:
  * warp, round, lane). */
 template <int ALIGNED>
-__global__ void __launch_bounds__(TK_THREADS)
-tk_pass_c(tk_args_t a, uint8_t *pairs)
+__device__ __forceinline__ void
+tk_pass_c_body(const tk_args_t &a, uint8_t *pairs, unsigned bx, unsigned gx)
 {
     __shared__ unsigned sgt[TK_THREADS / 32], seq[TK_THREADS / 32];
     __shared__ double shd[32];
@@ -431,7 +471,7 @@ tk_pass_c(tk_args_t a, uint8_t *pairs)
     }
     thr = a.sel->thr;
     /* persistent blocks over the tiles (see tk_pass_b) */
-    for (uint64_t tile = blockIdx.x; tile < a.ntiles; tile += gridDim.x) {
+    for (uint64_t tile = bx; tile < a.ntiles; tile += gx) {
         const uint64_t base = tile * TK_TILE + (uint64_t)warp * (32 * TK_PER);
         const unsigned out_base = a.tile_out[tile];
         long long allow = (long long)a.sel->need - (long long)a.tile_eqbase[tile];
@@ -495,6 +535,13 @@ tk_pass_c(tk_args_t a, uint8_t *pairs)
     if ((threadIdx.x == 0) && (err != 0.0)) {
         atomicAdd(&a.stat->sq_acc, err);
     }
+}
+
+template <int ALIGNED>
+__global__ void __launch_bounds__(TK_THREADS)
+tk_pass_c(tk_args_t a, uint8_t *pairs)
+{
+    tk_pass_c_body<ALIGNED>(a, pairs, blockIdx.x, gridDim.x);
 }
 
 /* ---------------------------------------------------------------- sampled path (topkt) */
@@ -966,12 +1013,12 @@ tk_st_u16(uint8_t *p, uint32_t v)
 }
 
 /* Header, non-finite payload (pairs (j, NaN), residual 0), commit. */
-__global__ void
-tk_fixup(tk_args_t a, uint8_t *out, unsigned family)
+__device__ __forceinline__ void
+tk_fixup_body(const tk_args_t &a, uint8_t *out, unsigned family, unsigned bx, unsigned gx)
 {
     const uint32_t call  = *(volatile uint32_t *)&a.stat->call;
-    const uint64_t t0    = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const uint64_t step  = (uint64_t)gridDim.x * blockDim.x;
+    const uint64_t t0    = (uint64_t)bx * blockDim.x + threadIdx.x;
+    const uint64_t step  = (uint64_t)gx * blockDim.x;
     const uint32_t flags = call & TERSE_CMP_NONFINITE;
     uint64_t i;
 
@@ -997,18 +1044,24 @@ tk_fixup(tk_args_t a, uint8_t *out, unsigned family)
         }
     }
     __syncthreads();
-    if ((threadIdx.x == 0) && terse_cu_last_block(&a.stat->done, gridDim.x)) {
+    if ((threadIdx.x == 0) && terse_cu_last_block(&a.stat->done, gx)) {
         terse_cu_stat_commit(a.stat, 1);
     }
 }
 
+__global__ void
+tk_fixup(tk_args_t a, uint8_t *out, unsigned family)
+{
+    tk_fixup_body(a, out, family, blockIdx.x, gridDim.x);
+}
+
 /* ---------------------------------------------------------------- decoding */
 /* Every check of topk.h's decoder; one thread per pair (+ the header in thread 0). */
-__global__ void __launch_bounds__(TK_THREADS)
-tk_validate(const uint8_t *in, uint64_t in_bytes, uint64_t n, uint64_t k, unsigned family,
-            terse_cu_stat_t *st)
+__device__ __forceinline__ void
+tk_validate_body(const uint8_t *in, uint64_t in_bytes, uint64_t n, uint64_t k, unsigned family,
+                 terse_cu_stat_t *st, unsigned bx, unsigned gx)
 {
-    const uint64_t j = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const uint64_t j = (uint64_t)bx * blockDim.x + threadIdx.x;
     int bad = 0;
 
     if (in_bytes != TERSE_TOPK_HEADER_BYTES + k * TERSE_TOPK_PAIR_BYTES) {
@@ -1039,14 +1092,21 @@ tk_validate(const uint8_t *in, uint64_t in_bytes, uint64_t n, uint64_t k, unsign
     }
 }
 
-/* Applies a validated payload (scatter), or NaN over the layer (rejected or non-finite). */
 __global__ void __launch_bounds__(TK_THREADS)
-tk_apply(const uint8_t *in, uint64_t n, uint64_t k, float scale, void *out, int dtype, int add,
-         terse_cu_stat_t *st)
+tk_validate(const uint8_t *in, uint64_t in_bytes, uint64_t n, uint64_t k, unsigned family,
+            terse_cu_stat_t *st)
+{
+    tk_validate_body(in, in_bytes, n, k, family, st, blockIdx.x, gridDim.x);
+}
+
+/* Applies a validated payload (scatter), or NaN over the layer (rejected or non-finite). */
+__device__ __forceinline__ void
+tk_apply_body(const uint8_t *in, uint64_t n, uint64_t k, float scale, void *out, int dtype,
+              int add, terse_cu_stat_t *st, unsigned bx, unsigned gx)
 {
     const uint32_t call = *(volatile uint32_t *)&st->call;
-    const uint64_t t0   = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const uint64_t step = (uint64_t)gridDim.x * blockDim.x;
+    const uint64_t t0   = (uint64_t)bx * blockDim.x + threadIdx.x;
+    const uint64_t step = (uint64_t)gx * blockDim.x;
     uint64_t i;
 
     if (call & (TERSE_CU_ERR_PAYLOAD | TERSE_CMP_NONFINITE)) {
@@ -1070,8 +1130,150 @@ tk_apply(const uint8_t *in, uint64_t n, uint64_t k, float scale, void *out, int 
         }
     }
     __syncthreads();
-    if ((threadIdx.x == 0) && terse_cu_last_block(&st->done, gridDim.x)) {
+    if ((threadIdx.x == 0) && terse_cu_last_block(&st->done, gx)) {
         terse_cu_stat_commit(st, 0);
+    }
+}
+
+__global__ void __launch_bounds__(TK_THREADS)
+tk_apply(const uint8_t *in, uint64_t n, uint64_t k, float scale, void *out, int dtype, int add,
+         terse_cu_stat_t *st)
+{
+    tk_apply_body(in, n, k, scale, out, dtype, add, st, blockIdx.x, gridDim.x);
+}
+
+
+/* ---------------------------------------------------------------- multi-tensor tables */
+/* One layer of a table (device copy). The radix kernels run per layer on a slice of one
+ * launch: a layer owns `ntiles` consecutive blocks (its tiles, from `first`) of the grid-sized
+ * kernels, and block `l` of the per-layer ones (walk, scan, zero); a block finds its layer by a
+ * binary search over `first`. Offsets flagged in `user` are added to the run's base. */
+typedef struct tk_entry {
+    tk_args_t       a;        /* in: the gradient (compress) or the payload (decode) */
+    uint8_t        *out;      /* compress: payload; decode: fp32 accumulator */
+    uint64_t        first;    /* the layer's first tile in the table */
+    uint64_t        zero16;   /* compress: 16-byte words of the scratch cleared per call */
+    uint64_t        bytes;    /* decode: payload bytes */
+    uint32_t        family;
+    uint32_t        user;     /* TERSE_CU_TUSER_* */
+} tk_entry_t;
+
+__device__ __forceinline__ uint32_t
+tk_t_find(const tk_entry_t *e, uint32_t n, uint64_t b)
+{
+    uint32_t lo = 0, hi = n; /* the last entry whose first <= b */
+
+    while (hi - lo > 1) {
+        const uint32_t mid = (lo + hi) >> 1;
+        if (e[mid].first <= b) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+/* The layer of grid block b (tiled kernels), with its slice: bx within it, gx its tiles. */
+__device__ __forceinline__ const tk_entry_t *
+tk_t_slice(const tk_entry_t *e, uint32_t n, const uint8_t *user, tk_args_t *a, uint8_t **out,
+           unsigned *bx, unsigned *gx)
+{
+    const tk_entry_t *en = &e[tk_t_find(e, n, blockIdx.x)];
+
+    *a  = en->a;
+    *bx = (unsigned)(blockIdx.x - en->first);
+    *gx = (unsigned)en->a.ntiles;
+    if (en->user & TERSE_CU_TUSER_IN) {
+        a->in = user + (uintptr_t)en->a.in;
+    }
+    *out = (en->user & TERSE_CU_TUSER_OUT) ? (uint8_t *)(user + (uintptr_t)en->out) : en->out;
+    return en;
+}
+
+/* Block l: layer l's scratch cleared (compress), or its accumulator (decode, `acc`). */
+__global__ void __launch_bounds__(TK_THREADS)
+tk_t_zero(const tk_entry_t *e, const uint8_t *user, int acc)
+{
+    const tk_entry_t *en = &e[blockIdx.x];
+
+    if (!acc) {
+        uint4 *p = (uint4 *)en->a.sel;
+        for (uint64_t i = threadIdx.x; i < en->zero16; i += blockDim.x) {
+            p[i] = make_uint4(0, 0, 0, 0);
+        }
+    } else {
+        float *p = (float *)((en->user & TERSE_CU_TUSER_OUT) ? user + (uintptr_t)en->out
+                                                              : en->out);
+        for (uint64_t i = threadIdx.x; i < en->a.n; i += blockDim.x) {
+            p[i] = 0.0f;
+        }
+    }
+}
+
+/* The radix kernels over every layer: OP 0 pass A, 1 pass B, 2 level-2 histogram, 3 counts,
+ * 4 pass C, 5 fixup (the candidate or full variants as each layer's candidates fit). */
+template <int OP>
+__global__ void __launch_bounds__(TK_THREADS)
+tk_t_tiled(const tk_entry_t *e, uint32_t n, const uint8_t *user)
+{
+    tk_args_t a;
+    uint8_t *out;
+    unsigned bx, gx;
+    const tk_entry_t *en = tk_t_slice(e, n, user, &a, &out, &bx, &gx);
+    const int full = (OP == 2 || OP == 3) ? (*(volatile uint32_t *)&a.sel->ncand > a.cap) : 0;
+
+    switch (OP) {
+    case 0: tk_pass_a_body(a, bx, gx); break;
+    case 1: tk_pass_b_body(a, bx, gx); break;
+    case 2: tk_hist2_body(a, full, bx, gx); break;
+    case 3: tk_counts_body(a, full, bx, gx); break;
+    case 4:
+        if (((uintptr_t)(out + TERSE_TOPK_HEADER_BYTES) & 7u) == 0) {
+            tk_pass_c_body<1>(a, out + TERSE_TOPK_HEADER_BYTES, bx, gx);
+        } else {
+            tk_pass_c_body<0>(a, out + TERSE_TOPK_HEADER_BYTES, bx, gx);
+        }
+        break;
+    default: tk_fixup_body(a, out, en->family, bx, gx); break;
+    }
+}
+
+/* Block l, 1024 threads: layer l's walk (LEVEL 0..2) or, with LEVEL 3, its tile scan. */
+template <int LEVEL>
+__global__ void __launch_bounds__(1024)
+tk_t_layer(const tk_entry_t *e)
+{
+    const tk_args_t a = e[blockIdx.x].a;
+
+    if (LEVEL < 3) {
+        tk_walk_body(a, LEVEL, 0, 0, 1);
+    } else {
+        tk_scan_body(a, 0, 0, 1);
+    }
+}
+
+/* Decode tables: validate (a layer's blocks cover its k pairs from `first`, counted in blocks
+ * of TK_THREADS pairs: vfirst), then add (its tiles). */
+template <int APPLY>
+__global__ void __launch_bounds__(TK_THREADS)
+tk_t_decode(const tk_entry_t *e, uint32_t n, const uint8_t *user)
+{
+    tk_args_t a;
+    uint8_t *acc;
+    unsigned bx, gx;
+    const tk_entry_t *en = tk_t_slice(e, n, user, &a, &acc, &bx, &gx);
+
+    if (!APPLY) {
+        /* k <= n: a layer's tiles hold ceil(k / TK_THREADS) / TK_PER blocks of pairs; each block
+         * of the slice checks TK_PER runs of TK_THREADS pairs */
+        for (unsigned r = 0; r < TK_PER; ++r) {
+            tk_validate_body((const uint8_t *)a.in, en->bytes, a.n, a.k, en->family, a.stat,
+                             bx * TK_PER + r, gx * TK_PER);
+        }
+    } else {
+        tk_apply_body((const uint8_t *)a.in, a.n, a.k, 1.0f, acc, TERSE_FLOAT32, 1, a.stat, bx,
+                      gx);
     }
 }
 
@@ -1376,4 +1578,122 @@ terse__cmp_topk_cuda_stat(void *cuda, terse_stream_t stream, uint32_t *flags_p,
                           double *sq_err_p)
 {
     return terse__cuda_stat_read(((tk_cuda_t *)cuda)->stat, stream, flags_p, sq_err_p);
+}
+
+/* ---------------------------------------------------------------- tables (host) */
+typedef struct tk_table {
+    size_t      n;
+    uint64_t    ntiles; /* of every layer */
+    int         mode;
+    tk_entry_t *dev;
+} tk_table_t;
+
+extern "C" terse_status_t
+terse__cmp_topk_cuda_table_create(const terse_cu_tlayer_t *layers, size_t n, int mode,
+                                  void **table_p)
+{
+    tk_table_t *t = NULL;
+    tk_entry_t *h = NULL;
+    terse_status_t status;
+    uint64_t tiles = 0;
+    size_t i;
+
+    *table_p = NULL;
+    if ((layers == NULL) || (n == 0) || (n > 65535) || (mode < TERSE_CU_T_COMPRESS) ||
+        (mode > TERSE_CU_T_DECOMPRESS_SET) ||
+        terse__cuda_ptr_twice(&layers[0].cuda, n, sizeof(layers[0]))) {
+        terse_error(TERSE_LOG_CMP, "topk cuda: a table holds 1..65535 distinct instances (%zu "
+                    "layers, mode %d)", n, mode);
+        return TERSE_ERR_INVALID;
+    }
+    h = (tk_entry_t *)calloc(n, sizeof(*h));
+    t = (tk_table_t *)calloc(1, sizeof(*t));
+    if ((h == NULL) || (t == NULL)) {
+        terse_error(TERSE_LOG_CMP, "failed to allocate a topk cuda table");
+        status = TERSE_ERR_NOMEM;
+        goto err;
+    }
+    for (i = 0; i < n; ++i) {
+        const terse_cu_tlayer_t *l = &layers[i];
+        const tk_cuda_t *c         = (const tk_cuda_t *)l->cuda;
+        if ((c == NULL) || (l->n != c->count) ||
+            ((l->in == NULL) && !(l->user & TERSE_CU_TUSER_IN)) ||
+            ((l->out == NULL) && !(l->user & TERSE_CU_TUSER_OUT)) || (l->dtype >= TERSE_FLOAT64) ||
+            ((l->user & ~(TERSE_CU_TUSER_IN | TERSE_CU_TUSER_OUT)) != 0) ||
+            (c->ntiles > UINT32_MAX - tiles) ||
+            ((mode != TERSE_CU_T_COMPRESS) && (l->residual != NULL)) ||
+            ((mode != TERSE_CU_T_COMPRESS) && (l->user & TERSE_CU_TUSER_IN))) {
+            terse_error(TERSE_LOG_CMP, "topk cuda: bad table layer %zu", i);
+            status = TERSE_ERR_INVALID;
+            goto err;
+        }
+        h[i].a      = tk_make_args(c, l->in, (mode == TERSE_CU_T_COMPRESS) ? l->dtype
+                                                                          : TERSE_FLOAT32,
+                                   l->residual);
+        h[i].out    = (uint8_t *)l->out;
+        h[i].first  = tiles;
+        h[i].zero16 = c->zero_bytes / 16;
+        h[i].bytes  = TERSE_TOPK_HEADER_BYTES + c->k * TERSE_TOPK_PAIR_BYTES;
+        h[i].family = c->family;
+        h[i].user   = l->user;
+        tiles += c->ntiles;
+    }
+    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->dev, n * sizeof(*h)), status, err);
+    TERSE_CHECK_GOTO(terse__cuda_memcpy(t->dev, h, n * sizeof(*h)), status, err);
+    t->n      = n;
+    t->ntiles = tiles;
+    t->mode   = mode;
+    free(h);
+    *table_p = t;
+    return TERSE_OK;
+
+err:
+    if (t != NULL) {
+        terse__cuda_free(t->dev);
+    }
+    free(t);
+    free(h);
+    return status;
+}
+
+extern "C" void
+terse__cmp_topk_cuda_table_destroy(void *table)
+{
+    tk_table_t *t = (tk_table_t *)table;
+
+    if (t != NULL) {
+        terse__cuda_free(t->dev);
+        free(t);
+    }
+}
+
+extern "C" terse_status_t
+terse__cmp_topk_cuda_table_run(void *table, const void *user, terse_stream_t stream)
+{
+    const tk_table_t *t = (const tk_table_t *)table;
+    const uint8_t *u    = (const uint8_t *)user;
+    cudaStream_t s      = (cudaStream_t)stream;
+    const unsigned nl = (unsigned)t->n, nt = (unsigned)t->ntiles;
+
+    if (t->mode == TERSE_CU_T_COMPRESS) {
+        tk_t_zero<<<nl, TK_THREADS, 0, s>>>(t->dev, u, 0);
+        tk_t_tiled<0><<<nt, TK_THREADS, 0, s>>>(t->dev, nl, u);
+        tk_t_layer<0><<<nl, 1024, 0, s>>>(t->dev);
+        tk_t_tiled<1><<<nt, TK_THREADS, 0, s>>>(t->dev, nl, u);
+        tk_t_layer<1><<<nl, 1024, 0, s>>>(t->dev);
+        tk_t_tiled<2><<<nt, TK_THREADS, 0, s>>>(t->dev, nl, u);
+        tk_t_layer<2><<<nl, 1024, 0, s>>>(t->dev);
+        tk_t_tiled<3><<<nt, TK_THREADS, 0, s>>>(t->dev, nl, u);
+        tk_t_layer<3><<<nl, 1024, 0, s>>>(t->dev);
+        tk_t_tiled<4><<<nt, TK_THREADS, 0, s>>>(t->dev, nl, u);
+        tk_t_tiled<5><<<nt, TK_THREADS, 0, s>>>(t->dev, nl, u);
+    } else {
+        if (t->mode == TERSE_CU_T_DECOMPRESS_SET) {
+            tk_t_zero<<<nl, TK_THREADS, 0, s>>>(t->dev, u, 1);
+        }
+        tk_t_decode<0><<<nt, TK_THREADS, 0, s>>>(t->dev, nl, u);
+        tk_t_decode<1><<<nt, TK_THREADS, 0, s>>>(t->dev, nl, u);
+    }
+    TERSE_CUDA_LAUNCHED("topk table kernels");
+    return TERSE_OK;
 }

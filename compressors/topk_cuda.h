@@ -61,6 +61,42 @@ terse_status_t terse__cmp_topk_cuda_stat(void *cuda, terse_stream_t stream, uint
  * payloads in every case. */
 void           terse__cmp_topk_cuda_tune(int sampled);
 
+/* ---------------------------------------------------------------- multi-tensor */
+/* One layer of a top-k table (DESIGN.md section 8 rule 10: launches per bucket grow with the
+ * number of families, not layers). Compress: `in` the gradient (of dtype), `residual` (or
+ * NULL), `out` the payload (32 + 8 k bytes). Decode: `in` the payload, `out` the fp32
+ * accumulator. A pointer flagged in `user` (TERSE_CU_TUSER_*) is a byte offset from the base
+ * each run gives (the caller's buffers move; the payloads do not). */
+#define TERSE_CU_TUSER_IN  1u
+#define TERSE_CU_TUSER_OUT 2u
+typedef struct terse_cu_tlayer {
+    void          *cuda;     /* the layer's instance (count, k, family); once per table */
+    const void    *in;
+    float         *residual;
+    void          *out;
+    uint64_t       n;        /* the instance's count */
+    terse_dtype_t  dtype;    /* compress: in's dtype */
+    uint32_t       user;
+} terse_cu_tlayer_t;
+/* COMPRESS: each layer's payload and residual as terse__cmp_topk_cuda_compress (the radix
+ * path: a table does not take the sampled threshold, whose payload is the same); DECOMPRESS_ADD:
+ * acc += D(payload), validated, as terse__cmp_topk_cuda_decompress_add; DECOMPRESS_SET: the
+ * accumulator zeroed first (bit for bit a memset and decompress_add). */
+#define TERSE_CU_T_COMPRESS       0
+#define TERSE_CU_T_DECOMPRESS_ADD 1
+#define TERSE_CU_T_DECOMPRESS_SET 2
+/* Synchronous (plan time). Returns TERSE_OK, TERSE_ERR_INVALID (no layers, more than 65535,
+ * an instance twice, a count that is not the instance's, bad flags), TERSE_ERR_NOMEM or
+ * TERSE_ERR_CUDA. [out] table_p: release with terse__cmp_topk_cuda_table_destroy. */
+terse_status_t terse__cmp_topk_cuda_table_create(const terse_cu_tlayer_t *layers, size_t n,
+                                                 int mode, void **table_p);
+void           terse__cmp_topk_cuda_table_destroy(void *table);
+/* Every layer of the table: 11 launches (compress), 2 or 3 (decode), whatever their number;
+ * bit for bit the one-layer launchers, each layer's status block committed as theirs.
+ * `user`: the base of the TERSE_CU_TUSER_* offsets. Returns TERSE_OK or TERSE_ERR_CUDA. */
+terse_status_t terse__cmp_topk_cuda_table_run(void *table, const void *user,
+                                              terse_stream_t stream);
+
 #ifdef __cplusplus
 }
 #endif
