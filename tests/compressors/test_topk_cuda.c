@@ -328,11 +328,193 @@ test_topk_corrupt(void)
     free(out);
 }
 
+/* Multi-tensor tables (rule 10) against the one-layer launchers on twin instances, bit for
+ * bit: payloads (one at an address that is not 8-byte aligned), residuals, flags, the decoded
+ * sums (SET then ADD) over three steps whose inputs sit at offsets from two alternating
+ * bases; a NaN layer, tie-heavy and sampled-size layers, k = n; a corrupted payload poisons
+ * only its own layer; create's rejections. */
+#define TT_L 8
+static void
+test_topk_tables(void)
+{
+    static const size_t ns[TT_L]   = {1, 33, 1000, 4097, 100003, 70001, 1 << 20, 300007};
+    static const double dens[TT_L] = {1.0, 0.5, 0.01, 0.1, 0.01, 0.01, 0.001, 0.05};
+    static const int kinds[TT_L]   = {0, 0, 1, 0, 1, 4, 0, 6};
+    static const terse_dtype_t dts[3] = {TERSE_FLOAT32, TERSE_FLOAT16, TERSE_BFLOAT16};
+    void *tc[TT_L], *rc[TT_L], *tab_c = NULL, *tab_s = NULL, *tab_a = NULL, *bad_tab = NULL;
+    float *res_t[TT_L], *res_r[TT_L];
+    size_t k[TT_L], in_off[TT_L], pay_off[TT_L], acc_off[TT_L], in_total = 0, pay_total = 0,
+           acc_total = 0, l;
+    uint8_t *base[2], *pay_t, *pay_r, *acc_base, *h_t, *h_r;
+    float *acc_r[TT_L];
+    terse_cu_tlayer_t L[TT_L];
+    int step, fail = 0;
+
+    for (l = 0; l < TT_L; ++l) {
+        const unsigned fam = (l % 2) ? TERSE_TOPK_FAMILY_SAMPLED : TERSE_TOPK_FAMILY_EXACT;
+        k[l] = terse_topk_k(dens[l], ns[l]);
+        TERSE_TEST_OK(terse__cmp_topk_cuda_create(ns[l], k[l], fam, &tc[l]));
+        TERSE_TEST_OK(terse__cmp_topk_cuda_create(ns[l], k[l], fam, &rc[l]));
+        in_off[l]  = in_total;
+        in_total  += TERSE_ALIGN_UP(ns[l] * terse_dtype_size(dts[l % 3]), (size_t)16);
+        /* layer 3's payload 4 bytes past an 8-byte boundary: the unaligned pair stores */
+        pay_off[l] = pay_total + ((l == 3) ? 4 : 0);
+        pay_total += TERSE_ALIGN_UP(TERSE_TOPK_HEADER_BYTES + 8 * k[l] + 4, (size_t)16);
+        acc_off[l] = acc_total;
+        acc_total += TERSE_ALIGN_UP(ns[l] * 4, (size_t)16);
+        res_t[l] = (l % 3 == 2) ? NULL : terse_test_cuda_dev(NULL, ns[l] * 4);
+        res_r[l] = (l % 3 == 2) ? NULL : terse_test_cuda_dev(NULL, ns[l] * 4);
+        acc_r[l] = terse_test_cuda_dev(NULL, ns[l] * 4);
+    }
+    base[0]  = terse_test_cuda_dev(NULL, in_total);
+    base[1]  = terse_test_cuda_dev(NULL, in_total);
+    pay_t    = terse_test_cuda_dev(NULL, pay_total);
+    pay_r    = terse_test_cuda_dev(NULL, pay_total);
+    acc_base = terse_test_cuda_dev(NULL, acc_total);
+    h_t      = malloc(TERSE_MAX(pay_total, acc_total));
+    h_r      = malloc(TERSE_MAX(pay_total, acc_total));
+    for (l = 0; l < TT_L; ++l) {
+        L[l] = (terse_cu_tlayer_t){tc[l], (const void *)(uintptr_t)in_off[l], res_t[l],
+                                   pay_t + pay_off[l], ns[l], dts[l % 3], TERSE_CU_TUSER_IN};
+    }
+    TERSE_TEST_OK(terse__cmp_topk_cuda_table_create(L, TT_L, TERSE_CU_T_COMPRESS, &tab_c));
+    for (l = 0; l < TT_L; ++l) {
+        L[l] = (terse_cu_tlayer_t){tc[l], pay_t + pay_off[l], NULL,
+                                   (void *)(uintptr_t)acc_off[l], ns[l], TERSE_FLOAT32,
+                                   TERSE_CU_TUSER_OUT};
+    }
+    TERSE_TEST_OK(terse__cmp_topk_cuda_table_create(L, TT_L, TERSE_CU_T_DECOMPRESS_SET, &tab_s));
+    TERSE_TEST_OK(terse__cmp_topk_cuda_table_create(L, TT_L, TERSE_CU_T_DECOMPRESS_ADD, &tab_a));
+
+    for (step = 0; step < 3; ++step) {
+        uint8_t *b = base[step & 1];
+        for (l = 0; l < TT_L; ++l) {
+            void *in = tc_make((step == 1) ? 0 : kinds[l], 100 + 10 * l + step, ns[l], dts[l % 3]);
+            CU_ASSERT_FATAL(terse__cuda_memcpy(b + in_off[l], in,
+                                               ns[l] * terse_dtype_size(dts[l % 3])) == TERSE_OK);
+            free(in);
+            TERSE_TEST_OK(terse__cmp_topk_cuda_compress(rc[l], b + in_off[l], dts[l % 3], ns[l],
+                                                        res_r[l], NULL, pay_r + pay_off[l],
+                                                        TERSE_TOPK_HEADER_BYTES + 8 * k[l], NULL,
+                                                        NULL, NULL));
+        }
+        TERSE_TEST_OK(terse__cmp_topk_cuda_table_run(tab_c, b, NULL));
+        for (l = 0; l < TT_L; ++l) {
+            const size_t bytes = TERSE_TOPK_HEADER_BYTES + 8 * k[l];
+            uint32_t f_t, f_r;
+            double e_t, e_r;
+            terse_test_cuda_get(h_t, pay_t + pay_off[l], bytes);
+            terse_test_cuda_get(h_r, pay_r + pay_off[l], bytes);
+            if (memcmp(h_t, h_r, bytes) != 0) {
+                fprintf(stderr, "table step %d layer %zu: payload differs\n", step, l);
+                fail = 1;
+            }
+            if (res_t[l] != NULL) {
+                terse_test_cuda_get(h_t, res_t[l], ns[l] * 4);
+                terse_test_cuda_get(h_r, res_r[l], ns[l] * 4);
+                if (memcmp(h_t, h_r, ns[l] * 4) != 0) {
+                    fprintf(stderr, "table step %d layer %zu: residual differs\n", step, l);
+                    fail = 1;
+                }
+            }
+            TERSE_TEST_OK(terse__cmp_topk_cuda_stat(tc[l], NULL, &f_t, &e_t));
+            TERSE_TEST_OK(terse__cmp_topk_cuda_stat(rc[l], NULL, &f_r, &e_r));
+            CU_ASSERT_EQUAL(f_t, f_r);
+            CU_ASSERT_EQUAL(f_t & TERSE_CMP_NONFINITE,
+                            ((step != 1) && (kinds[l] == 4)) ? TERSE_CMP_NONFINITE : 0u);
+            if (isfinite(e_r)) {
+                TERSE_TEST_NEAR(e_t, e_r, 1e-9 * e_r + 1e-30);
+            } else {
+                CU_ASSERT(isinf(e_t));
+            }
+        }
+        /* decode: SET then ADD of the same payloads (reference: memset and two adds); the
+         * last step corrupts layer 2's magic first */
+        if (step == 2) {
+            uint8_t x = 0x55;
+            CU_ASSERT_FATAL(terse__cuda_memcpy(pay_t + pay_off[2] + 1, &x, 1) == TERSE_OK);
+            CU_ASSERT_FATAL(terse__cuda_memcpy(pay_r + pay_off[2] + 1, &x, 1) == TERSE_OK);
+        }
+        TERSE_TEST_OK(terse__cmp_topk_cuda_table_run(tab_s, acc_base, NULL));
+        TERSE_TEST_OK(terse__cmp_topk_cuda_table_run(tab_a, acc_base, NULL));
+        for (l = 0; l < TT_L; ++l) {
+            const size_t bytes = TERSE_TOPK_HEADER_BYTES + 8 * k[l];
+            uint32_t f_t, f_r;
+            int q;
+            CU_ASSERT_FATAL(terse__cuda_memset_async(acc_r[l], 0, ns[l] * 4, NULL) == TERSE_OK);
+            for (q = 0; q < 2; ++q) {
+                terse_status_t st = terse__cmp_topk_cuda_decompress_add(
+                    rc[l], pay_r + pay_off[l], bytes, acc_r[l], ns[l], NULL, NULL);
+                CU_ASSERT(st == TERSE_OK);
+            }
+            terse_test_cuda_get(h_t, acc_base + acc_off[l], ns[l] * 4);
+            terse_test_cuda_get(h_r, acc_r[l], ns[l] * 4);
+            if (memcmp(h_t, h_r, ns[l] * 4) != 0) {
+                fprintf(stderr, "table step %d layer %zu: decoded sum differs\n", step, l);
+                fail = 1;
+            }
+            if ((step == 2) && (l == 2) && !terse_test_all_nan(h_t, TERSE_FLOAT32, ns[l])) {
+                fprintf(stderr, "table: the corrupted layer is not all NaN\n");
+                fail = 1;
+            }
+            TERSE_TEST_OK(terse__cmp_topk_cuda_stat(tc[l], NULL, &f_t, NULL));
+            TERSE_TEST_OK(terse__cmp_topk_cuda_stat(rc[l], NULL, &f_r, NULL));
+            CU_ASSERT_EQUAL(f_t, f_r);
+            CU_ASSERT_EQUAL((f_t & TERSE_CU_ERR_PAYLOAD) != 0, (step == 2) && (l == 2));
+        }
+    }
+    CU_ASSERT(!fail);
+
+    /* rejections: an instance twice, a count that is not the instance's, unknown flags, a
+     * residual or a user input in a decode table, no layers */
+    L[1].cuda = L[0].cuda;
+    CU_ASSERT_EQUAL(terse__cmp_topk_cuda_table_create(L, 2, TERSE_CU_T_DECOMPRESS_ADD, &bad_tab),
+                    TERSE_ERR_INVALID);
+    L[1].cuda = tc[1];
+    L[1].n    = ns[1] + 1;
+    CU_ASSERT_EQUAL(terse__cmp_topk_cuda_table_create(L, 2, TERSE_CU_T_DECOMPRESS_ADD, &bad_tab),
+                    TERSE_ERR_INVALID);
+    L[1].n    = ns[1];
+    L[1].user = 4;
+    CU_ASSERT_EQUAL(terse__cmp_topk_cuda_table_create(L, 2, TERSE_CU_T_DECOMPRESS_ADD, &bad_tab),
+                    TERSE_ERR_INVALID);
+    L[1].user     = TERSE_CU_TUSER_OUT;
+    L[1].residual = res_t[1];
+    CU_ASSERT_EQUAL(terse__cmp_topk_cuda_table_create(L, 2, TERSE_CU_T_DECOMPRESS_ADD, &bad_tab),
+                    TERSE_ERR_INVALID);
+    L[1].residual = NULL;
+    L[1].user     = TERSE_CU_TUSER_OUT | TERSE_CU_TUSER_IN;
+    CU_ASSERT_EQUAL(terse__cmp_topk_cuda_table_create(L, 2, TERSE_CU_T_DECOMPRESS_ADD, &bad_tab),
+                    TERSE_ERR_INVALID);
+    CU_ASSERT_EQUAL(terse__cmp_topk_cuda_table_create(L, 0, TERSE_CU_T_COMPRESS, &bad_tab),
+                    TERSE_ERR_INVALID);
+    CU_ASSERT_PTR_NULL(bad_tab);
+
+    terse__cmp_topk_cuda_table_destroy(tab_c);
+    terse__cmp_topk_cuda_table_destroy(tab_s);
+    terse__cmp_topk_cuda_table_destroy(tab_a);
+    for (l = 0; l < TT_L; ++l) {
+        terse__cmp_topk_cuda_destroy(tc[l]);
+        terse__cmp_topk_cuda_destroy(rc[l]);
+        terse__cuda_free(res_t[l]);
+        terse__cuda_free(res_r[l]);
+        terse__cuda_free(acc_r[l]);
+    }
+    terse__cuda_free(base[0]);
+    terse__cuda_free(base[1]);
+    terse__cuda_free(pay_t);
+    terse__cuda_free(pay_r);
+    terse__cuda_free(acc_base);
+    free(h_t);
+    free(h_r);
+}
+
 static CU_TestInfo topk_cuda_tests[] = {
     {"parity (sizes x densities x dtypes)", test_topk_parity},
     {"ties and candidate overflow", test_topk_ties},
     {"sampled path: miss, off, many tiles, clustered", test_topk_paths},
     {"non-finite input", test_topk_nonfinite},
+    {"multi-tensor tables against one-layer launches", test_topk_tables},
     CU_TEST_INFO_NULL,
 };
 
