@@ -39,6 +39,8 @@
 #include "powersgd.h"
 #include "powersgd_cuda.h"
 #include "quant_cuda.h"
+#include "randomk_cuda.h"
+#include "topk_cuda.h"
 #endif
 
 #define DEV_ALIGN 256 /* byte alignment of every payload inside a fused message */
@@ -48,6 +50,17 @@
  * launches, whose streaming fast paths the tables' bucket-slot kernels do not have */
 #define DEV_TABLE_MAX ((size_t)1 << 20)
 #define DEV_IN_TABLE(_tab, _l) (((_tab) != NULL) && (_tab)[_l])
+
+/* What a set of tables was built for: they are rebuilt when any of it changes. built: 1 built,
+ * 0 not yet, -1 not used (fewer than two layers apply, or the build failed, warned). */
+typedef struct dev_key {
+    int            built;
+    terse_dtype_t  dtype;
+    float          scale;
+    int            ef;
+    uint64_t       seed;
+    const float   *fb, *rqfb;
+} dev_key_t;
 
 typedef struct dev_ws {
     int            p, me;
@@ -64,11 +77,11 @@ typedef struct dev_ws {
      * keyed as the requant tables */
     void          *cs_tc, *cs_td;
     unsigned char *cs_in;                /* [l]: 1 when layer l runs in them */
-    int            cs_built;
-    terse_dtype_t  cs_dtype;
-    float          cs_scale;
-    int            cs_ef;
-    const float   *cs_fb_data;
+    dev_key_t      cs_key;
+    /* random-k tables (dev_rk_tables): compress, and decompress of the summed payloads */
+    void          *rk_tc, *rk_td;
+    unsigned char *rk_in;                /* [l] */
+    dev_key_t      rk_key;
     unsigned char *ps_in;                /* [l]: 1 when layer l's stage 1 runs in ps_batch */
     /* requant */
     size_t        *rpay, *rlo;           /* [l * p + j] */
@@ -81,19 +94,21 @@ typedef struct dev_ws {
     /* requant tables (dev_rq_tables): built at the first call, again when what they hold
      * changes (dtype, scale, error feedback, seed, residual buffers); the caller's buffers are
      * the runs' bases */
-    int            rq_built;             /* 1 built, 0 not yet, -1 fewer than 2 layers apply */
+    dev_key_t      rq_key;
     unsigned char *rq_tab;               /* [l]: 1 when layer l runs in the tables */
     void         **rq_tc, **rq_td, **rq_to; /* [j] compress chunk j; [q] add q's; [q] set q's */
     void          *rq_tr;                /* requantisation of my chunks */
-    terse_dtype_t  rq_dtype;
-    float          rq_scale;
-    int            rq_ef;
-    uint64_t       rq_seed;
-    const float   *rq_fb_data, *rq_rqfb_data;
     /* sparse */
     size_t        *xpay, *xlo;           /* [l] */
     size_t         xmsg;
     unsigned char *xbuf;                 /* device: p messages */
+    /* top-k tables (dev_xt_tables): compress; rank q's payloads decoded into the sums (q = 0
+     * sets them); the sums into the caller's dtype unless they are its fp32 output */
+    void          *xt_tc, **xt_td;       /* [q] */
+    void          *xt_fin;
+    float         *xt_acc;               /* device: the table layers' sums when not in place */
+    unsigned char *xt_in;                /* [l] */
+    dev_key_t      xt_key;
     /* requant and sparse decoding */
     float         *scratch;              /* device: the longest such layer, fp32 */
 } dev_ws_t;
@@ -133,6 +148,28 @@ dev_tp(const terse_ctx_t *ctx)
     return (terse_nccl_tp_t *)ctx->tp;
 }
 
+/* 1 when the tables keyed *k serve this call as they are (or are not used). */
+static int
+dev_key_fresh(const dev_key_t *k, const terse_slot_t *slot, const terse_call_t *call)
+{
+    return (k->built < 0) ||
+           ((k->built > 0) && (k->dtype == call->dtype) && (k->scale == call->scale) &&
+            (k->ef == call->error_feedback) && (k->seed == call->seed) &&
+            (k->fb == slot->fb.data) && (k->rqfb == slot->rq_fb.data));
+}
+
+static void
+dev_key_set(dev_key_t *k, const terse_slot_t *slot, const terse_call_t *call)
+{
+    k->built = 1;
+    k->dtype = call->dtype;
+    k->scale = call->scale;
+    k->ef    = call->error_feedback;
+    k->seed  = call->seed;
+    k->fb    = slot->fb.data;
+    k->rqfb  = slot->rq_fb.data;
+}
+
 /* ---------------------------------------------------------------- requant tables */
 void *terse__cmp_quant_cuda_handle(void *ctx);
 void *terse__cmp_sign_cuda_handle(void *ctx);
@@ -166,7 +203,7 @@ dev_rq_tables_free(dev_ws_t *ws)
     }
     terse__cmp_quant_cuda_table_destroy(ws->rq_tr);
     ws->rq_tr    = NULL;
-    ws->rq_built = 0;
+    ws->rq_key.built = 0;
 }
 
 /* One table of the table layers that have a part of chunk `part`, one entry each: its count
@@ -274,10 +311,7 @@ dev_rq_tables(const terse_slot_t *slot, dev_ws_t *ws, const terse_call_t *call)
     size_t l, n = 0;
     int j;
 
-    if ((ws->rq_built < 0) ||
-        ((ws->rq_built > 0) && (ws->rq_dtype == call->dtype) && (ws->rq_scale == call->scale) &&
-         (ws->rq_ef == call->error_feedback) && (ws->rq_seed == call->seed) &&
-         (ws->rq_fb_data == slot->fb.data) && (ws->rq_rqfb_data == slot->rq_fb.data))) {
+    if (dev_key_fresh(&ws->rq_key, slot, call)) {
         return TERSE_OK;
     }
     dev_rq_tables_free(ws);
@@ -297,7 +331,7 @@ dev_rq_tables(const terse_slot_t *slot, dev_ws_t *ws, const terse_call_t *call)
     }
     if (n < 2) { /* one layer: its own launches are as few */
         memset(ws->rq_tab, 0, slot->nlayers);
-        ws->rq_built = -1;
+        ws->rq_key.built = -1;
         return TERSE_OK;
     }
     L = calloc(n, sizeof(*L));
@@ -326,16 +360,10 @@ dev_rq_tables(const terse_slot_t *slot, dev_ws_t *ws, const terse_call_t *call)
                    "launch per layer instead", n, terse_status_str(status));
         dev_rq_tables_free(ws);
         memset(ws->rq_tab, 0, slot->nlayers);
-        ws->rq_built = -1;
+        ws->rq_key.built = -1;
         return (status == TERSE_ERR_CUDA) ? status : TERSE_OK;
     }
-    ws->rq_built     = 1;
-    ws->rq_dtype     = call->dtype;
-    ws->rq_scale     = call->scale;
-    ws->rq_ef        = call->error_feedback;
-    ws->rq_seed      = call->seed;
-    ws->rq_fb_data   = slot->fb.data;
-    ws->rq_rqfb_data = slot->rq_fb.data;
+    dev_key_set(&ws->rq_key, slot, call);
     return TERSE_OK;
 }
 
@@ -353,15 +381,13 @@ dev_cs_tables(const terse_slot_t *slot, dev_ws_t *ws, const terse_call_t *call)
     terse_status_t status = TERSE_OK;
     size_t l, n = 0;
 
-    if ((ws->cs_built < 0) ||
-        ((ws->cs_built > 0) && (ws->cs_dtype == call->dtype) && (ws->cs_scale == call->scale) &&
-         (ws->cs_ef == call->error_feedback) && (ws->cs_fb_data == slot->fb.data))) {
+    if (dev_key_fresh(&ws->cs_key, slot, call)) {
         return TERSE_OK;
     }
     terse__cmp_cast_cuda_table_destroy(ws->cs_tc);
     terse__cmp_cast_cuda_table_destroy(ws->cs_td);
     ws->cs_tc = ws->cs_td = NULL;
-    ws->cs_built = -1;
+    ws->cs_key.built = -1;
     if (ws->cs_in == NULL) {
         ws->cs_in = calloc(TERSE_MAX(nl, (size_t)1), 1);
     }
@@ -396,15 +422,11 @@ dev_cs_tables(const terse_slot_t *slot, dev_ws_t *ws, const terse_call_t *call)
             status = terse__cmp_cast_cuda_table_create(D, n, 1, &ws->cs_td);
         }
         if (status == TERSE_OK) {
-            ws->cs_built   = 1;
-            ws->cs_dtype   = call->dtype;
-            ws->cs_scale   = call->scale;
-            ws->cs_ef      = call->error_feedback;
-            ws->cs_fb_data = slot->fb.data;
+            dev_key_set(&ws->cs_key, slot, call);
         }
     }
 out:
-    if (ws->cs_built < 0) {
+    if (ws->cs_key.built < 0) {
         if (status != TERSE_OK) {
             terse_warn(TERSE_LOG_COMM, "cast tables of %zu layers failed (%s): one launch per "
                        "layer instead", n, terse_status_str(status));
@@ -417,6 +439,223 @@ out:
     }
     free(C);
     free(D);
+    return (status == TERSE_ERR_CUDA) ? status : TERSE_OK;
+}
+
+/* ---------------------------------------------------------------- random-k tables */
+void *terse__cmp_randomk_cuda_handle(void *ctx);
+static terse_status_t dev_alloc(void **ptr_p, size_t bytes, size_t *total_p);
+
+static void
+dev_rk_tables_free(dev_ws_t *ws)
+{
+    terse__cmp_randomk_cuda_table_destroy(ws->rk_tc);
+    terse__cmp_randomk_cuda_table_destroy(ws->rk_td);
+    ws->rk_tc = ws->rk_td = NULL;
+}
+
+/* The random-k layers (one stage) of up to DEV_TABLE_MAX elements as two tables (compress into
+ * the stage-0 payloads; decompress of their sums), built and keyed as the cast tables. */
+static terse_status_t
+dev_rk_tables(const terse_slot_t *slot, dev_ws_t *ws, const terse_call_t *call)
+{
+    const size_t nl = slot->nlayers, ns = ws->nstages, es = terse__esize(call->dtype);
+    terse_cu_rlayer_t *C = NULL, *D = NULL;
+    terse_status_t status = TERSE_OK;
+    size_t l, n = 0;
+
+    if (dev_key_fresh(&ws->rk_key, slot, call)) {
+        return TERSE_OK;
+    }
+    dev_rk_tables_free(ws);
+    ws->rk_key.built = -1;
+    if (ws->rk_in == NULL) {
+        ws->rk_in = calloc(TERSE_MAX(nl, (size_t)1), 1);
+    }
+    C = calloc(TERSE_MAX(nl, (size_t)1), sizeof(*C));
+    D = calloc(TERSE_MAX(nl, (size_t)1), sizeof(*D));
+    if ((ws->rk_in == NULL) || (C == NULL) || (D == NULL)) {
+        status = TERSE_ERR_NOMEM;
+        goto out;
+    }
+    for (l = 0; l < nl; ++l) {
+        const terse_layer_state_t *ly = &slot->layers[l];
+        void *h = NULL;
+        float *pay;
+        ws->rk_in[l] = 0;
+        if ((ly->cls != TERSE_CLASS_SUMMABLE) || (ws->lstages[l] != 1) || (ly->cmp == NULL) ||
+            (ly->count > DEV_TABLE_MAX) || (strcmp(ly->ops->name, "randomk") != 0) ||
+            ((h = terse__cmp_randomk_cuda_handle(ly->cmp)) == NULL)) {
+            continue;
+        }
+        pay  = (float *)((unsigned char *)ws->sbuf[ws->sgroup[l]][0] + ws->soff[l * ns]);
+        C[n] = (terse_cu_rlayer_t){
+            h, (const void *)(uintptr_t)(ly->offset * es),
+            call->error_feedback ? terse__fb_layer(&slot->fb, l) : NULL, pay, NULL, ly->count,
+            ws->spay[l * ns] / sizeof(float), call->dtype, 1.0f,
+            terse_rng_make(call->seed, TERSE_RNG_RANDOMK, (uint32_t)l, 0, TERSE_RNG_SHARED),
+            TERSE_CU_RUSER_IN};
+        D[n]          = C[n];
+        D[n].in       = NULL;
+        D[n].residual = NULL;
+        D[n].out      = (void *)(uintptr_t)(ly->offset * es);
+        D[n].scale    = call->scale;
+        D[n].user     = TERSE_CU_RUSER_OUT;
+        ws->rk_in[l] = 1;
+        ++n;
+    }
+    if (n >= 2) {
+        status = terse__cmp_randomk_cuda_table_create(C, n, 0, &ws->rk_tc);
+        if (status == TERSE_OK) {
+            status = terse__cmp_randomk_cuda_table_create(D, n, 1, &ws->rk_td);
+        }
+        if (status == TERSE_OK) {
+            dev_key_set(&ws->rk_key, slot, call);
+        }
+    }
+out:
+    if (ws->rk_key.built < 0) {
+        if (status != TERSE_OK) {
+            terse_warn(TERSE_LOG_COMM, "random-k tables of %zu layers failed (%s): one launch "
+                       "per layer instead", n, terse_status_str(status));
+        }
+        dev_rk_tables_free(ws);
+        if (ws->rk_in != NULL) {
+            memset(ws->rk_in, 0, nl);
+        }
+    }
+    free(C);
+    free(D);
+    return (status == TERSE_ERR_CUDA) ? status : TERSE_OK;
+}
+
+/* ---------------------------------------------------------------- top-k tables */
+void *terse__cmp_topk_cuda_handle(void *ctx);
+
+/* The topk_cuda.h instance of a sparse layer that may join the tables, else NULL. */
+static void *
+dev_xt_handle(const terse_layer_state_t *ly)
+{
+    if ((ly->cls != TERSE_CLASS_SPARSE) || (ly->cmp == NULL) || (ly->count > DEV_TABLE_MAX) ||
+        ((strcmp(ly->ops->name, "topk") != 0) && (strcmp(ly->ops->name, "topkt") != 0))) {
+        return NULL;
+    }
+    return terse__cmp_topk_cuda_handle(ly->cmp);
+}
+
+static void
+dev_xt_tables_free(dev_ws_t *ws)
+{
+    int q;
+
+    terse__cmp_topk_cuda_table_destroy(ws->xt_tc);
+    for (q = 0; (ws->xt_td != NULL) && (q < ws->p); ++q) {
+        terse__cmp_topk_cuda_table_destroy(ws->xt_td[q]);
+        ws->xt_td[q] = NULL;
+    }
+    terse__dev_from_f32_table_destroy(ws->xt_fin);
+    ws->xt_tc  = NULL;
+    ws->xt_fin = NULL;
+}
+
+/* The top-k layers of up to DEV_TABLE_MAX elements as tables: compress into my message; rank
+ * q's payloads added into the fp32 sums in rank order (q = 0 sets them), which are the
+ * caller's output (fp32, no AVG scale: user offsets into recv) or xt_acc, then turned into the
+ * caller's dtype by one from-f32 table. Built and keyed as the other tables. */
+static terse_status_t
+dev_xt_tables(terse_slot_t *slot, dev_ws_t *ws, const terse_call_t *call)
+{
+    const size_t nl = slot->nlayers, es = terse__esize(call->dtype);
+    const int inplace = (call->dtype == TERSE_FLOAT32) && (call->scale == 1.0f);
+    unsigned char *mine = ws->xbuf + (size_t)ws->me * ws->xmsg;
+    terse_cu_tlayer_t *C = NULL, *D = NULL;
+    size_t *li = NULL, *so = NULL, *dof = NULL, *cnt = NULL;
+    terse_status_t status = TERSE_OK;
+    size_t l, i, n = 0, nacc = 0;
+    int q;
+
+    if (dev_key_fresh(&ws->xt_key, slot, call)) {
+        return TERSE_OK;
+    }
+    dev_xt_tables_free(ws);
+    ws->xt_key.built = -1;
+    if (ws->xt_in == NULL) {
+        ws->xt_in = calloc(TERSE_MAX(nl, (size_t)1), 1);
+    }
+    if (ws->xt_td == NULL) {
+        ws->xt_td = calloc((size_t)ws->p, sizeof(void *));
+    }
+    C   = calloc(TERSE_MAX(nl, (size_t)1), sizeof(*C));
+    D   = calloc(TERSE_MAX(nl, (size_t)1), sizeof(*D));
+    li  = calloc(TERSE_MAX(nl, (size_t)1), 4 * sizeof(size_t));
+    if ((ws->xt_in == NULL) || (ws->xt_td == NULL) || (C == NULL) || (D == NULL) ||
+        (li == NULL)) {
+        status = TERSE_ERR_NOMEM;
+        goto out;
+    }
+    so  = li + nl;
+    dof = so + nl;
+    cnt = dof + nl;
+    for (l = 0; l < nl; ++l) {
+        const terse_layer_state_t *ly = &slot->layers[l];
+        void *h = dev_xt_handle(ly);
+        ws->xt_in[l] = 0;
+        if (h == NULL) {
+            continue;
+        }
+        li[n]  = l;
+        so[n]  = nacc;
+        dof[n] = ly->offset;
+        cnt[n] = ly->count;
+        nacc  += TERSE_ALIGN_UP(ly->count, (size_t)64);
+        C[n]   = (terse_cu_tlayer_t){h, (const void *)(uintptr_t)(ly->offset * es),
+                                   call->error_feedback ? terse__fb_layer(&slot->fb, l) : NULL,
+                                   mine + ws->xlo[l], ly->count, call->dtype, TERSE_CU_TUSER_IN};
+        ws->xt_in[l] = 1;
+        ++n;
+    }
+    if (n < 2) { /* one layer: its own launches are as few */
+        goto out;
+    }
+    if (!inplace && (ws->xt_acc == NULL)) {
+        TERSE_CHECK_GOTO(dev_alloc((void **)&ws->xt_acc, nacc * sizeof(float), &slot->mem_bytes),
+                         status, out);
+    }
+    TERSE_CHECK_GOTO(terse__cmp_topk_cuda_table_create(C, n, TERSE_CU_T_COMPRESS, &ws->xt_tc),
+                     status, out);
+    for (q = 0; q < ws->p; ++q) {
+        for (i = 0; i < n; ++i) {
+            void *acc = inplace ? (void *)(uintptr_t)(dof[i] * sizeof(float))
+                                : (void *)(ws->xt_acc + so[i]);
+            D[i] = (terse_cu_tlayer_t){C[i].cuda, ws->xbuf + (size_t)q * ws->xmsg + ws->xlo[li[i]],
+                                       NULL, acc, cnt[i], TERSE_FLOAT32,
+                                       inplace ? TERSE_CU_TUSER_OUT : 0u};
+        }
+        TERSE_CHECK_GOTO(terse__cmp_topk_cuda_table_create(D, n,
+                                                           (q == 0) ? TERSE_CU_T_DECOMPRESS_SET
+                                                                    : TERSE_CU_T_DECOMPRESS_ADD,
+                                                           &ws->xt_td[q]),
+                         status, out);
+    }
+    if (!inplace) {
+        TERSE_CHECK_GOTO(terse__dev_from_f32_table_create(so, dof, cnt, n, &ws->xt_fin), status,
+                         out);
+    }
+    dev_key_set(&ws->xt_key, slot, call);
+out:
+    if (ws->xt_key.built < 0) {
+        if (status != TERSE_OK) {
+            terse_warn(TERSE_LOG_COMM, "top-k tables of %zu layers failed (%s): one launch per "
+                       "layer instead", n, terse_status_str(status));
+        }
+        dev_xt_tables_free(ws);
+        if (ws->xt_in != NULL) {
+            memset(ws->xt_in, 0, nl);
+        }
+    }
+    free(C);
+    free(D);
+    free(li);
     return (status == TERSE_ERR_CUDA) ? status : TERSE_OK;
 }
 
@@ -441,6 +680,12 @@ dev_cleanup(terse_slot_t *slot)
     terse__cmp_cast_cuda_table_destroy(ws->cs_tc);
     terse__cmp_cast_cuda_table_destroy(ws->cs_td);
     free(ws->cs_in);
+    dev_rk_tables_free(ws);
+    free(ws->rk_in);
+    dev_xt_tables_free(ws);
+    free(ws->xt_td);
+    free(ws->xt_in);
+    terse__cuda_free(ws->xt_acc);
     free(ws->rq_tab);
     free(ws->rq_tc);
     free(ws->rq_td);
@@ -780,24 +1025,30 @@ dev_run_summable(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call, in
     const terse_nccl_api_t *api = tp->api;
     const size_t es             = terse__esize(call->dtype);
     const size_t ns             = ws->nstages;
-    const unsigned char *cs;
+    const unsigned char *cs, *rk;
     size_t l, s;
     int g;
 
     if (tables) {
         TERSE_CHECK(dev_cs_tables(slot, ws, call));
+        TERSE_CHECK(dev_rk_tables(slot, ws, call));
     }
-    cs = (tables && (ws->cs_built > 0)) ? ws->cs_in : NULL;
+    cs = (tables && (ws->cs_key.built > 0)) ? ws->cs_in : NULL;
+    rk = (tables && (ws->rk_key.built > 0)) ? ws->rk_in : NULL;
     for (s = 0; s < ns; ++s) {
         const int cur = (int)(s & 1);
         if ((s == 0) && (cs != NULL)) {
             TERSE_CHECK(terse__cmp_cast_cuda_table_run(ws->cs_tc, call->send, call->stream));
         }
+        if ((s == 0) && (rk != NULL)) {
+            TERSE_CHECK(terse__cmp_randomk_cuda_table_run(ws->rk_tc, call->step, call->send,
+                                                          call->stream));
+        }
         for (l = 0; l < slot->nlayers; ++l) {
             terse_layer_state_t *ly = &slot->layers[l];
             unsigned char *dst;
             if ((ly->cls != TERSE_CLASS_SUMMABLE) || (s >= ws->lstages[l]) ||
-                DEV_IN_TABLE(cs, l)) {
+                DEV_IN_TABLE(cs, l) || DEV_IN_TABLE(rk, l)) {
                 continue;
             }
             g   = ws->sgroup[l];
@@ -846,11 +1097,15 @@ dev_run_summable(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call, in
         if ((s == 0) && (cs != NULL)) {
             TERSE_CHECK(terse__cmp_cast_cuda_table_run(ws->cs_td, call->recv, call->stream));
         }
+        if ((s == 0) && (rk != NULL)) {
+            TERSE_CHECK(terse__cmp_randomk_cuda_table_run(ws->rk_td, call->step, call->recv,
+                                                          call->stream));
+        }
         for (l = 0; l < slot->nlayers; ++l) {
             terse_layer_state_t *ly = &slot->layers[l];
             terse_buf_t outb;
             if ((ly->cls != TERSE_CLASS_SUMMABLE) || (s + 1 != ws->lstages[l]) ||
-                DEV_IN_TABLE(cs, l)) {
+                DEV_IN_TABLE(cs, l) || DEV_IN_TABLE(rk, l)) {
                 continue;
             }
             g    = ws->sgroup[l];
@@ -903,7 +1158,7 @@ dev_run_requant(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call, int
     if (tables) {
         TERSE_CHECK(dev_rq_tables(slot, ws, call));
     }
-    tab = (tables && (ws->rq_built > 0)) ? ws->rq_tab : NULL;
+    tab = (tables && (ws->rq_key.built > 0)) ? ws->rq_tab : NULL;
     /* 1: compress chunk j of every layer into message j (mine last, as the host path) */
     for (j = 0; j < p; ++j) {
         const int jj = (me + 1 + j) % p;
@@ -1043,21 +1298,29 @@ dev_run_requant(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call, int
 }
 
 static terse_status_t
-dev_run_sparse(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call)
+dev_run_sparse(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call, int tables)
 {
     dev_ws_t *ws                = slot->ws[TERSE_CLASS_NATIVE];
     const terse_nccl_api_t *api = tp->api;
     const size_t es             = terse__esize(call->dtype);
     unsigned char *mine         = ws->xbuf + (size_t)ws->me * ws->xmsg;
+    const unsigned char *xt;
     size_t l;
     int q;
 
+    if (tables) {
+        TERSE_CHECK(dev_xt_tables(slot, ws, call));
+    }
+    xt = (tables && (ws->xt_key.built > 0)) ? ws->xt_in : NULL;
+    if (xt != NULL) {
+        TERSE_CHECK(terse__cmp_topk_cuda_table_run(ws->xt_tc, call->send, call->stream));
+    }
     for (l = 0; l < slot->nlayers; ++l) {
         terse_layer_state_t *ly = &slot->layers[l];
         terse_buf_t in;
         terse_rng_t rng;
         uint32_t flags = 0;
-        if (ly->cls != TERSE_CLASS_SPARSE) {
+        if ((ly->cls != TERSE_CLASS_SPARSE) || DEV_IN_TABLE(xt, l)) {
             continue;
         }
         in  = (terse_buf_t){(void *)((const unsigned char *)call->send + ly->offset * es),
@@ -1073,10 +1336,19 @@ dev_run_sparse(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call)
     DEV_NCCL(api->AllGather(mine, ws->xbuf, ws->xmsg, ncclUint8, tp->comm,
                             (cudaStream_t)call->stream),
              "ncclAllGather");
+    if (xt != NULL) {
+        for (q = 0; q < ws->p; ++q) {
+            TERSE_CHECK(terse__cmp_topk_cuda_table_run(ws->xt_td[q], call->recv, call->stream));
+        }
+        if (ws->xt_fin != NULL) {
+            TERSE_CHECK(terse__dev_from_f32_table_run(ws->xt_fin, ws->xt_acc, call->scale,
+                                                      call->recv, call->dtype, call->stream));
+        }
+    }
     for (l = 0; l < slot->nlayers; ++l) {
         const terse_layer_state_t *ly = &slot->layers[l];
         float *acc;
-        if (ly->cls != TERSE_CLASS_SPARSE) {
+        if ((ly->cls != TERSE_CLASS_SPARSE) || DEV_IN_TABLE(xt, l)) {
             continue;
         }
         acc = dev_acc_of(ws, ly, call);
@@ -1113,7 +1385,7 @@ dev_run(terse_ctx_t *ctx, terse_slot_t *slot, terse_call_t *call)
         TERSE_CHECK_GOTO(dev_run_requant(tp, slot, call, ctx->cfg->DEVICE_TABLES), status, out);
     }
     if (slot->nclass[TERSE_CLASS_SPARSE] > 0) {
-        TERSE_CHECK_GOTO(dev_run_sparse(tp, slot, call), status, out);
+        TERSE_CHECK_GOTO(dev_run_sparse(tp, slot, call, ctx->cfg->DEVICE_TABLES), status, out);
     }
     TERSE_CHECK_GOTO(dev_run_native(tp, slot, call), status, out);
 out:

@@ -58,6 +58,16 @@ void           terse__nccl_tp_leave(int prev);
  * Enqueues on stream. Returns TERSE_OK or TERSE_ERR_CUDA. */
 terse_status_t terse__dev_from_f32(const float *src, float scale, void *dst, terse_dtype_t dtype,
                                    size_t n, terse_stream_t stream);
+/* The same for `count` layers in one launch: layer i's n[i] sums at src + src_off[i] (floats)
+ * into element dst_off[i] of dst. Create uploads the layout (synchronous, plan time; [out]
+ * table_p, release with terse__dev_from_f32_table_destroy); run takes the buffers and
+ * enqueues. Return TERSE_OK, TERSE_ERR_INVALID, TERSE_ERR_NOMEM or TERSE_ERR_CUDA. */
+terse_status_t terse__dev_from_f32_table_create(const size_t *src_off, const size_t *dst_off,
+                                                const size_t *n, size_t count, void **table_p);
+void           terse__dev_from_f32_table_destroy(void *table);
+terse_status_t terse__dev_from_f32_table_run(void *table, const float *src, float scale,
+                                             void *dst, terse_dtype_t dtype,
+                                             terse_stream_t stream);
 
 /* ncclDataType_t of a terse element type. */
 ncclDataType_t terse__nccl_dtype(terse_dtype_t dtype);
