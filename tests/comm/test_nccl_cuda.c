@@ -643,10 +643,11 @@ test_nccl_half_odd(void)
     }
 }
 
-/* Many layers in one buffer (a TERSE_LAYOUT file): the device path runs the quant, sign and
- * cast layers up to 2^20 elements as multi-tensor tables (algo_device.c, DEV_TABLE_MAX) and the
- * larger one by itself; quant and sign bit for bit the host path's per-layer results, cast within
- * its bound (NCCL adds the 16-bit payloads in its own order). Counts: odd, tiny,
+/* Many layers in one buffer (a TERSE_LAYOUT file): the device path runs the quant, sign, cast,
+ * top-k and random-k layers up to 2^20 elements as multi-tensor tables (algo_device.c,
+ * DEV_TABLE_MAX) and the larger one by itself; quant, sign and top-k bit for bit the host
+ * path's per-layer results, cast and random-k within their bounds (NCCL adds the payloads in
+ * its own order). Counts: odd, tiny,
  * across buckets, the table limit exactly and one above it; the NaN case's value (n / 2) sits
  * in the 2^20 table layer. The total is used by no other case (the layout applies to that
  * size only, on the suite's shared contexts). */
@@ -684,6 +685,13 @@ test_nccl_layers(void)
             {"cast:fp16", TERSE_FLOAT16, NC_LAYERS_N, 2, -1, TERSE_OP_AVG, 1, 0, path},
             /* PowerSGD's stage 1 of all layers in one batch (dev_setup_psgd_batch) */
             {"powersgd:4", TERSE_FLOAT32, NC_LAYERS_N, 3, -1, TERSE_OP_SUM, 0, 0, path},
+            /* top-k tables (dev_xt_tables): sums in place (fp32 SUM) or in their own buffer
+             * then the from-f32 table (fp16 AVG); a NaN in the table layer */
+            {"topk:0.01",  TERSE_FLOAT32, NC_LAYERS_N, 3, -1, TERSE_OP_SUM, 0, 1, path},
+            {"topkt:0.01", TERSE_FLOAT16, NC_LAYERS_N, 2, -1, TERSE_OP_AVG, 1, 1, path},
+            {"topk:0.01",  TERSE_FLOAT32, NC_LAYERS_N, 2, 0,  TERSE_OP_SUM, 0, 0, path},
+            /* random-k tables (dev_rk_tables) */
+            {"randomk:0.01", TERSE_BFLOAT16, NC_LAYERS_N, 3, -1, TERSE_OP_SUM, 1, 0, path},
         };
         for (k = 0; k < sizeof(cases) / sizeof(cases[0]); ++k) {
             nc_check_case(&cases[k], nc_w.p);
