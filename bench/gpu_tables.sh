@@ -2,8 +2,7 @@
 # Rule 10 on the device path (issue 6): one model's gradient buffer cut into its layers
 # (TERSE_LAYOUT from the model shapes of .data/gradients), terse-bench -T nccl on the GPUs with
 # TERSE_DEVICE_TABLES=1 (quant, sign, cast, top-k and random-k layers of up to 2^20 elements in
-# multi-tensor tables)
-# and =0 (one launch per layer), each run with its own plain-NCCL row. Needs the build of
+# multi-tensor tables) and =0 (one launch per layer), each run with its own plain-NCCL row. Needs the build of
 # gpu_all.sh (BUILD, default /tmp/terse-gpu-build) with terse-bench; writes $OUT/tables_*.txt.
 #   bash bench/gpu_tables.sh [model, default resnet50] [shapes file]
 set -uo pipefail
