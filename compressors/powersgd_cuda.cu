@@ -24,6 +24,16 @@
  *   ps_write   out = scale P^ Q^T: 2-D tiles, a thread owns 4 columns (their Q in registers)
  *              and walks rows; VEC: one 16-byte (8-byte fp16 / bf16) store per lane and row
  * The vector paths change load widths, never the arithmetic: results do not depend on them.
+ *
+ * Batches (DESIGN.md section 8 rule 10): each kernel is a __device__ body taking its block
+ * index and grid as arguments; its one-layer kernel passes blockIdx / gridDim, and its _batch
+ * kernel runs every layer of a rank class in one flattened 1-D grid, a block finding its layer
+ * by binary search over the layers' first blocks (ps_find) and passing its index in that
+ * layer's own grid (the one its one-layer launch has). A layer thus gets the bits of its own
+ * launches: ps_mq_batch, ps_fix_compress_batch (compress), ps_orth_batch, ps_mtp_batch,
+ * ps_mtp_sum_batch, ps_sub_batch, ps_fix_stage_batch (stage 1), ps_keep_batch, ps_write_batch
+ * (decompress). ps_mtp_batch alone changes the block size of the scalar path (its columns'
+ * sums do not depend on it).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -47,7 +57,8 @@ typedef struct ps_dev {
     uint32_t bad;      /* this step's compress or stage met a non-finite value */
     uint32_t basis_ok; /* stage 1 produced P^ */
     uint32_t dec_bad;  /* decompress writes NaN */
-    uint32_t pad;
+    uint32_t m_is_res; /* m is the caller's residual (stage 1 writes it back) */
+    float   *m;        /* this step's M, set by compress: where a batched stage 1 finds it */
 } ps_dev_t;
 
 typedef struct ps_cuda {
@@ -177,13 +188,12 @@ ps_mq_acc(const float *x, int nv, const float *q, const ps_shape_t &s, uint64_t 
  * groups, aligned; two groups' loads issued before either is used) or scalar loads, so the
  * two paths give the same bits. */
 template <int RM, int VEC>
-__global__ void __launch_bounds__(PS_WARPS * 32)
-ps_mq(const void *in, int dtype, int add_res, float *m, const float *q, float *p, ps_shape_t s,
-      terse_cu_stat_t *st)
+__device__ __forceinline__ void
+ps_mq_body(const void *in, int dtype, int add_res, float *m, const float *q, float *p,
+           const ps_shape_t &s, terse_cu_stat_t *st, uint32_t bx, double *shd)
 {
-    __shared__ double shd[32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const uint64_t i = (uint64_t)blockIdx.x * PS_WARPS + warp;
+    const uint64_t i = (uint64_t)bx * PS_WARPS + warp;
     const uint32_t len = (i < s.rows) ? ps_row_len(s, i) : 0;
     float acc[RM];
     double tot = 0.0;
@@ -265,16 +275,30 @@ ps_mq(const void *in, int dtype, int add_res, float *m, const float *q, float *p
     }
 }
 
-/* After compress: a non-finite M (or an infinite ||M||^2) sends NaN and zeroes the residual. */
-__global__ void
-ps_fix_compress(ps_dev_t *dev, float *p, uint64_t plen, float *res, uint64_t count,
-                terse_cu_stat_t *st)
+template <int RM, int VEC>
+__global__ void __launch_bounds__(PS_WARPS * 32)
+ps_mq(const void *in, int dtype, int add_res, float *m, const float *q, float *p, ps_shape_t s,
+      terse_cu_stat_t *st)
+{
+    __shared__ double shd[32];
+
+    ps_mq_body<RM, VEC>(in, dtype, add_res, m, q, p, s, st, blockIdx.x, shd);
+}
+
+/* After compress: a non-finite M (or an infinite ||M||^2) sends NaN and zeroes the residual;
+ * the last block records the step's M (m, the residual when res is not NULL) for stage 1.
+ * Block bx of gx (PS_FIXC_GRID). */
+#define PS_FIXC_GRID 64
+
+__device__ __forceinline__ void
+ps_fix_compress_body(ps_dev_t *dev, float *p, uint64_t plen, float *res, float *m,
+                     uint64_t count, terse_cu_stat_t *st, uint32_t bx, uint32_t gx)
 {
     const uint32_t call = *(volatile uint32_t *)&st->call;
     const double tot    = *(volatile double *)&st->sq_acc;
     const int bad       = (call & TERSE_CMP_NONFINITE) || !(tot - tot == 0.0);
-    const uint64_t t0 = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const uint64_t step = (uint64_t)gridDim.x * blockDim.x;
+    const uint64_t t0 = (uint64_t)bx * blockDim.x + threadIdx.x;
+    const uint64_t step = (uint64_t)gx * blockDim.x;
     uint64_t i;
 
     if (bad) {
@@ -286,14 +310,23 @@ ps_fix_compress(ps_dev_t *dev, float *p, uint64_t plen, float *res, uint64_t cou
         }
     }
     __syncthreads();
-    if ((threadIdx.x == 0) && terse_cu_last_block(&st->done, gridDim.x)) {
+    if ((threadIdx.x == 0) && terse_cu_last_block(&st->done, gx)) {
         dev->bad      = (uint32_t)bad;
         dev->basis_ok = 0;
+        dev->m        = m;
+        dev->m_is_res = (res != NULL);
         if (bad) {
             st->call |= TERSE_CMP_NONFINITE;
         }
         terse_cu_stat_commit(st, 1);
     }
+}
+
+__global__ void
+ps_fix_compress(ps_dev_t *dev, float *p, uint64_t plen, float *res, float *m, uint64_t count,
+                terse_cu_stat_t *st)
+{
+    ps_fix_compress_body(dev, p, plen, res, m, count, st, blockIdx.x, gridDim.x);
 }
 
 /* ---------------------------------------------------------------- orthonormalisation */
@@ -747,16 +780,16 @@ ps_orth_batch(const ps_orth_job_t *jobs)
 
 /* ---------------------------------------------------------------- Q = M^T P^ */
 /* A thread owns V columns from j and sums its chunk's rows in order, so a column's partial does
- * not depend on V. V = 4: whole aligned groups (cols and count multiples of 4), one 16-byte
- * load per row. */
+ * not depend on V nor on the block size. V = 4: whole groups (cols and count multiples of 4),
+ * one 16-byte load per row when ld4 (m aligned), four scalar loads otherwise (the same sums).
+ * Block (bx, by): column tile bx, row chunk by; sp: RM * PS_TI floats of shared memory. */
 template <int RM, int V>
-__global__ void __launch_bounds__(256)
-ps_mtp(const float *m, const float *pb, float *partial, ps_shape_t s, uint64_t chunk_rows,
-       const ps_dev_t *dev)
+__device__ __forceinline__ void
+ps_mtp_body(const float *m, int ld4, const float *pb, float *partial, const ps_shape_t &s,
+            uint64_t chunk_rows, const ps_dev_t *dev, uint32_t bx, uint32_t by, float *sp)
 {
-    __shared__ float sp[RM * PS_TI];
-    const uint64_t j  = ((uint64_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
-    const uint64_t i0 = (uint64_t)blockIdx.y * chunk_rows;
+    const uint64_t j  = ((uint64_t)bx * blockDim.x + threadIdx.x) * V;
+    const uint64_t i0 = (uint64_t)by * chunk_rows;
     const uint64_t i1 = (i0 + chunk_rows < s.rows) ? i0 + chunk_rows : s.rows;
     float acc[RM][V];
 
@@ -783,13 +816,18 @@ ps_mtp(const float *m, const float *pb, float *partial, ps_shape_t s, uint64_t c
             const uint64_t e = (ib + ii) * s.cols + j;
             const int ok     = (j < s.cols) && (e < s.count);
             float x[4]       = {0.0f, 0.0f, 0.0f, 0.0f}; /* the first V are used */
-            if (V == 4) {
+            if ((V == 4) && ld4) {
                 if (ok) {
                     float4 t = *(const float4 *)(m + e);
                     x[0]     = t.x;
                     x[1]     = t.y;
                     x[2]     = t.z;
                     x[3]     = t.w;
+                }
+            } else if ((V == 4) && ok) {
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    x[u] = m[e + u];
                 }
             } else if (ok) {
                 x[0] = m[e];
@@ -810,7 +848,7 @@ ps_mtp(const float *m, const float *pb, float *partial, ps_shape_t s, uint64_t c
 #pragma unroll
         for (int k = 0; k < RM; ++k) {
             if (k < s.r) {
-                float *pp = partial + ((uint64_t)blockIdx.y * s.r + k) * s.cols + j;
+                float *pp = partial + ((uint64_t)by * s.r + k) * s.cols + j;
 #pragma unroll
                 for (int u = 0; u < V; ++u) {
                     pp[u] = acc[k][u];
@@ -820,11 +858,22 @@ ps_mtp(const float *m, const float *pb, float *partial, ps_shape_t s, uint64_t c
     }
 }
 
-__global__ void
-ps_mtp_sum(const float *partial, float *q, ps_shape_t s, uint64_t nchunk, const ps_dev_t *dev)
+template <int RM, int V>
+__global__ void __launch_bounds__(256)
+ps_mtp(const float *m, const float *pb, float *partial, ps_shape_t s, uint64_t chunk_rows,
+       const ps_dev_t *dev)
 {
-    const uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const int bad    = (int)dev->bad;
+    __shared__ float sp[RM * PS_TI];
+
+    ps_mtp_body<RM, V>(m, 1, pb, partial, s, chunk_rows, dev, blockIdx.x, blockIdx.y, sp);
+}
+
+/* Q[t] (t = k cols + j) = the chunks' partials added in chunk order. */
+__device__ __forceinline__ void
+ps_mtp_sum_body(const float *partial, float *q, const ps_shape_t &s, uint64_t nchunk,
+                const ps_dev_t *dev, uint64_t t)
+{
+    const int bad = (int)dev->bad;
 
     if (t < (uint64_t)s.r * s.cols) {
         float v = 0.0f;
@@ -840,6 +889,12 @@ ps_mtp_sum(const float *partial, float *q, ps_shape_t s, uint64_t nchunk, const 
         }
         q[t] = v;
     }
+}
+
+__global__ void
+ps_mtp_sum(const float *partial, float *q, ps_shape_t s, uint64_t nchunk, const ps_dev_t *dev)
+{
+    ps_mtp_sum_body(partial, q, s, nchunk, dev, (uint64_t)blockIdx.x * blockDim.x + threadIdx.x);
 }
 
 /* One group of ps_sub: x[u] = x[u] - p_k Q[j + u][k] in k order, then the squared error of
@@ -872,13 +927,12 @@ ps_sub_group(float *x, int nv, const float *pk, const float *q, const ps_shape_t
  * groups as in ps_mq. Per element x = M, then x = x - p_k q_k for k = 0, 1, ... (the CPU's
  * order); only the squared error's per-lane order follows the groups. */
 template <int RM, int VEC>
-__global__ void __launch_bounds__(PS_WARPS * 32)
-ps_sub(float *m, int m_is_res, const float *pb, const float *q, ps_shape_t s,
-       const ps_dev_t *dev, terse_cu_stat_t *st)
+__device__ __forceinline__ void
+ps_sub_body(float *m, int m_is_res, const float *pb, const float *q, const ps_shape_t &s,
+            const ps_dev_t *dev, terse_cu_stat_t *st, uint32_t bx, double *shd)
 {
-    __shared__ double shd[32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const uint64_t i = (uint64_t)blockIdx.x * PS_WARPS + warp;
+    const uint64_t i = (uint64_t)bx * PS_WARPS + warp;
     const uint32_t len = (i < s.rows) ? ps_row_len(s, i) : 0;
     const int bad = (int)dev->bad;
     float pk[RM];
@@ -942,14 +996,30 @@ ps_sub(float *m, int m_is_res, const float *pb, const float *q, ps_shape_t s,
     }
 }
 
-__global__ void
-ps_fix_stage(ps_dev_t *dev, terse_cu_stat_t *st)
+template <int RM, int VEC>
+__global__ void __launch_bounds__(PS_WARPS * 32)
+ps_sub(float *m, int m_is_res, const float *pb, const float *q, ps_shape_t s,
+       const ps_dev_t *dev, terse_cu_stat_t *st)
+{
+    __shared__ double shd[32];
+
+    ps_sub_body<RM, VEC>(m, m_is_res, pb, q, s, dev, st, blockIdx.x, shd);
+}
+
+__device__ __forceinline__ void
+ps_fix_stage_body(ps_dev_t *dev, terse_cu_stat_t *st)
 {
     if (dev->bad) {
         st->call |= TERSE_CMP_NONFINITE;
         dev->basis_ok = 0;
     }
     terse_cu_stat_commit(st, 1);
+}
+
+__global__ void
+ps_fix_stage(ps_dev_t *dev, terse_cu_stat_t *st)
+{
+    ps_fix_stage_body(dev, st);
 }
 
 /* ---------------------------------------------------------------- decompress */
@@ -966,12 +1036,14 @@ ps_init_q(float *q, uint64_t n, terse_rng_t rng)
  * summed Q is staged in ps_dyn (r * cols floats) by the finiteness pass, and the norms and
  * the scaling read it there. The r column norms are one vector reduction (ps_block_vsum); a
  * column of norm 0 leaves that column of Q as it is. */
+#define PS_KEEP_RED(_rm) ((PS_OB_KEEP(_rm) / 32) * (_rm)) /* doubles of red */
+
 template <int RM, int SH>
-__global__ void __launch_bounds__(PS_OB_KEEP(RM))
-ps_keep(const float *qs, float *q, ps_shape_t s, terse_rng_t rng, ps_dev_t *dev)
+__device__ __forceinline__ void
+ps_keep_body(const float *qs, float *q, const ps_shape_t &s, const terse_rng_t &rng,
+             ps_dev_t *dev, double *red)
 {
     constexpr int B = PS_OB_KEEP(RM);
-    __shared__ double red[(B / 32) * RM];
     const uint64_t n = (uint64_t)s.r * s.cols;
     const float *f   = SH ? ps_dyn : qs;
     int bad          = !dev->basis_ok;
@@ -1022,18 +1094,28 @@ ps_keep(const float *qs, float *q, ps_shape_t s, terse_rng_t rng, ps_dev_t *dev)
     }
 }
 
+template <int RM, int SH>
+__global__ void __launch_bounds__(PS_OB_KEEP(RM))
+ps_keep(const float *qs, float *q, ps_shape_t s, terse_rng_t rng, ps_dev_t *dev)
+{
+    __shared__ double red[PS_KEEP_RED(RM)];
+
+    ps_keep_body<RM, SH>(qs, q, s, rng, dev, red);
+}
+
 /* out = scale * P^ Q^T. Block (PS_WX, PS_WY): thread x owns the 4 columns j .. j + 3 of its
  * column tile and keeps their Q in registers; thread y walks the rows y, y + PS_WY * gridDim.y,
  * ... of its row block. A warp writes 512 contiguous bytes of a row (VEC: one 16-byte store
  * per lane, 8 bytes for fp16 / bf16). Per element the formula of the CPU: sum_k P^[i][k] Q[j][k]
  * in k order, times scale. */
 template <int RM, int VEC>
-__global__ void __launch_bounds__(PS_WX * PS_WY)
-ps_write(const float *pb, const float *qs, float scale, void *out, int dtype, ps_shape_t s,
-         const ps_dev_t *dev, terse_cu_stat_t *st)
+__device__ __forceinline__ void
+ps_write_body(const float *pb, const float *qs, float scale, void *out, int dtype,
+              const ps_shape_t &s, const ps_dev_t *dev, terse_cu_stat_t *st, uint32_t bx,
+              uint32_t by, uint32_t gx, uint32_t gy)
 {
     const int bad = (int)dev->dec_bad;
-    const uint64_t j = ((uint64_t)blockIdx.x * PS_WX + threadIdx.x) * 4;
+    const uint64_t j = ((uint64_t)bx * PS_WX + threadIdx.x) * 4;
     float qv[RM][4];
 
 #pragma unroll
@@ -1047,8 +1129,8 @@ ps_write(const float *pb, const float *qs, float scale, void *out, int dtype, ps
             }
         }
     }
-    for (uint64_t i = (uint64_t)blockIdx.y * PS_WY + threadIdx.y; (j < s.cols) && (i < s.rows);
-         i += (uint64_t)gridDim.y * PS_WY) {
+    for (uint64_t i = (uint64_t)by * PS_WY + threadIdx.y; (j < s.cols) && (i < s.rows);
+         i += (uint64_t)gy * PS_WY) {
         const uint32_t len = ps_row_len(s, i);
         const uint64_t e   = i * s.cols + j;
         float v[4];
@@ -1089,12 +1171,212 @@ ps_write(const float *pb, const float *qs, float scale, void *out, int dtype, ps
         }
     }
     __syncthreads();
-    if ((threadIdx.x == 0) && (threadIdx.y == 0) &&
-        terse_cu_last_block(&st->done, gridDim.x * gridDim.y)) {
+    if ((threadIdx.x == 0) && (threadIdx.y == 0) && terse_cu_last_block(&st->done, gx * gy)) {
         if (bad) {
             st->call |= TERSE_CMP_NONFINITE;
         }
         terse_cu_stat_commit(st, 0);
+    }
+}
+
+template <int RM, int VEC>
+__global__ void __launch_bounds__(PS_WX * PS_WY)
+ps_write(const float *pb, const float *qs, float scale, void *out, int dtype, ps_shape_t s,
+         const ps_dev_t *dev, terse_cu_stat_t *st)
+{
+    ps_write_body<RM, VEC>(pb, qs, scale, out, dtype, s, dev, st, blockIdx.x, blockIdx.y,
+                           gridDim.x, gridDim.y);
+}
+
+/* ---------------------------------------------------------------- batched passes */
+/* One layer of a batch (DESIGN.md section 8 rule 10): the arguments its one-layer launches
+ * get, and its share of each flattened grid. A batch holds its layers sorted by rank class
+ * (the bound RM 4, 8, 16, 32 of PS_BY_RANK), each class a contiguous run launched once per
+ * pass with its RM; a block finds its layer by binary search over the class's block starts
+ * and runs the one-layer body with its local block index and grid, so every layer gets the
+ * bits of its own launches. The vector paths are decided per layer in the kernel from the
+ * pointers of the run (the caller's buffers move), as ps_vec decides them on the host. */
+typedef struct ps_bl {
+    ps_shape_t       s;
+    const void      *in;      /* compress: gradient (of dtype), or an offset (PUSER_IN) */
+    float           *res;     /* compress: residual or NULL */
+    float           *m;       /* compress: M (res, or the instance's scratch) */
+    float           *p;       /* compress: P_i */
+    float           *qout;    /* stage 1: Q_i */
+    const float     *qsum;    /* decompress: summed Q */
+    void            *out;     /* decompress: output (of dtype), or an offset (PUSER_OUT) */
+    float           *q, *basis, *partial;
+    ps_dev_t        *dev;
+    terse_cu_stat_t *st;
+    terse_rng_t      rng;     /* Q's seeded start (ps_q_rng) */
+    uint64_t         chunk_rows, nchunk;
+    float            scale;
+    int              dtype;
+    uint32_t         user;    /* TERSE_CU_PUSER_* */
+    uint32_t         svec;    /* ps_vec's shape half: cols, count multiples of 4, q aligned */
+    uint32_t         v4;      /* ps_mtp: 4 columns a thread (the 16-byte loads: m aligned) */
+    uint32_t         keep_sh; /* ps_keep stages the summed Q in ps_dyn */
+    uint32_t         tiles;   /* ps_mtp's column tiles */
+    uint32_t         gx, gy;  /* ps_write's grid */
+} ps_bl_t;
+
+/* Block size of ps_mtp_batch<RM>: ps_mtp's for its vector path (4 columns a thread up to rank
+ * 8); a column's partial does not depend on it. */
+#define PS_MTP_BS(_rm) (((_rm) <= 8) ? 128 : 256)
+
+__device__ __forceinline__ int
+ps_aligned(const void *a, uint32_t bytes)
+{
+    return ((uintptr_t)a % bytes) == 0;
+}
+
+/* The layer (of nl, block starts `start`, increasing from 0) of flattened block b, and b's
+ * index in that layer's own grid. */
+__device__ __forceinline__ uint32_t
+ps_find(const uint32_t *start, uint32_t nl, uint32_t b, uint32_t *local_p)
+{
+    uint32_t lo = 0, hi = nl;
+
+    while (hi - lo > 1) {
+        const uint32_t mid = (lo + hi) / 2;
+        if (start[mid] <= b) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    *local_p = b - start[lo];
+    return lo;
+}
+
+__device__ __forceinline__ uint32_t
+ps_vec_bytes(int dtype)
+{
+    return (dtype == TERSE_FLOAT32) ? 16u : 8u;
+}
+
+template <int RM>
+__global__ void __launch_bounds__(PS_WARPS * 32)
+ps_mq_batch(const ps_bl_t *bl, const uint32_t *start, uint32_t nl, const uint8_t *user)
+{
+    __shared__ double shd[32];
+    uint32_t bx;
+    const ps_bl_t &L   = bl[ps_find(start, nl, blockIdx.x, &bx)];
+    const ps_shape_t s = L.s;
+    const int dtype    = L.dtype;
+    const void *in = (L.user & TERSE_CU_PUSER_IN) ? (const void *)(user + (uintptr_t)L.in) : L.in;
+    float *m = L.m;
+
+    if (L.svec && ps_aligned(in, ps_vec_bytes(dtype)) && ps_aligned(m, 16)) {
+        ps_mq_body<RM, 1>(in, dtype, L.res != NULL, m, L.q, L.p, s, L.st, bx, shd);
+    } else {
+        ps_mq_body<RM, 0>(in, dtype, L.res != NULL, m, L.q, L.p, s, L.st, bx, shd);
+    }
+}
+
+/* PS_FIXC_GRID blocks a layer, every layer of the batch. */
+__global__ void
+ps_fix_compress_batch(const ps_bl_t *bl)
+{
+    const ps_bl_t &L = bl[blockIdx.x / PS_FIXC_GRID];
+
+    ps_fix_compress_body(L.dev, L.p, (uint64_t)L.s.r * L.s.rows, L.res, L.m, L.s.count, L.st,
+                         blockIdx.x % PS_FIXC_GRID, PS_FIXC_GRID);
+}
+
+/* M is the one the layer's compress recorded (dev->m): compress may have been the one-layer
+ * launcher, with any residual. */
+template <int RM>
+__global__ void __launch_bounds__(PS_MTP_BS(RM))
+ps_mtp_batch(const ps_bl_t *bl, const uint32_t *start, uint32_t nl)
+{
+    __shared__ float sp[RM * PS_TI];
+    uint32_t b;
+    const ps_bl_t &L   = bl[ps_find(start, nl, blockIdx.x, &b)];
+    const ps_shape_t s = L.s;
+    const uint32_t bx = b % L.tiles, by = b / L.tiles;
+    const float *m = L.dev->m;
+
+    if ((RM <= 8) && L.v4) {
+        ps_mtp_body<RM, 4>(m, ps_aligned(m, 16), L.basis, L.partial, s, L.chunk_rows, L.dev,
+                           bx, by, sp);
+    } else {
+        ps_mtp_body<RM, 1>(m, 1, L.basis, L.partial, s, L.chunk_rows, L.dev, bx, by, sp);
+    }
+}
+
+__global__ void __launch_bounds__(256)
+ps_mtp_sum_batch(const ps_bl_t *bl, const uint32_t *start, uint32_t nl)
+{
+    uint32_t b;
+    const ps_bl_t &L   = bl[ps_find(start, nl, blockIdx.x, &b)];
+    const ps_shape_t s = L.s;
+
+    ps_mtp_sum_body(L.partial, L.qout, s, L.nchunk, L.dev, (uint64_t)b * blockDim.x + threadIdx.x);
+}
+
+template <int RM>
+__global__ void __launch_bounds__(PS_WARPS * 32)
+ps_sub_batch(const ps_bl_t *bl, const uint32_t *start, uint32_t nl)
+{
+    __shared__ double shd[32];
+    uint32_t bx;
+    const ps_bl_t &L   = bl[ps_find(start, nl, blockIdx.x, &bx)];
+    const ps_shape_t s = L.s;
+    float *m           = L.dev->m;
+    const int m_is_res = (int)L.dev->m_is_res;
+
+    if (L.svec && ps_aligned(m, 16) && ps_aligned(L.qout, 16)) {
+        ps_sub_body<RM, 1>(m, m_is_res, L.basis, L.qout, s, L.dev, L.st, bx, shd);
+    } else {
+        ps_sub_body<RM, 0>(m, m_is_res, L.basis, L.qout, s, L.dev, L.st, bx, shd);
+    }
+}
+
+__global__ void
+ps_fix_stage_batch(const ps_bl_t *bl, uint32_t n)
+{
+    const uint32_t t = blockIdx.x * blockDim.x + threadIdx.x;
+
+    if (t < n) {
+        ps_fix_stage_body(bl[t].dev, bl[t].st);
+    }
+}
+
+/* Block b: layer b's ps_keep (RM as in ps_orth_batch: only the block size matters). */
+template <int RM>
+__global__ void __launch_bounds__(PS_OB_KEEP(RM))
+ps_keep_batch(const ps_bl_t *bl)
+{
+    __shared__ double red[PS_KEEP_RED(RM)];
+    const ps_bl_t &L      = bl[blockIdx.x];
+    const ps_shape_t s    = L.s;
+    const terse_rng_t rng = L.rng;
+
+    if (L.keep_sh) {
+        ps_keep_body<RM, 1>(L.qsum, L.q, s, rng, L.dev, red);
+    } else {
+        ps_keep_body<RM, 0>(L.qsum, L.q, s, rng, L.dev, red);
+    }
+}
+
+template <int RM>
+__global__ void __launch_bounds__(PS_WX * PS_WY)
+ps_write_batch(const ps_bl_t *bl, const uint32_t *start, uint32_t nl, uint8_t *user)
+{
+    uint32_t b;
+    const ps_bl_t &L   = bl[ps_find(start, nl, blockIdx.x, &b)];
+    const ps_shape_t s = L.s;
+    const int dtype    = L.dtype;
+    const uint32_t gx = L.gx, gy = L.gy;
+    void *out = (L.user & TERSE_CU_PUSER_OUT) ? (void *)(user + (uintptr_t)L.out) : L.out;
+
+    if (L.svec && ps_aligned(out, ps_vec_bytes(dtype)) && ps_aligned(L.qsum, 16)) {
+        ps_write_body<RM, 1>(L.basis, L.qsum, L.scale, out, dtype, s, L.dev, L.st, b % gx,
+                             b / gx, gx, gy);
+    } else {
+        ps_write_body<RM, 0>(L.basis, L.qsum, L.scale, out, dtype, s, L.dev, L.st, b % gx,
+                             b / gx, gx, gy);
     }
 }
 
@@ -1139,14 +1421,29 @@ ps_esize(terse_dtype_t dtype)
     return (dtype == TERSE_FLOAT32) ? 4 : 2;
 }
 
-/* Sets the dynamic shared memory limit of the RM instances of ps_orth<RM, 1>, ps_orth_batch<RM>
- * and ps_keep<RM, 1>; 0 on failure. */
+/* ps_write's grid: column tiles x row blocks, about PS_WGRID blocks in all. */
+static void
+ps_write_grid(const ps_cuda_t *c, unsigned *gx_p, unsigned *gy_p)
+{
+    unsigned gx, gy;
+
+    gx    = terse_cu_blocks(TERSE_DIV_UP(c->cols, 4), PS_WX);
+    gy    = terse_cu_blocks(c->rows, PS_WY);
+    gy    = TERSE_MIN(gy, TERSE_MAX(1u, PS_WGRID / gx));
+    *gx_p = gx;
+    *gy_p = TERSE_MIN(gy, 65535u);
+}
+
+/* Sets the dynamic shared memory limit of the RM instances of ps_orth<RM, 1>, ps_orth_batch<RM>,
+ * ps_keep<RM, 1> and ps_keep_batch<RM>; 0 on failure. */
 #define PS_SET_SH(_rm, _lim)                                                                   \
     ((cudaFuncSetAttribute(ps_orth<_rm, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,       \
                            (int)(_lim)) == cudaSuccess) &&                                     \
      (cudaFuncSetAttribute(ps_orth_batch<_rm>, cudaFuncAttributeMaxDynamicSharedMemorySize,    \
                            (int)(_lim)) == cudaSuccess) &&                                     \
      (cudaFuncSetAttribute(ps_keep<_rm, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,       \
+                           (int)(_lim)) == cudaSuccess) &&                                     \
+     (cudaFuncSetAttribute(ps_keep_batch<_rm>, cudaFuncAttributeMaxDynamicSharedMemorySize,    \
                            (int)(_lim)) == cudaSuccess))
 
 /* The dynamic shared memory the one-block kernels may ask for on the current device: the
@@ -1310,8 +1607,8 @@ terse__cmp_psgd_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
     PS_BY_RANK(c->rank, PS_MQ);
 #undef PS_MQ
     TERSE_CUDA_LAUNCHED("powersgd mq");
-    ps_fix_compress<<<64, 256, 0, s>>>(c->dev, (float *)out, c->rank * c->rows, residual, n,
-                                       c->stat);
+    ps_fix_compress<<<PS_FIXC_GRID, 256, 0, s>>>(c->dev, (float *)out, c->rank * c->rows,
+                                                 residual, m, n, c->stat);
     TERSE_CUDA_LAUNCHED("powersgd fixup");
     c->next = 1;
     if (flags_p != NULL) {
@@ -1343,7 +1640,8 @@ ps_orth_sh_fits(const ps_cuda_t *c, size_t *bytes_p)
 }
 
 /* Stage 1 after P^ (ps_orth, launched by the caller): Q_i = M^T P^ into out, the residual,
- * the status commit. Launches only (the caller checks them). */
+ * the status commit. Launches only (the caller checks them). ps_mtp_batch, ps_mtp_sum_batch,
+ * ps_sub_batch and ps_fix_stage_batch are these launches for a batch. */
 static void
 ps_stage_rest(ps_cuda_t *c, void *out, cudaStream_t s)
 {
@@ -1428,31 +1726,54 @@ terse__cmp_psgd_cuda_stage(void *cuda, unsigned stage, const void *summed, size_
     return TERSE_OK;
 }
 
-/* ---------------------------------------------------------------- batched stage 1 */
-/* The layers of a batch fall in two launch groups by ps_orth's block size: ranks up to 8
- * (PS_OB_ORTH 512) and above (256); each group is one ps_orth_batch launch with its largest
- * rank bound (see ps_orth_batch: same bits as each layer's own instance). */
-#define PS_NGROUP 2
+/* ---------------------------------------------------------------- batches */
+/* A batch holds its layers sorted by rank class (ps_cls, stable), each class a contiguous run
+ * of ps_bl_t launched once per pass with its rank bound. The one-block kernels group by block
+ * size instead: ps_orth_batch and ps_keep_batch launch once for the ranks up to 8 (classes 0
+ * and 1, also contiguous) and once above, each with its largest rank bound (see
+ * ps_orth_batch: the same bits as each layer's own instance). */
+#define PS_NGROUP   2
+#define PS_NCLS     4
+#define PS_GRID_MAX 0x7fffffffu /* gridDim.x */
+
+/* The flattened grids: each layer's first block, counted from its class's first layer (the
+ * one launch of ps_mtp_sum_batch: from the batch's first layer). */
+enum { PS_K_ROWS, PS_K_MTP, PS_K_WRITE, PS_K_SUM, PS_NKIND };
 
 typedef struct ps_batch_group {
-    size_t   rank;  /* largest rank of the group (0: empty group) */
-    unsigned first; /* its jobs: jobs[first .. first + count - 1] */
+    size_t   rank;     /* largest rank of the group (0: empty group) */
+    unsigned first;    /* its layers: bl[first .. first + count - 1], and the same jobs */
     unsigned count;
-    size_t   shb;   /* dynamic shared bytes: the largest of its layers that use ps_dyn */
+    size_t   shb;      /* ps_orth's dynamic shared bytes: the largest of its layers in ps_dyn */
+    size_t   keep_shb; /* the same for ps_keep */
 } ps_batch_group_t;
+
+typedef struct ps_batch_cls {
+    unsigned first; /* its layers: bl[first .. first + count - 1] */
+    unsigned count;
+    uint64_t blocks[PS_NKIND]; /* its flattened grids (PS_K_SUM: unused) */
+} ps_batch_cls_t;
 
 typedef struct ps_batch {
     size_t           n;
-    ps_cuda_t      **layers; /* borrowed, in the caller's order */
-    void           **out;    /* the layers' Q outputs, borrowed */
-    ps_orth_job_t   *jobs;   /* device: group 0's jobs, then group 1's */
+    int              full;   /* made by batch_create_full: compress and decompress too */
+    uint32_t         user;   /* the OR of the layers' TERSE_CU_PUSER_* */
+    ps_cuda_t      **layers; /* borrowed, sorted as bl */
+    size_t          *orig;   /* each sorted layer's index in the caller's order (messages) */
+    ps_bl_t         *host;   /* the layers' records, sorted */
+    ps_bl_t         *bl;     /* device copy of host */
+    uint32_t        *start;  /* device: PS_NKIND rows of n first blocks */
+    ps_orth_job_t   *jobs;   /* device: the orth jobs, sorted as bl */
+    uint64_t         sum_blocks;
     ps_batch_group_t grp[PS_NGROUP];
+    ps_batch_cls_t   cls[PS_NCLS];
 } ps_batch_t;
 
+/* The rank class: PS_BY_RANK's choice of rank bound, 4 << class. */
 static int
-ps_batch_group_of(size_t rank)
+ps_cls(size_t rank)
 {
-    return (PS_OB_ORTH(rank) == PS_OB_ORTH(8)) ? 0 : 1;
+    return (rank <= 4) ? 0 : ((rank <= 8) ? 1 : ((rank <= 16) ? 2 : 3));
 }
 
 /* Whether [a, a + na) and [b, b + nb) share a byte. */
@@ -1503,66 +1824,52 @@ ps_batch_check(void *const *cudas, const void *const *summed, const size_t *summ
     return TERSE_OK;
 }
 
-extern "C" terse_status_t
-terse__cmp_psgd_cuda_batch_create(void *const *cudas, const void *const *summed,
-                                  const size_t *summed_bytes, void *const *out,
-                                  const size_t *out_bytes, size_t n, void **batch_p)
+/* ps_batch_check for a full batch: each layer as the one-layer launchers check it, plus a
+ * plain output of an earlier layer over a later layer's summed Q. */
+static terse_status_t
+ps_batch_check_full(const terse_cu_player_t *ly, size_t n)
 {
-    ps_batch_t *b;
-    ps_orth_job_t *jobs;
-    size_t i;
-    unsigned next[PS_NGROUP];
-    terse_status_t status;
-    int g;
+    const uint32_t flags = TERSE_CU_PUSER_IN | TERSE_CU_PUSER_OUT;
+    size_t i, j;
 
-    TERSE_CHECK(ps_batch_check(cudas, summed, summed_bytes, out, out_bytes, n));
-    b = (ps_batch_t *)calloc(1, sizeof(*b));
-    jobs = (ps_orth_job_t *)calloc(n, sizeof(*jobs));
-    if ((b == NULL) || (jobs == NULL) ||
-        ((b->layers = (ps_cuda_t **)calloc(n, sizeof(*b->layers))) == NULL) ||
-        ((b->out = (void **)calloc(n, sizeof(*b->out))) == NULL)) {
-        terse_error(TERSE_LOG_CMP, "failed to allocate a powersgd cuda batch of %zu layers", n);
-        status = TERSE_ERR_NOMEM;
-        goto err_free;
-    }
-    b->n = n;
-    for (i = 0; i < n; ++i) {
-        const ps_cuda_t *c = (const ps_cuda_t *)cudas[i];
-        ps_batch_group_t *gr = &b->grp[ps_batch_group_of(c->rank)];
-        b->layers[i] = (ps_cuda_t *)cudas[i];
-        b->out[i]    = out[i];
-        gr->rank     = TERSE_MAX(gr->rank, c->rank);
-        gr->count   += 1;
-    }
-    b->grp[1].first = b->grp[0].count;
-    for (g = 0; g < PS_NGROUP; ++g) {
-        next[g] = b->grp[g].first;
+    if ((ly == NULL) || (n == 0) || (n > UINT32_MAX)) {
+        terse_error(TERSE_LOG_CMP, "powersgd cuda: bad batch arguments (%zu layers)", n);
+        return TERSE_ERR_INVALID;
     }
     for (i = 0; i < n; ++i) {
-        const ps_cuda_t *c   = b->layers[i];
-        ps_batch_group_t *gr = &b->grp[ps_batch_group_of(c->rank)];
-        ps_orth_job_t *jb    = &jobs[next[ps_batch_group_of(c->rank)]++];
-        size_t shb;
-        jb->summed = (const float *)summed[i];
-        jb->basis  = c->basis;
-        jb->dev    = c->dev;
-        jb->len    = c->rows;
-        jb->r      = (int)c->rank;
-        jb->sh     = ps_orth_sh_fits(c, &shb);
-        if (jb->sh) {
-            gr->shb = TERSE_MAX(gr->shb, shb);
+        const terse_cu_player_t *l = &ly[i];
+        const ps_cuda_t *c         = (const ps_cuda_t *)l->cuda;
+        if ((c == NULL) || (l->n != c->count) || ((unsigned)l->dtype >= TERSE_FLOAT64) ||
+            ((l->user & ~flags) != 0) || ((l->in == NULL) && !(l->user & TERSE_CU_PUSER_IN)) ||
+            ((l->out == NULL) && !(l->user & TERSE_CU_PUSER_OUT)) || (l->p_out == NULL) ||
+            (l->summed_q == NULL) || ((l->residual == NULL) && (c->scratch == NULL)) ||
+            !ps_stage_args_ok(c, l->summed_p, c->rank * c->rows * sizeof(float), l->q_out,
+                              c->rank * c->cols * sizeof(float))) {
+            terse_error(TERSE_LOG_CMP, "powersgd cuda: batch layer %zu: bad arguments (count "
+                                       "%llu, dtype %d, flags %u)",
+                        i, (unsigned long long)l->n, (int)l->dtype, l->user);
+            return TERSE_ERR_INVALID;
+        }
+        for (j = 0; j < i; ++j) {
+            const terse_cu_player_t *e = &ly[j];
+            const ps_cuda_t *d         = (const ps_cuda_t *)e->cuda;
+            if (d == c) {
+                terse_error(TERSE_LOG_CMP, "powersgd cuda: batch layer %zu: the instance of "
+                                           "layer %zu again", i, j);
+                return TERSE_ERR_INVALID;
+            }
+            if (ps_overlap(e->q_out, d->rank * d->cols * sizeof(float), l->summed_p,
+                           c->rank * c->rows * sizeof(float)) ||
+                (!(e->user & TERSE_CU_PUSER_OUT) &&
+                 ps_overlap(e->out, d->count * ps_esize(e->dtype), l->summed_q,
+                            c->rank * c->cols * sizeof(float)))) {
+                terse_error(TERSE_LOG_CMP, "powersgd cuda: batch layer %zu: a summed payload "
+                                           "overlaps an output of layer %zu", i, j);
+                return TERSE_ERR_INVALID;
+            }
         }
     }
-    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&b->jobs, n * sizeof(*jobs)), status, err_free);
-    TERSE_CHECK_GOTO(terse__cuda_memcpy(b->jobs, jobs, n * sizeof(*jobs)), status, err_free);
-    free(jobs);
-    *batch_p = b;
     return TERSE_OK;
-
-err_free:
-    free(jobs);
-    terse__cmp_psgd_cuda_batch_destroy(b);
-    return status;
 }
 
 extern "C" void
@@ -1571,11 +1878,225 @@ terse__cmp_psgd_cuda_batch_destroy(void *batch)
     ps_batch_t *b = (ps_batch_t *)batch;
 
     if (b != NULL) {
+        terse__cuda_free(b->bl);
+        terse__cuda_free(b->start);
         terse__cuda_free(b->jobs);
         free(b->layers);
-        free(b->out);
+        free(b->orig);
+        free(b->host);
         free(b);
     }
+}
+
+/* Layer l at sorted position k: its record, its first blocks (start) and its orth job. */
+static void
+ps_batch_layer(ps_batch_t *b, size_t k, const terse_cu_player_t *l, uint32_t *start,
+               ps_orth_job_t *jb)
+{
+    ps_cuda_t *c         = (ps_cuda_t *)l->cuda;
+    const int cl         = ps_cls(c->rank);
+    ps_batch_cls_t *cs   = &b->cls[cl];
+    ps_batch_group_t *gr = &b->grp[(cl <= 1) ? 0 : 1];
+    ps_bl_t *h           = &b->host[k];
+    const size_t n       = b->n;
+    size_t shb;
+    unsigned gx, gy;
+
+    b->layers[k] = c;
+    b->user |= l->user;
+    h->s          = ps_shape(c);
+    h->in         = l->in;
+    h->res        = l->residual;
+    h->m          = (l->residual != NULL) ? l->residual : c->scratch;
+    h->p          = (float *)l->p_out;
+    h->qout       = (float *)l->q_out;
+    h->qsum       = (const float *)l->summed_q;
+    h->out        = l->out;
+    h->q          = c->q;
+    h->basis      = c->basis;
+    h->partial    = c->partial;
+    h->dev        = c->dev;
+    h->st         = c->stat;
+    h->rng        = ps_q_rng(c);
+    h->chunk_rows = c->chunk_rows;
+    h->nchunk     = c->nchunk;
+    h->scale      = l->scale;
+    h->dtype      = (int)l->dtype;
+    h->user       = l->user;
+    h->svec       = ((c->cols % 4) == 0) && ((c->count % 4) == 0) && (((uintptr_t)c->q % 16) == 0);
+    h->v4         = (c->rank <= 8) && h->svec && (((uintptr_t)c->partial % 16) == 0);
+    h->keep_sh    = (c->rank * c->cols * sizeof(float) <= c->sh_max);
+    h->tiles      = terse_cu_blocks(c->cols, (cl <= 1) ? (size_t)PS_MTP_BS(8) * (h->v4 ? 4 : 1)
+                                                       : (size_t)PS_MTP_BS(32));
+    ps_write_grid(c, &gx, &gy);
+    h->gx = gx;
+    h->gy = gy;
+    /* truncated only when a total passes PS_GRID_MAX, which create then refuses */
+    start[PS_K_ROWS * n + k]  = (uint32_t)cs->blocks[PS_K_ROWS];
+    start[PS_K_MTP * n + k]   = (uint32_t)cs->blocks[PS_K_MTP];
+    start[PS_K_WRITE * n + k] = (uint32_t)cs->blocks[PS_K_WRITE];
+    start[PS_K_SUM * n + k]   = (uint32_t)b->sum_blocks;
+    cs->blocks[PS_K_ROWS] += terse_cu_blocks(c->rows, PS_WARPS);
+    cs->blocks[PS_K_MTP] += (uint64_t)h->tiles * c->nchunk;
+    cs->blocks[PS_K_WRITE] += (uint64_t)gx * gy;
+    b->sum_blocks += terse_cu_blocks(c->rank * c->cols, 256);
+    jb->summed = (const float *)l->summed_p;
+    jb->basis  = c->basis;
+    jb->dev    = c->dev;
+    jb->len    = c->rows;
+    jb->r      = (int)c->rank;
+    jb->sh     = ps_orth_sh_fits(c, &shb);
+    if (jb->sh) {
+        gr->shb = TERSE_MAX(gr->shb, shb);
+    }
+    if (h->keep_sh) {
+        gr->keep_shb = TERSE_MAX(gr->keep_shb, c->rank * c->cols * sizeof(float));
+    }
+    gr->rank = TERSE_MAX(gr->rank, c->rank);
+    gr->count += 1;
+}
+
+/* The batch of ly[0 .. n - 1], checked. */
+static terse_status_t
+ps_batch_build(const terse_cu_player_t *ly, size_t n, int full, void **batch_p)
+{
+    ps_batch_t *b;
+    ps_orth_job_t *jobs = NULL;
+    uint32_t *start = NULL;
+    size_t *order = NULL, i, k;
+    unsigned next[PS_NCLS];
+    uint64_t most = (uint64_t)n * PS_FIXC_GRID;
+    terse_status_t status;
+    int cl, kind;
+
+    b = (ps_batch_t *)calloc(1, sizeof(*b));
+    if ((b == NULL) || ((b->layers = (ps_cuda_t **)calloc(n, sizeof(*b->layers))) == NULL) ||
+        ((b->orig = (size_t *)calloc(n, sizeof(*b->orig))) == NULL) ||
+        ((b->host = (ps_bl_t *)calloc(n, sizeof(*b->host))) == NULL) ||
+        ((jobs = (ps_orth_job_t *)calloc(n, sizeof(*jobs))) == NULL) ||
+        ((start = (uint32_t *)calloc(PS_NKIND * n, sizeof(*start))) == NULL) ||
+        ((order = (size_t *)calloc(n, sizeof(*order))) == NULL)) {
+        terse_error(TERSE_LOG_CMP, "failed to allocate a powersgd cuda batch of %zu layers", n);
+        status = TERSE_ERR_NOMEM;
+        goto err_free;
+    }
+    b->n    = n;
+    b->full = full;
+    /* a stable counting sort by rank class: the classes' runs, then the layers in them */
+    for (i = 0; i < n; ++i) {
+        b->cls[ps_cls(((const ps_cuda_t *)ly[i].cuda)->rank)].count += 1;
+    }
+    for (cl = 0; cl < PS_NCLS; ++cl) {
+        b->cls[cl].first = (cl == 0) ? 0 : b->cls[cl - 1].first + b->cls[cl - 1].count;
+        next[cl]         = b->cls[cl].first;
+    }
+    b->grp[1].first = b->cls[2].first;
+    for (i = 0; i < n; ++i) {
+        order[next[ps_cls(((const ps_cuda_t *)ly[i].cuda)->rank)]++] = i;
+    }
+    for (k = 0; k < n; ++k) {
+        b->orig[k] = order[k];
+        ps_batch_layer(b, k, &ly[order[k]], start, &jobs[k]);
+    }
+    for (cl = 0; cl < PS_NCLS; ++cl) {
+        for (kind = 0; kind < PS_K_SUM; ++kind) {
+            most = TERSE_MAX(most, b->cls[cl].blocks[kind]);
+        }
+    }
+    most = TERSE_MAX(most, b->sum_blocks);
+    if (most > PS_GRID_MAX) {
+        terse_error(TERSE_LOG_CMP, "powersgd cuda: a batch of %zu layers needs a grid of %llu "
+                                   "blocks (at most %u)", n, (unsigned long long)most,
+                    PS_GRID_MAX);
+        status = TERSE_ERR_INVALID;
+        goto err_free;
+    }
+    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&b->bl, n * sizeof(*b->host)), status, err_free);
+    TERSE_CHECK_GOTO(terse__cuda_memcpy(b->bl, b->host, n * sizeof(*b->host)), status, err_free);
+    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&b->start, PS_NKIND * n * sizeof(*start)),
+                     status, err_free);
+    TERSE_CHECK_GOTO(terse__cuda_memcpy(b->start, start, PS_NKIND * n * sizeof(*start)), status,
+                     err_free);
+    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&b->jobs, n * sizeof(*jobs)), status, err_free);
+    TERSE_CHECK_GOTO(terse__cuda_memcpy(b->jobs, jobs, n * sizeof(*jobs)), status, err_free);
+    free(jobs);
+    free(start);
+    free(order);
+    *batch_p = b;
+    return TERSE_OK;
+
+err_free:
+    free(jobs);
+    free(start);
+    free(order);
+    terse__cmp_psgd_cuda_batch_destroy(b);
+    return status;
+}
+
+extern "C" terse_status_t
+terse__cmp_psgd_cuda_batch_create(void *const *cudas, const void *const *summed,
+                                  const size_t *summed_bytes, void *const *out,
+                                  const size_t *out_bytes, size_t n, void **batch_p)
+{
+    terse_cu_player_t *ly;
+    terse_status_t status;
+    size_t i;
+
+    TERSE_CHECK(ps_batch_check(cudas, summed, summed_bytes, out, out_bytes, n));
+    ly = (terse_cu_player_t *)calloc(n, sizeof(*ly));
+    if (ly == NULL) {
+        terse_error(TERSE_LOG_CMP, "failed to allocate a powersgd cuda batch of %zu layers", n);
+        return TERSE_ERR_NOMEM;
+    }
+    for (i = 0; i < n; ++i) {
+        ly[i].cuda     = cudas[i];
+        ly[i].summed_p = summed[i];
+        ly[i].q_out    = out[i];
+    }
+    status = ps_batch_build(ly, n, 0, batch_p);
+    free(ly);
+    return status;
+}
+
+extern "C" terse_status_t
+terse__cmp_psgd_cuda_batch_create_full(const terse_cu_player_t *layers, size_t n, void **batch_p)
+{
+    TERSE_CHECK(ps_batch_check_full(layers, n));
+    return ps_batch_build(layers, n, 1, batch_p);
+}
+
+extern "C" terse_status_t
+terse__cmp_psgd_cuda_batch_compress(void *batch, const void *user_in, terse_stream_t stream)
+{
+    ps_batch_t *b  = (ps_batch_t *)batch;
+    cudaStream_t s = (cudaStream_t)stream;
+    size_t i;
+    int cl;
+
+    if ((b == NULL) || !b->full || ((b->user & TERSE_CU_PUSER_IN) && (user_in == NULL))) {
+        terse_error(TERSE_LOG_CMP, "powersgd cuda: bad batch compress arguments");
+        return TERSE_ERR_INVALID;
+    }
+    for (cl = 0; cl < PS_NCLS; ++cl) {
+        const ps_batch_cls_t *cs = &b->cls[cl];
+        const ps_bl_t *bl        = b->bl + cs->first;
+        const uint32_t *st       = b->start + PS_K_ROWS * b->n + cs->first;
+#define PS_MQ_BATCH(_rm)                                                                       \
+    ps_mq_batch<_rm><<<(unsigned)cs->blocks[PS_K_ROWS], PS_WARPS * 32, 0, s>>>(               \
+        bl, st, cs->count, (const uint8_t *)user_in)
+        if (cs->count > 0) {
+            PS_BY_RANK((size_t)4 << cl, PS_MQ_BATCH);
+        }
+#undef PS_MQ_BATCH
+    }
+    ps_fix_compress_batch<<<(unsigned)(b->n * PS_FIXC_GRID), 256, 0, s>>>(b->bl);
+    TERSE_CUDA_LAUNCHED("powersgd batched compress");
+    for (i = 0; i < b->n; ++i) {
+        b->layers[i]->m        = b->host[i].m;
+        b->layers[i]->m_is_res = (b->host[i].res != NULL);
+        b->layers[i]->next     = 1;
+    }
+    return TERSE_OK;
 }
 
 extern "C" terse_status_t
@@ -1584,7 +2105,7 @@ terse__cmp_psgd_cuda_batch_stage(void *batch, terse_stream_t stream)
     ps_batch_t *b  = (ps_batch_t *)batch;
     cudaStream_t s = (cudaStream_t)stream;
     size_t i;
-    int g;
+    int g, cl;
 
     if (b == NULL) {
         return TERSE_ERR_INVALID;
@@ -1593,7 +2114,7 @@ terse__cmp_psgd_cuda_batch_stage(void *batch, terse_stream_t stream)
     for (i = 0; i < b->n; ++i) {
         if (b->layers[i]->next != 1) {
             terse_error(TERSE_LOG_CMP, "powersgd cuda: batch layer %zu: stage 1 without "
-                                       "compress", i);
+                                       "compress", b->orig[i]);
             return TERSE_ERR_USAGE;
         }
     }
@@ -1610,10 +2131,77 @@ terse__cmp_psgd_cuda_batch_stage(void *batch, terse_stream_t stream)
         }
 #undef PS_ORTH_BATCH
     }
-    for (i = 0; i < b->n; ++i) {
-        ps_stage_rest(b->layers[i], b->out[i], s);
+    for (cl = 0; cl < PS_NCLS; ++cl) {
+        const ps_batch_cls_t *cs = &b->cls[cl];
+        const ps_bl_t *bl        = b->bl + cs->first;
+        const uint32_t *st       = b->start + PS_K_MTP * b->n + cs->first;
+#define PS_MTP_BATCH(_rm)                                                                      \
+    ps_mtp_batch<_rm><<<(unsigned)cs->blocks[PS_K_MTP], PS_MTP_BS(_rm), 0, s>>>(bl, st, cs->count)
+        if (cs->count > 0) {
+            PS_BY_RANK((size_t)4 << cl, PS_MTP_BATCH);
+        }
+#undef PS_MTP_BATCH
     }
+    ps_mtp_sum_batch<<<(unsigned)b->sum_blocks, 256, 0, s>>>(b->bl, b->start + PS_K_SUM * b->n,
+                                                             (uint32_t)b->n);
+    for (cl = 0; cl < PS_NCLS; ++cl) {
+        const ps_batch_cls_t *cs = &b->cls[cl];
+        const ps_bl_t *bl        = b->bl + cs->first;
+        const uint32_t *st       = b->start + PS_K_ROWS * b->n + cs->first;
+#define PS_SUB_BATCH(_rm)                                                                      \
+    ps_sub_batch<_rm><<<(unsigned)cs->blocks[PS_K_ROWS], PS_WARPS * 32, 0, s>>>(bl, st, cs->count)
+        if (cs->count > 0) {
+            PS_BY_RANK((size_t)4 << cl, PS_SUB_BATCH);
+        }
+#undef PS_SUB_BATCH
+    }
+    ps_fix_stage_batch<<<terse_cu_blocks(b->n, 256), 256, 0, s>>>(b->bl, (uint32_t)b->n);
     TERSE_CUDA_LAUNCHED("powersgd batched stage 1");
+    return TERSE_OK;
+}
+
+extern "C" terse_status_t
+terse__cmp_psgd_cuda_batch_decompress(void *batch, void *user_out, terse_stream_t stream)
+{
+    ps_batch_t *b  = (ps_batch_t *)batch;
+    cudaStream_t s = (cudaStream_t)stream;
+    size_t i;
+    int g, cl;
+
+    if ((b == NULL) || !b->full || ((b->user & TERSE_CU_PUSER_OUT) && (user_out == NULL))) {
+        terse_error(TERSE_LOG_CMP, "powersgd cuda: bad batch decompress arguments");
+        return TERSE_ERR_INVALID;
+    }
+    for (i = 0; i < b->n; ++i) {
+        if (b->layers[i]->next != 2) {
+            terse_error(TERSE_LOG_CMP, "powersgd cuda: batch layer %zu: decompress out of "
+                                       "order", b->orig[i]);
+            return TERSE_ERR_USAGE;
+        }
+    }
+    for (g = 0; g < PS_NGROUP; ++g) {
+        const ps_batch_group_t *gr = &b->grp[g];
+        const ps_bl_t *bl          = b->bl + gr->first;
+#define PS_KEEP_BATCH(_rm)                                                                     \
+    ps_keep_batch<_rm><<<gr->count, PS_OB_KEEP(_rm), gr->keep_shb, s>>>(bl)
+        if (gr->count > 0) {
+            PS_BY_RANK(gr->rank, PS_KEEP_BATCH);
+        }
+#undef PS_KEEP_BATCH
+    }
+    for (cl = 0; cl < PS_NCLS; ++cl) {
+        const ps_batch_cls_t *cs = &b->cls[cl];
+        const ps_bl_t *bl        = b->bl + cs->first;
+        const uint32_t *st       = b->start + PS_K_WRITE * b->n + cs->first;
+#define PS_WRITE_BATCH(_rm)                                                                    \
+    ps_write_batch<_rm><<<(unsigned)cs->blocks[PS_K_WRITE], dim3(PS_WX, PS_WY), 0, s>>>(       \
+        bl, st, cs->count, (uint8_t *)user_out)
+        if (cs->count > 0) {
+            PS_BY_RANK((size_t)4 << cl, PS_WRITE_BATCH);
+        }
+#undef PS_WRITE_BATCH
+    }
+    TERSE_CUDA_LAUNCHED("powersgd batched decompress");
     return TERSE_OK;
 }
 
@@ -1650,10 +2238,7 @@ terse__cmp_psgd_cuda_decompress(void *cuda, const void *in, size_t in_bytes, flo
     } while (0)
     PS_BY_RANK(c->rank, PS_KEEP);
 #undef PS_KEEP
-    gx  = terse_cu_blocks(TERSE_DIV_UP(c->cols, 4), PS_WX);
-    gy  = terse_cu_blocks(c->rows, PS_WY);
-    gy  = TERSE_MIN(gy, TERSE_MAX(1u, PS_WGRID / gx));
-    gy  = TERSE_MIN(gy, 65535u);
+    ps_write_grid(c, &gx, &gy);
     vec = ps_vec(c, out, 4 * ps_esize(dtype), in, 16);
 #define PS_WRITE(_rm)                                                                          \
     do {                                                                                       \
