@@ -4,11 +4,15 @@
  * float rounding of a 1000-long dot is ~1e-6; the rest is margin for Gram-Schmidt), and
  * exactly where no rounding happens (zero input: unit-vector basis). Also: flat reshape with a
  * padded last row, ranks 1..32, non-finite input (NaN travels, residual and Q reset).
- * Suite powersgd_cuda_batch: the batched stage 1 against the per-layer one, bit for bit. */
+ * Suite powersgd_cuda_batch: the batched stage 1 against the per-layer one, and the full batch
+ * (compress, stage 1, decompress) against the per-layer calls, bit for bit; the full batch's
+ * launches per pass against the count of layers. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cuda_runtime.h>
 
 #include "terse_test.h"
 #include "terse_test_cuda.h"
@@ -447,6 +451,533 @@ test_psgd_batch_reject(void)
     }
 }
 
+/* ---------------------------------------------------------------- full batch */
+/* A layer of the full batch: pc_fill's kind (in sp), no residual (the instance's scratch), a
+ * residual 4 bytes past 16-byte alignment (the scalar paths of ps_mq and ps_sub, ps_mtp's
+ * 4-column scalar loads), the decompress scale, and plain in / out pointers instead of offsets
+ * from the run's bases. */
+typedef struct pf_layer {
+    pb_layer_t sp;
+    int        scratch, misalign;
+    float      scale;
+    int        plain;
+} pf_layer_t;
+
+/* Copy 0 runs through the full batch, copy 1 through the per-layer calls. The inputs and
+ * outputs of the non-plain layers sit at in_off / out_off in arenas: two input arenas with
+ * different gradients (A at a 256-byte boundary, B 4 bytes past one: the vector paths off),
+ * and per copy two output arenas placed alike. */
+typedef struct pf_pair {
+    pf_layer_t sp;
+    size_t     R, C, pb, qb, esz, in_off, out_off;
+    void      *cuda[2], *d_p[2], *d_q[2], *d_in, *d_out[2];
+    float     *d_mem[2], *d_res[2];
+} pf_pair_t;
+
+#define PF_ALIGN(_x) (((_x) + 255) & ~(size_t)255)
+#define PF_SLACK     256
+
+static void
+pf_pair_init(pf_pair_t *x, const pf_layer_t *sp, uint64_t seed)
+{
+    const pb_layer_t *b = &sp->sp;
+    float *res;
+    int v;
+
+    memset(x, 0, sizeof(*x));
+    x->sp = *sp;
+    terse_psgd_shape(b->count, b->rows, b->cols, &x->R, &x->C);
+    x->pb  = x->R * b->rank * sizeof(float);
+    x->qb  = x->C * b->rank * sizeof(float);
+    x->esz = terse_dtype_size(b->dt);
+    res    = terse_test_input(seed + 1, b->count, TERSE_FLOAT32,
+                              ((b->kind == 1) || (b->kind == 3)) ? 0.0f : 0.05f, 0);
+    for (v = 0; v < 2; ++v) {
+        TERSE_TEST_OK(terse__cmp_psgd_cuda_create(b->count, b->rows, b->cols, b->rank, seed,
+                                                  (uint32_t)seed, sp->scratch, &x->cuda[v]));
+        x->d_p[v] = terse_test_cuda_dev(NULL, x->pb);
+        x->d_q[v] = terse_test_cuda_dev(NULL, x->qb);
+        if (!sp->scratch) {
+            x->d_mem[v] = terse_test_cuda_dev(NULL, (b->count + 4) * sizeof(float));
+            x->d_res[v] = x->d_mem[v] + (sp->misalign ? 1 : 0);
+            TERSE_TEST_OK(terse__cuda_memcpy(x->d_res[v], res, b->count * sizeof(float)));
+        }
+        if (sp->plain) {
+            x->d_out[v] = terse_test_cuda_dev(NULL, b->count * x->esz);
+        }
+    }
+    free(res);
+}
+
+static void
+pf_pair_fini(pf_pair_t *x)
+{
+    int v;
+
+    terse__cuda_free(x->d_in);
+    for (v = 0; v < 2; ++v) {
+        terse__cmp_psgd_cuda_destroy(x->cuda[v]);
+        terse__cuda_free(x->d_p[v]);
+        terse__cuda_free(x->d_q[v]);
+        terse__cuda_free(x->d_mem[v]);
+        terse__cuda_free(x->d_out[v]);
+    }
+}
+
+/* The layer's gradient of arena ab (a plain layer reads arena A's every step). */
+static void
+pf_fill(const pf_pair_t *x, uint64_t seed, int ab, unsigned char *host)
+{
+    float *f32 = malloc(x->sp.sp.count * sizeof(float));
+
+    pc_fill(x->sp.sp.kind, x->sp.sp.count, x->R, seed + 7 * (uint64_t)ab, f32);
+    terse__convert_from_f32(f32, 1.0f, host, x->sp.sp.dt, x->sp.sp.count);
+    free(f32);
+}
+
+/* Both copies' status blocks after a pass: the same flags, NONFINITE exactly on the layers of
+ * kind 2; with err, the same squared error up to the order of the atomics. */
+static void
+pf_stats(pf_pair_t *x, size_t n, int step, const char *pass, int err)
+{
+    size_t l;
+    int v;
+
+    for (l = 0; l < n; ++l) {
+        uint32_t flags[2] = {0, 0};
+        double e[2] = {0.0, 0.0};
+        for (v = 0; v < 2; ++v) {
+            TERSE_TEST_OK(terse__cmp_psgd_cuda_stat(x[l].cuda[v], NULL, &flags[v], &e[v]));
+        }
+        if ((flags[0] != flags[1]) ||
+            (((flags[0] & TERSE_CMP_NONFINITE) != 0) != (x[l].sp.sp.kind == 2))) {
+            fprintf(stderr, "powersgd full batch: layer %zu step %d %s: flags %#x vs %#x\n", l,
+                    step, pass, flags[0], flags[1]);
+        }
+        CU_ASSERT_EQUAL(flags[0], flags[1]);
+        CU_ASSERT_EQUAL(((flags[0] & TERSE_CMP_NONFINITE) != 0), (x[l].sp.sp.kind == 2));
+        if (!err) {
+            continue;
+        }
+        if (x[l].sp.sp.kind == 2) {
+            CU_ASSERT(isinf(e[0]) && isinf(e[1]));
+        } else {
+            TERSE_TEST_NEAR(e[0], e[1], 1e-12 * e[1]);
+        }
+    }
+}
+
+/* The batch copy's outputs (host copy of its output arena ab): NaN on the layer of kind 2
+ * only (a non-finite layer spoils no other), finite elsewhere, not all zero on kind 0. */
+static void
+pf_isolated(const pf_pair_t *x, size_t n, const unsigned char *arena, int step)
+{
+    size_t l, i;
+
+    for (l = 0; l < n; ++l) {
+        const size_t cnt = x[l].sp.sp.count;
+        const unsigned char *o;
+        unsigned char *plain = NULL;
+        float *f = malloc(cnt * sizeof(float));
+        int finite = 1;
+        if (x[l].sp.plain) {
+            plain = malloc(cnt * x[l].esz);
+            terse_test_cuda_get(plain, x[l].d_out[0], cnt * x[l].esz);
+            o = plain;
+        } else {
+            o = arena + x[l].out_off;
+        }
+        terse__convert_to_f32(o, x[l].sp.sp.dt, f, cnt);
+        if (x[l].sp.sp.kind == 2) {
+            CU_ASSERT(terse_test_all_nan(f, TERSE_FLOAT32, cnt));
+        } else {
+            for (i = 0; i < cnt; ++i) {
+                finite &= isfinite(f[i]) != 0;
+            }
+            if (!finite) {
+                fprintf(stderr, "powersgd full batch: layer %zu step %d: output not finite\n",
+                        l, step);
+            }
+            CU_ASSERT(finite);
+        }
+        if (x[l].sp.sp.kind == 0) {
+            CU_ASSERT(terse_test_sq_norm(f, cnt) > 0.0);
+        }
+        free(f);
+        free(plain);
+    }
+}
+
+/* Every pass of layers of every rank class, shape and path (tiny, odd, two rows, flat padded
+ * tails, fp16 / bf16, degenerate, rank-deficient, non-finite, misaligned residual, scratch,
+ * global-memory ps_orth and ps_keep, plain and offset pointers) through one full batch on copy
+ * A and through the per-layer calls on copy B, over three steps whose gradients and outputs
+ * move (arena A, B, A): P, residual, P^, Q, warm-start Q, outputs (whole arenas, gaps
+ * included) and flags must be the same bits. */
+static void
+test_psgd_batch_full(void)
+{
+    static const pf_layer_t layers[] = {
+        {{64 * 48, 64, 48, 4, TERSE_FLOAT32, 0}, 0, 0, 0.5f, 1},      /* plain pointers */
+        {{3 * 2, 3, 2, 1, TERSE_FLOAT32, 0}, 1, 0, 1.0f, 0},          /* tiny, scratch */
+        {{37 * 29, 37, 29, 3, TERSE_FLOAT32, 0}, 0, 0, 0.25f, 0},     /* odd */
+        {{2 * 4099, 2, 4099, 1, TERSE_BFLOAT16, 0}, 0, 0, 1.0f, 0},   /* two rows */
+        {{1000003, 0, 0, 2, TERSE_FLOAT32, 0}, 0, 0, 0.5f, 0},        /* flat, padded tail */
+        {{100001, 0, 0, 5, TERSE_FLOAT16, 0}, 1, 0, 2.0f, 0},         /* flat fp16, scratch */
+        {{200 * 100, 200, 100, 4, TERSE_FLOAT32, 1}, 0, 0, 0.5f, 0},  /* zero: degenerate */
+        {{200 * 100, 200, 100, 4, TERSE_FLOAT32, 2}, 0, 0, 0.5f, 0},  /* non-finite */
+        {{256 * 128, 256, 128, 6, TERSE_FLOAT32, 3}, 0, 1, 0.5f, 0},  /* rank 2 at 6 */
+        {{128 * 256, 128, 256, 8, TERSE_FLOAT32, 0}, 0, 1, 1.0f, 0},  /* misaligned residual */
+        {{1000 * 300, 1000, 300, 32, TERSE_FLOAT32, 0}, 0, 0, 0.5f, 0},
+        {{8000 * 40, 8000, 40, 12, TERSE_BFLOAT16, 0}, 0, 0, 0.5f, 0}, /* P 384 KB: global */
+        {{60000 * 8, 60000, 8, 4, TERSE_FLOAT32, 0}, 0, 0, 0.5f, 0},   /* P 960 KB: global */
+        {{48 * 20000, 48, 20000, 4, TERSE_BFLOAT16, 0}, 0, 0, 0.5f, 0}, /* Q 320 KB: global */
+        {{768 * 3072, 768, 3072, 16, TERSE_FLOAT16, 0}, 0, 0, 0.5f, 0},
+    };
+    enum { N = sizeof(layers) / sizeof(layers[0]) };
+    pf_pair_t x[N];
+    terse_cu_player_t ly[N];
+    unsigned char *in_mem[2], *out_mem[2][2], *in_base[2], *out_base[2][2], *host[2];
+    size_t tot_in = 0, tot_out = 0, l;
+    void *batch = NULL;
+    int step, v, ab;
+
+    for (l = 0; l < N; ++l) {
+        pf_pair_init(&x[l], &layers[l], 200 + l);
+        if (!layers[l].plain) {
+            x[l].in_off  = tot_in;
+            x[l].out_off = tot_out;
+            tot_in += PF_ALIGN(layers[l].sp.count * x[l].esz);
+            tot_out += PF_ALIGN(layers[l].sp.count * x[l].esz);
+        }
+    }
+    host[0] = calloc(1, tot_in + tot_out + PF_SLACK);
+    host[1] = calloc(1, tot_in + tot_out + PF_SLACK);
+    for (ab = 0; ab < 2; ++ab) {
+        in_mem[ab]  = terse_test_cuda_dev(NULL, tot_in + PF_SLACK);
+        in_base[ab] = in_mem[ab] + (ab ? 4 : 0);
+        memset(host[0], 0, tot_in);
+        for (l = 0; l < N; ++l) {
+            if (layers[l].plain) {
+                if (ab == 0) {
+                    unsigned char *h = malloc(layers[l].sp.count * x[l].esz);
+                    pf_fill(&x[l], 200 + l, 0, h);
+                    x[l].d_in = terse_test_cuda_dev(h, layers[l].sp.count * x[l].esz);
+                    free(h);
+                }
+            } else {
+                pf_fill(&x[l], 200 + l, ab, host[0] + x[l].in_off);
+            }
+        }
+        TERSE_TEST_OK(terse__cuda_memcpy(in_base[ab], host[0], tot_in));
+        for (v = 0; v < 2; ++v) {
+            out_mem[v][ab]  = terse_test_cuda_dev(NULL, tot_out + PF_SLACK);
+            out_base[v][ab] = out_mem[v][ab] + (ab ? 4 : 0);
+        }
+    }
+    for (l = 0; l < N; ++l) {
+        memset(&ly[l], 0, sizeof(ly[l]));
+        ly[l].cuda     = x[l].cuda[0];
+        ly[l].residual = x[l].d_res[0];
+        ly[l].p_out    = x[l].d_p[0];
+        ly[l].summed_p = x[l].d_p[0]; /* one rank: the sum is the payload itself */
+        ly[l].q_out    = x[l].d_q[0];
+        ly[l].summed_q = x[l].d_q[0];
+        ly[l].n        = layers[l].sp.count;
+        ly[l].dtype    = layers[l].sp.dt;
+        ly[l].scale    = layers[l].scale;
+        if (layers[l].plain) {
+            ly[l].in  = x[l].d_in;
+            ly[l].out = x[l].d_out[0];
+        } else {
+            ly[l].in   = (const void *)(uintptr_t)x[l].in_off;
+            ly[l].out  = (void *)(uintptr_t)x[l].out_off;
+            ly[l].user = TERSE_CU_PUSER_IN | TERSE_CU_PUSER_OUT;
+        }
+    }
+    TERSE_TEST_OK(terse__cmp_psgd_cuda_batch_create_full(ly, N, &batch));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(batch);
+    for (step = 0; step < 3; ++step) {
+        ab = step & 1;
+        /* compress */
+        TERSE_TEST_OK(terse__cmp_psgd_cuda_batch_compress(batch, in_base[ab], NULL));
+        for (l = 0; l < N; ++l) {
+            const void *in = layers[l].plain ? x[l].d_in : (const void *)(in_base[ab] +
+                                                                          x[l].in_off);
+            TERSE_TEST_OK(terse__cmp_psgd_cuda_compress(x[l].cuda[1], in, layers[l].sp.dt,
+                                                        layers[l].sp.count, x[l].d_res[1],
+                                                        x[l].d_p[1], x[l].pb, NULL, NULL,
+                                                        NULL));
+        }
+        pf_stats(x, N, step, "compress", 1);
+        for (l = 0; l < N; ++l) {
+            CU_ASSERT(pb_same(x[l].d_p[0], x[l].d_p[1], x[l].pb, "compress P", l, step));
+            if (!layers[l].scratch) {
+                CU_ASSERT(pb_same(x[l].d_res[0], x[l].d_res[1],
+                                  layers[l].sp.count * sizeof(float), "compress M", l, step));
+            }
+        }
+        /* stage 1 */
+        TERSE_TEST_OK(terse__cmp_psgd_cuda_batch_stage(batch, NULL));
+        for (l = 0; l < N; ++l) {
+            TERSE_TEST_OK(terse__cmp_psgd_cuda_stage(x[l].cuda[1], 1, x[l].d_p[1], x[l].pb,
+                                                     x[l].d_q[1], x[l].qb, NULL, NULL));
+        }
+        pf_stats(x, N, step, "stage 1", 1);
+        for (l = 0; l < N; ++l) {
+            CU_ASSERT(pb_same(terse__cmp_psgd_cuda_basis(x[l].cuda[0]),
+                              terse__cmp_psgd_cuda_basis(x[l].cuda[1]), x[l].pb, "P^", l, step));
+            CU_ASSERT(pb_same(x[l].d_q[0], x[l].d_q[1], x[l].qb, "Q", l, step));
+            if (!layers[l].scratch) {
+                CU_ASSERT(pb_same(x[l].d_res[0], x[l].d_res[1],
+                                  layers[l].sp.count * sizeof(float), "residual", l, step));
+            }
+        }
+        /* decompress into outputs poisoned alike (a missing write shows) */
+        for (v = 0; v < 2; ++v) {
+            TERSE_TEST_OK(terse__cuda_memset_async(out_mem[v][ab], 0xa5, tot_out + PF_SLACK,
+                                                   NULL));
+            for (l = 0; l < N; ++l) {
+                if (layers[l].plain) {
+                    TERSE_TEST_OK(terse__cuda_memset_async(
+                        x[l].d_out[v], 0xa5, layers[l].sp.count * x[l].esz, NULL));
+                }
+            }
+        }
+        TERSE_TEST_OK(terse__cmp_psgd_cuda_batch_decompress(batch, out_base[0][ab], NULL));
+        for (l = 0; l < N; ++l) {
+            void *out = layers[l].plain ? x[l].d_out[1] : (void *)(out_base[1][ab] +
+                                                                   x[l].out_off);
+            TERSE_TEST_OK(terse__cmp_psgd_cuda_decompress(x[l].cuda[1], x[l].d_q[1], x[l].qb,
+                                                          layers[l].scale, out,
+                                                          layers[l].sp.dt, layers[l].sp.count,
+                                                          NULL));
+        }
+        pf_stats(x, N, step, "decompress", 0);
+        CU_ASSERT(pb_same(out_mem[0][ab], out_mem[1][ab], tot_out + PF_SLACK, "output arena",
+                          0, step));
+        for (l = 0; l < N; ++l) {
+            if (layers[l].plain) {
+                CU_ASSERT(pb_same(x[l].d_out[0], x[l].d_out[1], layers[l].sp.count * x[l].esz,
+                                  "output", l, step));
+            }
+            CU_ASSERT(pb_same(terse__cmp_psgd_cuda_q(x[l].cuda[0]),
+                              terse__cmp_psgd_cuda_q(x[l].cuda[1]), x[l].qb, "warm-start Q", l,
+                              step));
+        }
+        terse_test_cuda_get(host[1], out_base[0][ab], tot_out);
+        pf_isolated(x, N, host[1], step);
+    }
+    /* decompress repeats with the same bits; out of order, a usage error launching nothing */
+    TERSE_TEST_OK(terse__cuda_memset_async(out_mem[0][0], 0xa5, tot_out + PF_SLACK, NULL));
+    TERSE_TEST_OK(terse__cmp_psgd_cuda_batch_decompress(batch, out_base[0][0], NULL));
+    CU_ASSERT(pb_same(out_mem[0][0], out_mem[1][0], tot_out + PF_SLACK, "repeated output", 0,
+                      step));
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_stage(batch, NULL), TERSE_ERR_USAGE);
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_compress(batch, NULL, NULL), TERSE_ERR_INVALID);
+    TERSE_TEST_OK(terse__cmp_psgd_cuda_batch_compress(batch, in_base[0], NULL));
+    TERSE_TEST_OK(terse__cuda_memset_async(out_mem[0][0], 0xa5, tot_out + PF_SLACK, NULL));
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_decompress(batch, out_base[0][0], NULL),
+                      TERSE_ERR_USAGE);
+    TERSE_TEST_OK(terse__cuda_stream_sync(NULL));
+    terse_test_cuda_get(host[1], out_mem[0][0], tot_out);
+    for (l = 0; (l < tot_out) && (host[1][l] == 0xa5); ++l) {
+    }
+    CU_ASSERT_EQUAL(l, tot_out); /* nothing was written */
+    TERSE_TEST_OK(terse__cmp_psgd_cuda_batch_stage(batch, NULL));
+    TERSE_TEST_OK(terse__cuda_stream_sync(NULL));
+    terse__cmp_psgd_cuda_batch_destroy(batch);
+    for (ab = 0; ab < 2; ++ab) {
+        terse__cuda_free(in_mem[ab]);
+        for (v = 0; v < 2; ++v) {
+            terse__cuda_free(out_mem[v][ab]);
+        }
+    }
+    for (l = 0; l < N; ++l) {
+        pf_pair_fini(&x[l]);
+    }
+    free(host[0]);
+    free(host[1]);
+}
+
+/* Kernel launches of each pass, counted as the nodes of a captured graph (nothing runs). */
+static size_t
+pf_nodes(void *batch, int pass, cudaStream_t s)
+{
+    cudaGraph_t g = NULL;
+    size_t nodes  = 0;
+    terse_status_t st;
+
+    CU_ASSERT_FATAL(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+    if (pass == 0) {
+        st = terse__cmp_psgd_cuda_batch_compress(batch, NULL, (terse_stream_t)s);
+    } else if (pass == 1) {
+        st = terse__cmp_psgd_cuda_batch_stage(batch, (terse_stream_t)s);
+    } else {
+        st = terse__cmp_psgd_cuda_batch_decompress(batch, NULL, (terse_stream_t)s);
+    }
+    CU_ASSERT_FATAL(cudaStreamEndCapture(s, &g) == cudaSuccess);
+    CU_ASSERT_EQUAL(st, TERSE_OK);
+    CU_ASSERT(cudaGraphGetNodes(g, NULL, &nodes) == cudaSuccess);
+    cudaGraphDestroy(g);
+    return nodes;
+}
+
+/* Launches per pass do not grow with the layers (rule 10): batches of 3 and 12 layers of the
+ * rank classes 4, 8 and 32 (G = 3 classes; ps_orth and ps_keep: 2 block sizes) take the same
+ * launches: compress G + 1, stage 1 2 + 2 G + 2, decompress 2 + G. */
+static void
+test_psgd_batch_launches(void)
+{
+    static const size_t rank[3] = {3, 8, 20};
+    enum { NMAX = 12 };
+    void *cudas[NMAX], *bufs[NMAX][5];
+    terse_cu_player_t ly[NMAX];
+    const size_t sizes[2] = {3, NMAX};
+    size_t got[2][3], l, k;
+    cudaStream_t s;
+
+    CU_ASSERT_FATAL(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess);
+    for (l = 0; l < NMAX; ++l) {
+        const size_t rows = 96 + 8 * l, cols = 80 + 4 * (l % 5), r = rank[l % 3];
+        TERSE_TEST_OK(terse__cmp_psgd_cuda_create(rows * cols, rows, cols, r, 3, (uint32_t)l, 0,
+                                                  &cudas[l]));
+        bufs[l][0] = terse_test_cuda_dev(NULL, rows * cols * 4); /* in */
+        bufs[l][1] = terse_test_cuda_dev(NULL, rows * cols * 4); /* residual */
+        bufs[l][2] = terse_test_cuda_dev(NULL, rows * r * 4);    /* P */
+        bufs[l][3] = terse_test_cuda_dev(NULL, cols * r * 4);    /* Q */
+        bufs[l][4] = terse_test_cuda_dev(NULL, rows * cols * 4); /* out */
+        memset(&ly[l], 0, sizeof(ly[l]));
+        ly[l].cuda     = cudas[l];
+        ly[l].in       = bufs[l][0];
+        ly[l].residual = bufs[l][1];
+        ly[l].p_out    = bufs[l][2];
+        ly[l].summed_p = bufs[l][2];
+        ly[l].q_out    = bufs[l][3];
+        ly[l].summed_q = bufs[l][3];
+        ly[l].out      = bufs[l][4];
+        ly[l].n        = rows * cols;
+        ly[l].dtype    = TERSE_FLOAT32;
+        ly[l].scale    = 1.0f;
+    }
+    for (k = 0; k < 2; ++k) {
+        void *batch = NULL;
+        int pass;
+        TERSE_TEST_OK(terse__cmp_psgd_cuda_batch_create_full(ly, sizes[k], &batch));
+        CU_ASSERT_PTR_NOT_NULL_FATAL(batch);
+        for (pass = 0; pass < 3; ++pass) {
+            got[k][pass] = pf_nodes(batch, pass, s);
+        }
+        terse__cmp_psgd_cuda_batch_destroy(batch);
+        /* the host state advanced without a run: start the instances afresh */
+        for (l = 0; l < sizes[k]; ++l) {
+            TERSE_TEST_OK(terse__cmp_psgd_cuda_reset(cudas[l]));
+        }
+    }
+    fprintf(stderr, "powersgd full batch launches (compress, stage 1, decompress): 3 layers "
+                    "%zu %zu %zu, 12 layers %zu %zu %zu\n",
+            got[0][0], got[0][1], got[0][2], got[1][0], got[1][1], got[1][2]);
+    for (k = 0; k < 2; ++k) {
+        CU_ASSERT_EQUAL(got[k][0], 3 + 1);
+        CU_ASSERT_EQUAL(got[k][1], 2 + 2 * 3 + 2);
+        CU_ASSERT_EQUAL(got[k][2], 2 + 3);
+    }
+    for (l = 0; l < NMAX; ++l) {
+        terse__cmp_psgd_cuda_destroy(cudas[l]);
+        for (k = 0; k < 5; ++k) {
+            terse__cuda_free(bufs[l][k]);
+        }
+    }
+    cudaStreamDestroy(s);
+}
+
+/* batch_create_full refuses what the one-layer launchers would and what would make the batch
+ * differ from the layers in order; *batch_p stays untouched. The run functions refuse a
+ * stage-only batch and a missing base. */
+static void
+test_psgd_batch_full_reject(void)
+{
+    enum { N = 2 };
+    terse_cu_player_t ly[N], bad[N];
+    void *cudas[N], *bufs[N][5], *batch = NULL, *stage_only = NULL;
+    const void *summed[N];
+    void *qout[N];
+    size_t sb[N], ob[N], l;
+
+    for (l = 0; l < N; ++l) {
+        const size_t rows = 64 + 16 * l, cols = 32, r = 2 + l;
+        TERSE_TEST_OK(terse__cmp_psgd_cuda_create(rows * cols, rows, cols, r, 1, (uint32_t)l,
+                                                  (int)l, &cudas[l])); /* layer 1: scratch */
+        bufs[l][0] = terse_test_cuda_dev(NULL, rows * cols * 4);
+        bufs[l][1] = terse_test_cuda_dev(NULL, rows * cols * 4);
+        bufs[l][2] = terse_test_cuda_dev(NULL, rows * r * 4);
+        bufs[l][3] = terse_test_cuda_dev(NULL, cols * r * 4);
+        bufs[l][4] = terse_test_cuda_dev(NULL, rows * cols * 4);
+        memset(&ly[l], 0, sizeof(ly[l]));
+        ly[l].cuda     = cudas[l];
+        ly[l].in       = (const void *)(uintptr_t)(4096 * l); /* offsets from the base */
+        ly[l].residual = (l == 0) ? bufs[l][1] : NULL;
+        ly[l].p_out    = bufs[l][2];
+        ly[l].summed_p = bufs[l][2];
+        ly[l].q_out    = bufs[l][3];
+        ly[l].summed_q = bufs[l][3];
+        ly[l].out      = bufs[l][4];
+        ly[l].n        = rows * cols;
+        ly[l].dtype    = TERSE_FLOAT32;
+        ly[l].scale    = 1.0f;
+        ly[l].user     = TERSE_CU_PUSER_IN;
+        summed[l] = bufs[l][2];
+        qout[l]   = bufs[l][3];
+        sb[l]     = rows * r * 4;
+        ob[l]     = cols * r * 4;
+    }
+#define PF_REJECT(_what)                                                                       \
+    do {                                                                                       \
+        memcpy(bad, ly, sizeof(ly));                                                           \
+        _what;                                                                                 \
+        TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_create_full(bad, N, &batch),              \
+                          TERSE_ERR_INVALID);                                                  \
+        CU_ASSERT_PTR_NULL(batch);                                                             \
+    } while (0)
+    PF_REJECT(bad[1].n -= 1);
+    PF_REJECT(bad[0].residual = NULL);          /* no scratch on layer 0 */
+    PF_REJECT(bad[0].user |= 4u);
+    PF_REJECT(bad[1].user = 0; bad[1].in = NULL); /* a plain NULL input */
+    PF_REJECT(bad[1].out = NULL);
+    PF_REJECT(bad[0].dtype = TERSE_FLOAT64);
+    PF_REJECT(bad[1] = bad[0]);                 /* an instance twice */
+    PF_REJECT(bad[0].q_out = bufs[1][2]);       /* layer 0's Q over layer 1's summed P */
+    PF_REJECT(bad[0].out = bufs[1][3]);         /* layer 0's output over layer 1's summed Q */
+    PF_REJECT(bad[1].summed_q = NULL);
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_create_full(ly, 0, &batch), TERSE_ERR_INVALID);
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_create_full(NULL, N, &batch),
+                      TERSE_ERR_INVALID);
+    CU_ASSERT_PTR_NULL(batch);
+#undef PF_REJECT
+    TERSE_TEST_OK(terse__cmp_psgd_cuda_batch_create_full(ly, N, &batch));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(batch);
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_compress(batch, NULL, NULL), TERSE_ERR_INVALID);
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_decompress(batch, NULL, NULL), TERSE_ERR_USAGE);
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_stage(batch, NULL), TERSE_ERR_USAGE);
+    TERSE_TEST_OK(terse__cmp_psgd_cuda_batch_create(cudas, summed, sb, qout, ob, N,
+                                                    &stage_only));
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_compress(stage_only, bufs[0][0], NULL),
+                      TERSE_ERR_INVALID);
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_decompress(stage_only, NULL, NULL),
+                      TERSE_ERR_INVALID);
+    TERSE_TEST_STATUS(terse__cmp_psgd_cuda_batch_compress(NULL, bufs[0][0], NULL),
+                      TERSE_ERR_INVALID);
+    terse__cmp_psgd_cuda_batch_destroy(stage_only);
+    terse__cmp_psgd_cuda_batch_destroy(batch);
+    for (l = 0; l < N; ++l) {
+        size_t k;
+        terse__cmp_psgd_cuda_destroy(cudas[l]);
+        for (k = 0; k < 5; ++k) {
+            terse__cuda_free(bufs[l][k]);
+        }
+    }
+}
+
 static CU_TestInfo psgd_cuda_tests[] = {
     {"parity within tolerance (shapes, ranks, dtypes)", test_psgd_shapes},
     {"zero input (degenerate columns)", test_psgd_degenerate},
@@ -457,6 +988,9 @@ static CU_TestInfo psgd_cuda_tests[] = {
 static CU_TestInfo psgd_batch_tests[] = {
     {"batched stage 1 = per-layer stage 1, bit for bit", test_psgd_batch_bits},
     {"batch_create rejects bad layers", test_psgd_batch_reject},
+    {"full batch = per-layer calls, bit for bit, buffers moving", test_psgd_batch_full},
+    {"full batch launches do not grow with the layers", test_psgd_batch_launches},
+    {"batch_create_full rejects bad layers", test_psgd_batch_full_reject},
     CU_TEST_INFO_NULL,
 };
 
