@@ -13,7 +13,8 @@
  * Then: top-k with k = 1 M of 100 M fp32 (no residual: the selection itself, and with one),
  * PowerSGD rank 4 on one 4096 x 4096 layer (percent of the HBM roofline of its passes), and
  * PowerSGD rank 4 on every matrix of GPT-2-small (model_shapes.txt) as one batch of launches,
- * then again with the batched stage 1 (every layer's orthogonalisation in one launch).
+ * then again with the batched stage 1 (every layer's orthogonalisation in one launch), then
+ * with the full batch (every pass of every layer in a few launches).
  * Input: N(0, 1)-like values (Irwin-Hall of 4 uniforms), fixed seed.
  *
  * Usage: terse-bench-gpu [-b bytes] [-e bytes] [-f factor] [-n iters] [-w warmup] [-P GB/s]
@@ -358,6 +359,7 @@ typedef struct bg_psgd {
     size_t *count, *rows, *cols;
     int     rank;
     void   *batch; /* stage 1 of every layer with one orthogonalisation launch, or NULL */
+    void   *full;  /* every pass of every layer batched (launches per rank class), or NULL */
 } bg_psgd_t;
 
 static void
@@ -366,6 +368,12 @@ bg_psgd_step(void *arg)
     bg_psgd_t *b = arg;
     size_t l;
 
+    if (b->full != NULL) {
+        BG_OK(terse__cmp_psgd_cuda_batch_compress(b->full, NULL, bg_stream));
+        BG_OK(terse__cmp_psgd_cuda_batch_stage(b->full, bg_stream));
+        BG_OK(terse__cmp_psgd_cuda_batch_decompress(b->full, NULL, bg_stream));
+        return;
+    }
     for (l = 0; l < b->nl; ++l) {
         BG_OK(terse__cmp_psgd_cuda_compress(b->cuda[l], b->in[l], TERSE_FLOAT32, b->count[l],
                                             b->res[l], b->p[l], b->rows[l] * b->rank * 4, NULL,
@@ -406,8 +414,9 @@ bg_psgd_row(const char *label, const char *what, size_t nl, size_t total, int ra
     fflush(stdout);
 }
 
-/* batched: a second row, "step (batched orth)", the same layers with stage 1 through
- * terse__cmp_psgd_cuda_batch_stage (one orthogonalisation launch for all of them). */
+/* batched: a second row, "step (batched orth)", the same layers with stage 1 through a
+ * stage-only batch (terse__cmp_psgd_cuda_batch_stage), and a third, "step (full batch)", with
+ * every pass through a full batch (launches per rank class, not per layer). */
 static void
 bg_psgd_run(const char *label, const size_t *rows, const size_t *cols, size_t nl, int rank,
             int batched, const float *src, size_t src_n)
@@ -461,6 +470,28 @@ bg_psgd_run(const char *label, const size_t *rows, const size_t *cols, size_t nl
         b.batch = NULL;
         free(pb);
         free(qb);
+    }
+    if (batched) {
+        terse_cu_player_t *ly = calloc(nl, sizeof(*ly));
+        for (l = 0; l < nl; ++l) {
+            ly[l].cuda     = b.cuda[l];
+            ly[l].in       = b.in[l];
+            ly[l].residual = b.res[l];
+            ly[l].p_out    = b.p[l];
+            ly[l].summed_p = b.p[l];
+            ly[l].q_out    = b.q[l];
+            ly[l].summed_q = b.q[l];
+            ly[l].out      = b.out[l];
+            ly[l].n        = b.count[l];
+            ly[l].dtype    = TERSE_FLOAT32;
+            ly[l].scale    = 1.0f;
+        }
+        BG_OK(terse__cmp_psgd_cuda_batch_create_full(ly, nl, &b.full));
+        us = bg_time_us(bg_psgd_step, &b);
+        bg_psgd_row(label, "step (full batch)", nl, total, rank, us);
+        terse__cmp_psgd_cuda_batch_destroy(b.full);
+        b.full = NULL;
+        free(ly);
     }
     for (l = 0; l < nl; ++l) {
         terse__cmp_psgd_cuda_destroy(b.cuda[l]);
@@ -716,7 +747,7 @@ main(int argc, char **argv)
         if (nl > 0) {
             printf("# PowerSGD rank 4 on every matrix of GPT-2-small (%s), one batch of "
                    "launches on one stream; then with stage 1's orthogonalisations in one "
-                   "launch\n", bg.shapes);
+                   "launch; then with every pass batched across the layers\n", bg.shapes);
             bg_psgd_run("psgd gpt2-small", rows, cols, nl, 4, 1, d_in, maxn);
         }
     }
