@@ -6,38 +6,43 @@
  * Sampled path (both families, layers of >= 64 Ki values with k <= n / 8):
  *   sample   1 block: the key at rank ~1.5 k n / m among m random draws (radix select)
  *   pass S   persistent warps, each striding over chunks of TK_CHUNK values with no block
- *            barrier: v = in + residual (into the residual), finiteness, the energy below the
- *            threshold, and every value at or above it written as an (index, value) pair, in
- *            index order, into the chunk's slots (or, when more than fit, into an overflow
- *            buffer at an offset one atomic reserves), so the layer is read once
- *   gather   per-tile counts, one scan over the tiles, then a warp per tile copies its chunks'
- *            candidates into one array in index order
+ *            barrier (aligned fp32 without a residual streams in through cp.async, the next
+ *            chunk in flight while one is examined): v = in + residual (into the residual),
+ *            finiteness, the energy below the threshold, and every value at or above it
+ *            written as an (index, value) pair, in index order, into the chunk's slots (or,
+ *            when more than fit, into an overflow buffer at an offset one atomic reserves),
+ *            so the layer is read once; per-tile candidate counts, the candidates' level-0
+ *            histogram and (last block) its walk
+ *   gather   one scan over the tiles, then a warp per tile copies its chunks' candidates into
+ *            one array in index order
  *   decide   (with the scan) k <= candidates <= capacity, else mode 2: the radix path
  *            takes over on the prepared v
- *   select   three radix levels over the candidates give t and `need` (ties taken)
+ *   select   radix levels 1 and 2 over the candidates (each walk in the histogram's last
+ *            block) give t and `need` (ties taken)
  *   output   per chunk of 4096 candidates: counts above / equal to t, one scan over the
- *            chunks, then the selected pairs into their slots (index order again); their
- *            residual becomes 0
+ *            chunks, then the selected pairs into their slots (index order again, a warp per
+ *            512 candidates); their residual becomes 0
  * Radix path (mode 0: no sampled path; mode 2: the sample missed):
  *   A    grid-stride: v = in + residual (into the residual), finiteness, level-0 histogram
  *        (key >> 20, 2048 bins; shared-memory counts flushed with integer atomics)
- *   walk 1 block: the bin where the running count from the top reaches k (block scan)
+ *   walk the bin where the running count from the top reaches k (block scan), run by the last
+ *        block of the kernel before it to finish (tk_then_walk: no launch of its own)
  *   B    persistent blocks over tiles: per-tile count above the level-0 bin, level-1
  *        histogram ((key >> 9) & 2047) of the bin's members, which are compacted into the
- *        candidate buffer (warp-aggregated atomics; their order there does not matter)
- *   walk, level-2 histogram (key & 511) over the candidates, walk: threshold t and `need`,
- *        the number of entries equal to t that the selection takes (the lowest indices)
+ *        candidate buffer (warp-aggregated atomics; their order there does not matter); walk
+ *   level-2 histogram (key & 511) over the candidates; walk: threshold t and `need`, the
+ *        number of entries equal to t that the selection takes (the lowest indices)
  *   counts per tile of candidates > t and == t; one block scans the tiles (ties first, then
  *        the selected counts) into each tile's output offset
  *   C    persistent blocks over tiles: block scans give every selected value its pair slot;
  *        the residual of a selected value becomes 0; the squared error of the rest is summed
  * When the radix candidates overflow their buffer (many equal keys), the level-2 histogram
- * and the tile counts take a full pass instead (again both variants launched).
+ * and the tile counts take a full pass instead (each kernel chooses on the device).
  * fixup: header, non-finite payload, status commit.
  * Multi-tensor tables (rule 10): the radix kernels' bodies run per layer on a slice of one
- * launch (a layer's tiles, or block l for the one-block steps): 11 launches for any number of
- * layers. Tables skip the sampled path (same payload; they hold layers of at most a few
- * million values, where three reads cost less than the sampled path's fifteen launches).
+ * launch (a layer's tiles, or block l for the scan): 8 launches for any number of layers.
+ * Tables skip the sampled path (same payload; they hold layers of at most a few million
+ * values, where three reads cost less than the sampled path's dozen launches).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -69,6 +74,7 @@ typedef struct tk_sel {
     uint32_t sthr; /* sampled threshold */
     uint32_t mode; /* 0 exact path; 1 sampled path succeeded; 2 sampled path fell back */
     uint32_t over_next; /* sampled pass: overflow pairs reserved so far */
+    uint32_t arrive[6]; /* blocks done, per kernel whose last block walks (tk_then_walk) */
 } tk_sel_t;
 
 typedef struct tk_cuda {
@@ -141,6 +147,71 @@ tk_v(const tk_args_t &a, uint64_t i)
     return 0.0f + terse_cu_load(a.in, (terse_dtype_t)a.dtype, i);
 }
 
+/* One block (256 or 1024 threads): finds the bin of level `level` holding the k-th largest key;
+ * thread t owns the bins of ranks [t B, t B + B) counted from the top. The counts come from
+ * other blocks' atomics: read through L2. */
+__device__ __forceinline__ void
+tk_walk_body(const tk_args_t &a, int level, int sampled, unsigned bx, unsigned gx)
+{
+    __shared__ unsigned sh[33];
+    const int nb = (level == 2) ? 512 : TK_BINS;
+    const int B  = (nb + (int)blockDim.x - 1) / (int)blockDim.x; /* 1 .. 8 */
+    const uint64_t above = __ldcg((const unsigned long long *)&a.sel->above);
+    const uint64_t kr    = a.k - above; /* >= 1 */
+    unsigned h[8], sum = 0, base, total;
+
+    (void)bx;
+    (void)gx;
+    /* sampled: 0 the radix path's walk, 1 the sampled path's, 2 pass S's (before the mode) */
+    if (tk_nonfinite(a) || ((sampled == 1) && (tk_mode(a) != 1)) ||
+        ((sampled == 0) && (tk_mode(a) == 1))) {
+        return;
+    }
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+        const int r = (int)threadIdx.x * B + u;
+        h[u] = ((u < B) && (r < nb)) ? __ldcg(&a.sel->hist[level][nb - 1 - r]) : 0u;
+        sum += h[u];
+    }
+    base = terse_cu_block_exscan(sum, sh, &total);
+    if (((uint64_t)base < kr) && (kr <= (uint64_t)base + sum)) {
+        uint64_t run = base;
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            if ((run < kr) && (kr <= run + h[u])) {
+                const uint32_t win = (uint32_t)(nb - 1 - ((int)threadIdx.x * B + u));
+                a.sel->bin[level] = win;
+                a.sel->above      = above + run;
+                if (level == 2) {
+                    a.sel->thr  = (__ldcg(&a.sel->bin[0]) << 20) |
+                                  (__ldcg(&a.sel->bin[1]) << 9) | win;
+                    a.sel->need = a.k - (above + run);
+                }
+            }
+            run += h[u];
+        }
+    }
+}
+
+/* After a kernel's work (every thread of the block calls it): the last of the kernel's gx
+ * blocks to finish runs the walk of `level`, saving a launch (the classic threadfence
+ * reduction: the other blocks' histogram atomics are visible to it). A kernel whose blocks
+ * all left early (the mode or the non-finite flag) walks nothing, as the walk would not. */
+__device__ __forceinline__ void
+tk_then_walk(const tk_args_t &a, int slot, int level, int sampled, unsigned gx)
+{
+    __shared__ int last;
+
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = terse_cu_last_block(&a.sel->arrive[slot], gx);
+    }
+    __syncthreads();
+    if (last) {
+        tk_walk_body(a, level, sampled, 0, 1);
+    }
+}
+
 __device__ __forceinline__ void
 tk_pass_a_body(const tk_args_t &a, unsigned bx, unsigned gx)
 {
@@ -177,61 +248,13 @@ tk_pass_a_body(const tk_args_t &a, unsigned bx, unsigned gx)
             atomicAdd(&a.sel->hist[0][b], h[b]);
         }
     }
+    tk_then_walk(a, 0, 0, 0, gx);
 }
 
 __global__ void __launch_bounds__(TK_THREADS)
 tk_pass_a(tk_args_t a)
 {
     tk_pass_a_body(a, blockIdx.x, gridDim.x);
-}
-
-/* 1 block of 1024 threads: finds the bin of level `level` holding the k-th largest key. */
-__device__ __forceinline__ void
-tk_walk_body(const tk_args_t &a, int level, int sampled, unsigned bx, unsigned gx)
-{
-    __shared__ unsigned sh[33];
-    const int nb = (level == 2) ? 512 : TK_BINS;
-    const uint64_t above = a.sel->above;
-    const uint64_t kr    = a.k - above; /* >= 1 */
-    int r0 = 2 * threadIdx.x, b0 = nb - 1 - r0, b1 = b0 - 1;
-    unsigned h0 = 0, h1 = 0, base, total;
-
-    if (tk_nonfinite(a) || (sampled ? (tk_mode(a) != 1) : (tk_mode(a) == 1))) {
-        return;
-    }
-    if (r0 < nb) {
-        h0 = a.sel->hist[level][b0];
-    }
-    if (r0 + 1 < nb) {
-        h1 = a.sel->hist[level][b1];
-    }
-    base = terse_cu_block_exscan(h0 + h1, sh, &total);
-    {
-        int win = -1;
-        uint64_t wabove = 0;
-        if ((r0 < nb) && ((uint64_t)base < kr) && (kr <= (uint64_t)base + h0)) {
-            win    = b0;
-            wabove = base;
-        } else if ((r0 + 1 < nb) && ((uint64_t)base + h0 < kr) &&
-                   (kr <= (uint64_t)base + h0 + h1)) {
-            win    = b1;
-            wabove = (uint64_t)base + h0;
-        }
-        if (win >= 0) {
-            a.sel->bin[level] = (uint32_t)win;
-            a.sel->above      = above + wabove;
-            if (level == 2) {
-                a.sel->thr  = (a.sel->bin[0] << 20) | (a.sel->bin[1] << 9) | (uint32_t)win;
-                a.sel->need = a.k - (above + wabove);
-            }
-        }
-    }
-}
-
-__global__ void __launch_bounds__(1024)
-tk_walk(tk_args_t a, int level, int sampled)
-{
-    tk_walk_body(a, level, sampled, blockIdx.x, gridDim.x);
 }
 
 __device__ __forceinline__ void
@@ -306,6 +329,7 @@ tk_pass_b_body(const tk_args_t &a, unsigned bx, unsigned gx)
             atomicAdd(&a.sel->hist[1][b], h[b]);
         }
     }
+    tk_then_walk(a, 1, 1, 0, gx);
 }
 
 __global__ void __launch_bounds__(TK_THREADS)
@@ -314,19 +338,20 @@ tk_pass_b(tk_args_t a)
     tk_pass_b_body(a, blockIdx.x, gridDim.x);
 }
 
-/* Level-2 histogram: over the candidates (full = 0) or over the layer (full = 1); each
- * variant runs only when it applies. */
+/* Level-2 histogram: over the candidates, or over the layer when they overflowed their buffer;
+ * then the level-2 walk. */
 __device__ __forceinline__ void
-tk_hist2_body(const tk_args_t &a, int full, unsigned bx, unsigned gx)
+tk_hist2_body(const tk_args_t &a, unsigned bx, unsigned gx)
 {
     __shared__ uint32_t h[512];
     const uint32_t ncand = a.sel->ncand;
     const uint32_t b0 = a.sel->bin[0], b1 = a.sel->bin[1];
+    const int full     = ncand > a.cap;
     const uint64_t lim = full ? a.n : ncand;
     uint64_t c;
     int b;
 
-    if (tk_nonfinite(a) || (tk_mode(a) == 1) || ((ncand > a.cap) != (full != 0))) {
+    if (tk_nonfinite(a) || (tk_mode(a) == 1)) {
         return;
     }
     for (b = threadIdx.x; b < 512; b += blockDim.x) {
@@ -346,24 +371,27 @@ tk_hist2_body(const tk_args_t &a, int full, unsigned bx, unsigned gx)
             atomicAdd(&a.sel->hist[2][b], h[b]);
         }
     }
+    tk_then_walk(a, 2, 2, 0, gx);
 }
 
 __global__ void __launch_bounds__(TK_THREADS)
-tk_hist2(tk_args_t a, int full)
+tk_hist2(tk_args_t a)
 {
-    tk_hist2_body(a, full, blockIdx.x, gridDim.x);
+    tk_hist2_body(a, blockIdx.x, gridDim.x);
 }
 
-/* Per-tile counts of the level-0 bin's values above t and equal to t. */
+/* Per-tile counts of the level-0 bin's values above t and equal to t (over the candidates, or
+ * the layer when they overflowed). */
 __device__ __forceinline__ void
-tk_counts_body(const tk_args_t &a, int full, unsigned bx, unsigned gx)
+tk_counts_body(const tk_args_t &a, unsigned bx, unsigned gx)
 {
     const uint32_t ncand = a.sel->ncand;
     const uint32_t b0 = a.sel->bin[0], thr = a.sel->thr;
+    const int full     = ncand > a.cap;
     const uint64_t lim = full ? a.n : ncand;
     uint64_t c;
 
-    if (tk_nonfinite(a) || (tk_mode(a) == 1) || ((ncand > a.cap) != (full != 0))) {
+    if (tk_nonfinite(a) || (tk_mode(a) == 1)) {
         return;
     }
     /* a uniform trip count per warp: the whole warp meets every __match_any_sync */
@@ -393,9 +421,9 @@ tk_counts_body(const tk_args_t &a, int full, unsigned bx, unsigned gx)
 }
 
 __global__ void __launch_bounds__(TK_THREADS)
-tk_counts(tk_args_t a, int full)
+tk_counts(tk_args_t a)
 {
-    tk_counts_body(a, full, blockIdx.x, gridDim.x);
+    tk_counts_body(a, blockIdx.x, gridDim.x);
 }
 
 /* 1 block of 1024: tie offsets, then output offsets, per tile (in tile order), in rounds of
@@ -638,42 +666,87 @@ tk_sample(tk_args_t a, terse_rng_t rng, uint32_t m, uint32_t ks, uint32_t *skeys
 #define TK_SEG_OFF(w)   ((uint32_t)((w) >> 32))
 #define TK_SEG_CNT(w)   ((uint32_t)((w) & 0x7fffffffu))
 
-/* x[r] = v of value base + r * 32 + lane (0 past rem): in + residual, written back to the
- * residual, or the input alone as tk_v gives it; every load issued before any use (16 in flight
- * per lane, 32 with the residual). F32: plain float loads, without terse_cu_load's per-value
- * dtype switch (with two other changes, pass S went from 297 to 230 us). */
-template <int F32>
-__device__ __forceinline__ float
-tk_ld_in(const tk_args_t &a, uint64_t i)
+/* cp.async (sm_80+): 16 bytes global -> shared without registers, completing in commit groups;
+ * each lane later reads only the pieces it copied itself, so no barrier is needed. */
+__device__ __forceinline__ void
+tk_cp16(void *smem, const void *gmem)
 {
-    return F32 ? __ldg((const float *)a.in + i) : terse_cu_load(a.in, (terse_dtype_t)a.dtype, i);
+    const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gmem) : "memory");
 }
 
-template <int F32>
+__device__ __forceinline__ void
+tk_cp_commit(void)
+{
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void
+tk_cp_wait(void)
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+/* The chunk layout of pass S: lane l holds x[4 r + c] = v of value base + 128 r + 4 l + c
+ * (r, c < 4), 0 past rem. */
+__device__ __forceinline__ uint32_t
+tk_sj(int r, int c, int lane)
+{
+    return (uint32_t)(128 * r + 4 * lane + c);
+}
+
+/* x of a chunk by direct loads: in + residual (written back to the residual), or the input
+ * alone as tk_v gives it (0 + x for 16-bit input: -0 becomes +0); 16-byte accesses for a
+ * whole chunk of aligned fp32, else per value. Every load issued before any use. */
 __device__ __forceinline__ void
 tk_load_chunk(const tk_args_t &a, uint64_t base, uint32_t rem, int lane, float *x)
 {
-    if (a.res != NULL) {
-        float *rp = a.res + base;
+    const int f32 = a.dtype == TERSE_FLOAT32;
+    const float *in = (const float *)a.in + base;
+    float *rp = (a.res != NULL) ? a.res + base : NULL;
+
+    if (f32 && (rem == TK_CHUNK) && ((((uintptr_t)in | (uintptr_t)rp) & 15u) == 0)) {
+        float4 v[4], q[4];
 #pragma unroll
-        for (int r = 0; r < TK_PER; ++r) {
-            const uint32_t j = (uint32_t)r * 32 + lane;
-            x[r] = (j < rem) ? rp[j] + tk_ld_in<F32>(a, base + j) : 0.0f;
+        for (int r = 0; r < 4; ++r) {
+            v[r] = __ldg((const float4 *)in + r * 32 + lane);
+            q[r] = (rp != NULL) ? ((const float4 *)rp)[r * 32 + lane] : make_float4(0, 0, 0, 0);
         }
 #pragma unroll
-        for (int r = 0; r < TK_PER; ++r) {
-            const uint32_t j = (uint32_t)r * 32 + lane;
-            if (j < rem) {
-                rp[j] = x[r];
+        for (int r = 0; r < 4; ++r) {
+            if (rp != NULL) {
+                v[r] = make_float4(q[r].x + v[r].x, q[r].y + v[r].y, q[r].z + v[r].z,
+                                   q[r].w + v[r].w);
+                ((float4 *)rp)[r * 32 + lane] = v[r];
+            }
+            x[4 * r]     = v[r].x;
+            x[4 * r + 1] = v[r].y;
+            x[4 * r + 2] = v[r].z;
+            x[4 * r + 3] = v[r].w;
+        }
+        return;
+    }
+#pragma unroll
+    for (int i = 0; i < TK_PER; ++i) {
+        const uint32_t j = tk_sj(i >> 2, i & 3, lane);
+        float v = 0.0f;
+        if (j < rem) {
+            v = f32 ? __ldg((const float *)a.in + base + j)
+                    : 0.0f + terse_cu_load(a.in, (terse_dtype_t)a.dtype, base + j);
+            if (rp != NULL) {
+                v = rp[j] + (f32 ? v : terse_cu_load(a.in, (terse_dtype_t)a.dtype, base + j));
             }
         }
-    } else {
+        x[i] = v;
+    }
+    if (rp != NULL) {
 #pragma unroll
-        for (int r = 0; r < TK_PER; ++r) {
-            const uint32_t j = (uint32_t)r * 32 + lane;
-            /* 0 + x for 16-bit input, as tk_v: -0 becomes +0 */
-            const float v = (j < rem) ? tk_ld_in<F32>(a, base + j) : 0.0f;
-            x[r]          = F32 ? v : 0.0f + v;
+        for (int i = 0; i < TK_PER; ++i) {
+            const uint32_t j = tk_sj(i >> 2, i & 3, lane);
+            if (j < rem) {
+                rp[j] = x[i];
+            }
         }
     }
 }
@@ -682,47 +755,91 @@ tk_load_chunk(const tk_args_t &a, uint64_t base, uint32_t rem, int lane, float *
  * chunks of TK_CHUNK values: v = in + residual (into the residual), finiteness, the energy of
  * the values below the sampled threshold, and the values at or above it written as (index,
  * value) pairs, in index order, into the chunk's slot_n slots, or, when more, into the
- * overflow buffer at an offset one atomicAdd reserves; the chunk's segment word says where.
- * Lane l holds values base + r * 32 + l (r < TK_PER). Earlier designs made each block of 8
- * warps agree on a tile's offset (an in-order look-back, then one atomic per tile): the barrier
- * and the wait left too few loads in flight (419-546 us for 100 M values, ~1 TB/s). */
-__global__ void __launch_bounds__(TK_THREADS, 3)
+ * overflow buffer at an offset one atomicAdd reserves; the chunk's segment word says where,
+ * its count goes to its tile's (one atomic), its candidates' keys to the block's level-0
+ * histogram, and the last block to finish walks level 0 over the candidates.
+ * Whole chunks of aligned fp32 input without a residual (the common case, and the target's)
+ * stream in through cp.async, two stages a warp: the next chunk is in flight while this one is
+ * examined (the register-loading version left too few loads in flight: 230 us for 100 M
+ * values, 55 % of HBM bandwidth). Earlier designs made each block of 8 warps agree on a
+ * tile's offset (an in-order look-back, then one atomic per tile): the barrier and the wait
+ * left too few loads in flight (419-546 us, ~1 TB/s). */
+__global__ void __launch_bounds__(TK_THREADS, 4)
 tk_pass_s(tk_args_t a)
 {
+    __shared__ float4 stg[TK_THREADS / 32][2][TK_CHUNK / 4];
+    __shared__ uint32_t h[TK_BINS];
     __shared__ double shd[32];
-    const int lane = threadIdx.x & 31;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const unsigned lt = (1u << lane) - 1u;
     const uint32_t sthr = a.sel->sthr;
     const uint64_t nwarps = (uint64_t)gridDim.x * (TK_THREADS / 32);
+    const uint64_t nfull  = a.n / TK_CHUNK;
+    const int async = (a.dtype == TERSE_FLOAT32) && (a.res == NULL) &&
+                      (((uintptr_t)a.in & 15u) == 0);
     double tot = 0.0;
-    int bad = 0;
+    int bad = 0, st = 0;
+    uint64_t ch = (uint64_t)blockIdx.x * (TK_THREADS / 32) + (uint64_t)warp;
 
-    for (uint64_t ch = (uint64_t)blockIdx.x * (TK_THREADS / 32) + (threadIdx.x >> 5);
-         ch < a.nchunks; ch += nwarps) {
+    for (int b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
+        h[b] = 0;
+    }
+    __syncthreads();
+    if (async && (ch < nfull)) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            tk_cp16(&stg[warp][0][r * 32 + lane],
+                    (const float4 *)a.in + ch * (TK_CHUNK / 4) + r * 32 + lane);
+        }
+    }
+    tk_cp_commit();
+    for (; ch < a.nchunks; ch += nwarps) {
         /* 32-bit offsets within the chunk keep the loop in registers */
         const uint64_t base = ch * TK_CHUNK;
         const uint32_t rem  = (uint32_t)TERSE_MIN(a.n - base, (uint64_t)TK_CHUNK);
         float x[TK_PER];
-        unsigned cnt = 0, off, over = 0, run = 0;
+        unsigned m[TK_PER], cnt = 0, off, over = 0, run = 0;
         uint32_t lim;
         uint2 *dst;
 
-        if (a.dtype == TERSE_FLOAT32) {
-            tk_load_chunk<1>(a, base, rem, lane, x);
+        if (async && (ch < nfull)) {
+            const uint64_t nx = ch + nwarps;
+            if (nx < nfull) {
+#pragma unroll
+                for (int r = 0; r < 4; ++r) {
+                    tk_cp16(&stg[warp][st ^ 1][r * 32 + lane],
+                            (const float4 *)a.in + nx * (TK_CHUNK / 4) + r * 32 + lane);
+                }
+            }
+            tk_cp_commit();
+            tk_cp_wait<1>(); /* this chunk's group has landed */
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const float4 v = stg[warp][st][r * 32 + lane];
+                x[4 * r]     = v.x;
+                x[4 * r + 1] = v.y;
+                x[4 * r + 2] = v.z;
+                x[4 * r + 3] = v.w;
+            }
+            st ^= 1;
         } else {
-            tk_load_chunk<0>(a, base, rem, lane, x);
+            tk_load_chunk(a, base, rem, lane, x);
         }
         /* the key is |x|'s bits: >= the infinity's bits is not finite; a fused double
          * multiply-add for the energy (the file builds with --fmad=false) */
 #pragma unroll
-        for (int r = 0; r < TK_PER; ++r) {
-            const uint32_t key = terse_topk_key(x[r]);
-            const int in_range = ((uint32_t)r * 32 + lane) < rem;
-            const int cand = in_range && (key >= sthr);
-            const double xs = (in_range && !cand) ? (double)x[r] : 0.0;
-            cnt += __popc(__ballot_sync(0xffffffffu, cand));
+        for (int i = 0; i < TK_PER; ++i) {
+            const uint32_t key   = terse_topk_key(x[i]);
+            const int in_range   = tk_sj(i >> 2, i & 3, lane) < rem;
+            const int cand       = in_range && (key >= sthr);
+            const double xs      = (in_range && !cand) ? (double)x[i] : 0.0;
+            m[i] = __ballot_sync(0xffffffffu, cand);
+            cnt += __popc(m[i]);
             bad |= in_range && (key >= 0x7f800000u);
             tot = __fma_rn(xs, xs, tot);
+            if (cand) {
+                atomicAdd(&h[key >> 20], 1u);
+            }
         }
         if (cnt <= a.slot_n) {
             off = (unsigned)(ch * a.slot_n);
@@ -736,21 +853,34 @@ tk_pass_s(tk_args_t a)
             dst  = a.over + off;
             lim  = (off < a.caps) ? (uint32_t)TERSE_MIN(a.caps - off, (uint64_t)TK_CHUNK) : 0u;
         }
+        if (cnt != 0) {
 #pragma unroll
-        for (int r = 0; r < TK_PER; ++r) {
-            const uint32_t j = (uint32_t)r * 32 + lane;
-            const unsigned m =
-                __ballot_sync(0xffffffffu, (j < rem) && (terse_topk_key(x[r]) >= sthr));
-            const unsigned pos = run + __popc(m & lt);
-            if (((m >> lane) & 1u) && (pos < lim)) {
-                dst[pos] = make_uint2((uint32_t)(base + j), __float_as_uint(x[r]));
+            for (int r = 0; r < 4; ++r) {
+                /* index order within the 128 values of round r: lane, then component */
+                unsigned pos = run + __popc(m[4 * r] & lt) + __popc(m[4 * r + 1] & lt) +
+                               __popc(m[4 * r + 2] & lt) + __popc(m[4 * r + 3] & lt);
+#pragma unroll
+                for (int c = 0; c < 4; ++c) {
+                    if ((m[4 * r + c] >> lane) & 1u) {
+                        if (pos < lim) {
+                            dst[pos] = make_uint2((uint32_t)(base + tk_sj(r, c, lane)),
+                                                  __float_as_uint(x[4 * r + c]));
+                        }
+                        ++pos;
+                    }
+                }
+                run += __popc(m[4 * r]) + __popc(m[4 * r + 1]) + __popc(m[4 * r + 2]) +
+                       __popc(m[4 * r + 3]);
             }
-            run += __popc(m);
         }
         if (lane == 0) {
             a.segs[ch] = ((unsigned long long)off << 32) | (over ? TK_SEG_OVER : 0ull) | cnt;
+            if (cnt != 0) {
+                atomicAdd(&a.tile_above[ch / TK_CPT], cnt);
+            }
         }
     }
+    tk_cp_wait<0>();
     if (__syncthreads_or(bad) && (threadIdx.x == 0)) {
         atomicOr(&a.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
     }
@@ -758,33 +888,19 @@ tk_pass_s(tk_args_t a)
     if ((threadIdx.x == 0) && (tot != 0.0)) {
         atomicAdd(&a.stat->sq_acc, tot);
     }
-}
-
-/* Warp per tile: its candidates (the sum of its chunks' counts) into tile_above. */
-__global__ void __launch_bounds__(TK_THREADS)
-tk_stile(tk_args_t a)
-{
-    const int lane = threadIdx.x & 31;
-    const uint64_t nwarps = (uint64_t)gridDim.x * (TK_THREADS / 32);
-
-    if (tk_nonfinite(a)) {
-        return;
-    }
-    for (uint64_t tile = (uint64_t)blockIdx.x * (TK_THREADS / 32) + (threadIdx.x >> 5);
-         tile < a.ntiles; tile += nwarps) {
-        const uint64_t ch = tile * TK_CPT + (uint64_t)lane;
-        unsigned cnt = ((lane < TK_CPT) && (ch < a.nchunks)) ? TK_SEG_CNT(a.segs[ch]) : 0u;
-        cnt = terse_cu_warp_sum(cnt);
-        if (lane == 0) {
-            a.tile_above[tile] = cnt;
+    for (int b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
+        if (h[b] != 0) {
+            atomicAdd(&a.sel->hist[0][b], h[b]);
         }
     }
+    tk_then_walk(a, 3, 0, 2, gridDim.x);
 }
 
-/* 1 block of 1024: each tile's first candidate in index order (tile_out, from the counts in
- * tile_above), read 4 tiles a thread with coalesced loads; then the decision: the sample hit
- * when k <= candidates <= capacity and the overflow buffer held its share; otherwise mode 2,
- * and the exact kernels take over on the prepared v (and sum the energy themselves). */
+/* 1 block of 1024: each tile's first candidate in index order (tile_out, from the counts pass
+ * S added in tile_above), read 4 tiles a thread with coalesced loads; then the decision: the
+ * sample hit when k <= candidates <= capacity and the overflow buffer held its share;
+ * otherwise mode 2, and the exact kernels take over on the prepared v (and sum the energy
+ * themselves). */
 __global__ void __launch_bounds__(1024)
 tk_sscan(tk_args_t a)
 {
@@ -813,15 +929,27 @@ tk_sscan(tk_args_t a)
         }
         carry += total;
     }
-    if (threadIdx.x == 0) {
+    {
         const unsigned long long ov = *(volatile uint32_t *)&a.sel->over_next;
-        if ((carry >= a.k) && (carry <= a.caps) && (ov <= a.caps)) {
-            a.sel->mode  = 1;
-            a.sel->ncand = (uint32_t)carry;
-        } else {
-            a.sel->mode    = 2;
-            a.sel->ncand   = 0;
-            a.stat->sq_acc = 0.0;
+        const int hit = (carry >= a.k) && (carry <= a.caps) && (ov <= a.caps);
+        if (!hit) {
+            /* pass S's level-0 histogram and walk were over the candidates: the radix path
+             * starts from an empty histogram and no prefix */
+            for (int b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
+                a.sel->hist[0][b] = 0;
+            }
+        }
+        if (threadIdx.x == 0) {
+            if (hit) {
+                a.sel->mode  = 1;
+                a.sel->ncand = (uint32_t)carry;
+            } else {
+                a.sel->mode    = 2;
+                a.sel->ncand   = 0;
+                a.sel->above   = 0;
+                a.sel->bin[0]  = 0;
+                a.stat->sq_acc = 0.0;
+            }
         }
     }
 }
@@ -874,7 +1002,7 @@ tk_gather(tk_args_t a)
     }
 }
 
-/* Radix histograms over the candidate pairs (level 0, 1, 2 as the exact path). */
+/* Radix histograms over the candidate pairs (level 0, 1, 2 as the exact path), then the walk. */
 __global__ void __launch_bounds__(TK_THREADS)
 tk_chist(tk_args_t a, int level)
 {
@@ -911,6 +1039,7 @@ tk_chist(tk_args_t a, int level)
             atomicAdd(&a.sel->hist[level][b], h[b]);
         }
     }
+    tk_then_walk(a, 3 + level, level, 1, gridDim.x);
 }
 
 /* One block per chunk of TK_TILE candidates (index order): its counts above and equal to t. */
@@ -941,63 +1070,83 @@ tk_cchunk_counts(tk_args_t a)
     }
 }
 
-/* One block per chunk: the selected candidates, in index order, into their pair slots; their
- * residual becomes 0; the energy of the candidates left behind joins the error. */
+/* One block per chunk of TK_TILE candidates: the selected ones, in index order, into their pair
+ * slots; their residual becomes 0; the energy of the candidates left behind joins the error.
+ * As pass C: warp w owns candidates [w * 512, (w + 1) * 512) of the chunk, 16 per lane, with
+ * ballots of "above t" and "equal to t"; one exchange of the per-warp counts (a block scan per
+ * 256 candidates took ~48 us for 1.5 M candidates). */
 template <int ALIGNED>
 __global__ void __launch_bounds__(TK_THREADS)
 tk_cchunk_out(tk_args_t a, uint8_t *pairs)
 {
-    __shared__ unsigned sh[33];
+    __shared__ unsigned sgt[TK_THREADS / 32], seq[TK_THREADS / 32];
     __shared__ double shd[32];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const unsigned lt = (1u << lane) - 1u;
     const uint64_t cb = (uint64_t)blockIdx.x * TK_TILE;
     const uint32_t nc = a.sel->ncand;
-    uint32_t thr, cc;
+    uint32_t thr;
     long long allow;
-    unsigned gt_run = 0, eq_run = 0, out_base;
+    unsigned gtm[TK_PER], eqm[TK_PER], cg = 0, ce = 0, gt_before = 0, eq_before = 0, gr = 0,
+             er, out_base;
+    uint2 cp[TK_PER];
     double left = 0.0;
 
     if (tk_nonfinite(a) || (tk_mode(a) != 1) || (cb >= nc)) {
         return;
     }
-    cc       = (uint32_t)TERSE_MIN((uint64_t)TK_TILE, nc - cb);
     thr      = a.sel->thr;
     out_base = a.tile_out[blockIdx.x];
     allow    = (long long)a.sel->need - (long long)a.tile_eqbase[blockIdx.x];
     allow    = (allow < 0) ? 0 : allow;
-    for (uint32_t c0 = 0; c0 < cc; c0 += blockDim.x) {
-        uint32_t c = c0 + threadIdx.x;
-        uint2 cp   = make_uint2(0, 0);
-        unsigned is_gt = 0, is_eq = 0, packed, total;
-        if (c < cc) {
-            uint32_t key;
-            cp    = a.cpairs[cb + c];
-            key   = terse_topk_key(__uint_as_float(cp.y));
-            is_gt = key > thr;
-            is_eq = key == thr;
-        }
-        packed = terse_cu_block_exscan((is_eq << 16) | is_gt, sh, &total);
-        if (c < cc) {
-            unsigned gt_ex = packed & 0xffffu, eq_ex = packed >> 16;
-            long long tie  = (long long)(eq_run + eq_ex);
-            float v        = __uint_as_float(cp.y);
-            if (is_gt || (is_eq && (tie < allow))) {
-                unsigned pos = out_base + gt_run + gt_ex + (unsigned)((tie < allow) ? tie : allow);
-                uint8_t *p   = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
-                if (ALIGNED) {
-                    *(uint2 *)p = cp;
-                } else {
-                    terse_cu_st_u32(p, cp.x);
-                    terse_cu_st_u32(p + 4, cp.y);
-                }
-                if (a.res != NULL) {
-                    a.res[cp.x] = 0.0f;
-                }
+#pragma unroll
+    for (int r = 0; r < TK_PER; ++r) {
+        const uint64_t c = cb + (uint64_t)warp * (32 * TK_PER) + (uint64_t)r * 32 + lane;
+        cp[r] = (c < nc) ? a.cpairs[c] : make_uint2(0, 0);
+    }
+#pragma unroll
+    for (int r = 0; r < TK_PER; ++r) {
+        const uint64_t c = cb + (uint64_t)warp * (32 * TK_PER) + (uint64_t)r * 32 + lane;
+        const uint32_t key = terse_topk_key(__uint_as_float(cp[r].y));
+        gtm[r] = __ballot_sync(0xffffffffu, (c < nc) && (key > thr));
+        eqm[r] = __ballot_sync(0xffffffffu, (c < nc) && (key == thr));
+        cg += __popc(gtm[r]);
+        ce += __popc(eqm[r]);
+    }
+    if (lane == 0) {
+        sgt[warp] = cg;
+        seq[warp] = ce;
+    }
+    __syncthreads();
+    for (int w = 0; w < warp; ++w) {
+        gt_before += sgt[w];
+        eq_before += seq[w];
+    }
+    er = eq_before;
+#pragma unroll
+    for (int r = 0; r < TK_PER; ++r) {
+        const uint64_t c = cb + (uint64_t)warp * (32 * TK_PER) + (uint64_t)r * 32 + lane;
+        const int g = (gtm[r] >> lane) & 1u, e = (eqm[r] >> lane) & 1u;
+        const long long ties = (long long)(er + __popc(eqm[r] & lt));
+        if (g || (e && (ties < allow))) {
+            const unsigned pos = out_base + gt_before + gr + __popc(gtm[r] & lt) +
+                                 (unsigned)((ties < allow) ? ties : allow);
+            uint8_t *p = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
+            if (ALIGNED) {
+                *(uint2 *)p = cp[r];
             } else {
-                left = left + (double)v * (double)v;
+                terse_cu_st_u32(p, cp[r].x);
+                terse_cu_st_u32(p + 4, cp[r].y);
             }
+            if (a.res != NULL) {
+                a.res[cp[r].x] = 0.0f;
+            }
+        } else if (c < nc) {
+            const float v = __uint_as_float(cp[r].y);
+            left = left + (double)v * (double)v;
         }
-        gt_run += total & 0xffffu;
-        eq_run += total >> 16;
+        gr += __popc(gtm[r]);
+        er += __popc(eqm[r]);
     }
     left = terse_cu_block_sum(left, shd);
     if ((threadIdx.x == 0) && (left != 0.0)) {
@@ -1211,7 +1360,8 @@ tk_t_zero(const tk_entry_t *e, const uint8_t *user, int acc)
     }
 }
 
-/* The radix kernels over every layer: OP 0 pass A, 1 pass B, 2 level-2 histogram, 3 counts,
+/* The radix kernels over every layer (each walk in its layer's last block of the kernel
+ * before): OP 0 pass A, 1 pass B, 2 level-2 histogram, 3 counts,
  * 4 pass C, 5 fixup (the candidate or full variants as each layer's candidates fit). */
 template <int OP>
 __global__ void __launch_bounds__(TK_THREADS)
@@ -1221,13 +1371,12 @@ tk_t_tiled(const tk_entry_t *e, uint32_t n, const uint8_t *user)
     uint8_t *out;
     unsigned bx, gx;
     const tk_entry_t *en = tk_t_slice(e, n, user, &a, &out, &bx, &gx);
-    const int full = (OP == 2 || OP == 3) ? (*(volatile uint32_t *)&a.sel->ncand > a.cap) : 0;
 
     switch (OP) {
     case 0: tk_pass_a_body(a, bx, gx); break;
     case 1: tk_pass_b_body(a, bx, gx); break;
-    case 2: tk_hist2_body(a, full, bx, gx); break;
-    case 3: tk_counts_body(a, full, bx, gx); break;
+    case 2: tk_hist2_body(a, bx, gx); break;
+    case 3: tk_counts_body(a, bx, gx); break;
     case 4:
         if (((uintptr_t)(out + TERSE_TOPK_HEADER_BYTES) & 7u) == 0) {
             tk_pass_c_body<1>(a, out + TERSE_TOPK_HEADER_BYTES, bx, gx);
@@ -1239,18 +1388,11 @@ tk_t_tiled(const tk_entry_t *e, uint32_t n, const uint8_t *user)
     }
 }
 
-/* Block l, 1024 threads: layer l's walk (LEVEL 0..2) or, with LEVEL 3, its tile scan. */
-template <int LEVEL>
+/* Block l, 1024 threads: layer l's tile scan. */
 __global__ void __launch_bounds__(1024)
-tk_t_layer(const tk_entry_t *e)
+tk_t_scan(const tk_entry_t *e)
 {
-    const tk_args_t a = e[blockIdx.x].a;
-
-    if (LEVEL < 3) {
-        tk_walk_body(a, LEVEL, 0, 0, 1);
-    } else {
-        tk_scan_body(a, 0, 0, 1);
-    }
+    tk_scan_body(e[blockIdx.x].a, 0, 0, 1);
 }
 
 /* Decode tables: validate (a layer's blocks cover its k pairs from `first`, counted in blocks
@@ -1481,15 +1623,11 @@ terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
                                      t->miss);
         tk_pass_s<<<tk_persist_grid((const void *)tk_pass_s, (t->nchunks + 7) / 8), TK_THREADS,
                     0, s>>>(a);
-        tk_stile<<<grid_w, TK_THREADS, 0, s>>>(a);
         tk_sscan<<<1, 1024, 0, s>>>(a);
         tk_gather<<<grid_w, TK_THREADS, 0, s>>>(a);
         tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 0);
-        tk_walk<<<1, 1024, 0, s>>>(a, 0, 1);
         tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 1);
-        tk_walk<<<1, 1024, 0, s>>>(a, 1, 1);
         tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 2);
-        tk_walk<<<1, 1024, 0, s>>>(a, 2, 1);
         tk_cchunk_counts<<<(unsigned)nchunk, TK_THREADS, 0, s>>>(a);
         tk_scan<<<1, 1024, 0, s>>>(ac, 1);
         if (((uintptr_t)pairs & 7u) == 0) {
@@ -1498,15 +1636,11 @@ terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
             tk_cchunk_out<0><<<(unsigned)nchunk, TK_THREADS, 0, s>>>(a, pairs);
         }
     }
+    /* the walks run in the last block of the kernel before each (tk_then_walk) */
     tk_pass_a<<<grid_n, TK_THREADS, 0, s>>>(a);
-    tk_walk<<<1, 1024, 0, s>>>(a, 0, 0);
     tk_pass_b<<<tk_persist_grid((const void *)tk_pass_b, t->ntiles), TK_THREADS, 0, s>>>(a);
-    tk_walk<<<1, 1024, 0, s>>>(a, 1, 0);
-    tk_hist2<<<grid_c, TK_THREADS, 0, s>>>(a, 0);
-    tk_hist2<<<grid_n, TK_THREADS, 0, s>>>(a, 1);
-    tk_walk<<<1, 1024, 0, s>>>(a, 2, 0);
-    tk_counts<<<grid_c, TK_THREADS, 0, s>>>(a, 0);
-    tk_counts<<<grid_n, TK_THREADS, 0, s>>>(a, 1);
+    tk_hist2<<<grid_n, TK_THREADS, 0, s>>>(a);
+    tk_counts<<<grid_n, TK_THREADS, 0, s>>>(a);
     tk_scan<<<1, 1024, 0, s>>>(a, 0);
     if (((uintptr_t)pairs & 7u) == 0) {
         tk_pass_c<1><<<tk_persist_grid((const void *)tk_pass_c<1>, t->ntiles), TK_THREADS, 0,
@@ -1676,15 +1810,13 @@ terse__cmp_topk_cuda_table_run(void *table, const void *user, terse_stream_t str
     const unsigned nl = (unsigned)t->n, nt = (unsigned)t->ntiles;
 
     if (t->mode == TERSE_CU_T_COMPRESS) {
+        /* each layer's walks run in its last block of passes A, B and the level-2 histogram */
         tk_t_zero<<<nl, TK_THREADS, 0, s>>>(t->dev, u, 0);
         tk_t_tiled<0><<<nt, TK_THREADS, 0, s>>>(t->dev, nl, u);
-        tk_t_layer<0><<<nl, 1024, 0, s>>>(t->dev);
         tk_t_tiled<1><<<nt, TK_THREADS, 0, s>>>(t->dev, nl, u);
-        tk_t_layer<1><<<nl, 1024, 0, s>>>(t->dev);
         tk_t_tiled<2><<<nt, TK_THREADS, 0, s>>>(t->dev, nl, u);
-        tk_t_layer<2><<<nl, 1024, 0, s>>>(t->dev);
         tk_t_tiled<3><<<nt, TK_THREADS, 0, s>>>(t->dev, nl, u);
-        tk_t_layer<3><<<nl, 1024, 0, s>>>(t->dev);
+        tk_t_scan<<<nl, 1024, 0, s>>>(t->dev);
         tk_t_tiled<4><<<nt, TK_THREADS, 0, s>>>(t->dev, nl, u);
         tk_t_tiled<5><<<nt, TK_THREADS, 0, s>>>(t->dev, nl, u);
     } else {

@@ -91,7 +91,7 @@ typedef struct terse_cu_tlayer {
 terse_status_t terse__cmp_topk_cuda_table_create(const terse_cu_tlayer_t *layers, size_t n,
                                                  int mode, void **table_p);
 void           terse__cmp_topk_cuda_table_destroy(void *table);
-/* Every layer of the table: 11 launches (compress), 2 or 3 (decode), whatever their number;
+/* Every layer of the table: 8 launches (compress), 2 or 3 (decode), whatever their number;
  * bit for bit the one-layer launchers, each layer's status block committed as theirs.
  * `user`: the base of the TERSE_CU_TUSER_* offsets. Returns TERSE_OK or TERSE_ERR_CUDA. */
 terse_status_t terse__cmp_topk_cuda_table_run(void *table, const void *user,
