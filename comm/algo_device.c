@@ -72,7 +72,8 @@ typedef struct dev_ws {
     int           *sgroup;               /* [l] */
     size_t        *sfused;               /* [s * DEV_NGROUPS + g]: bytes of the fused message */
     void          *sbuf[DEV_NGROUPS][2]; /* device; parity of the stage */
-    void          *ps_batch;             /* stage 1 of the PowerSGD layers, one orth launch */
+    void          *ps_batch;             /* every pass of the PowerSGD layers (dev_ps_tables) */
+    dev_key_t      ps_key;
     /* cast tables (dev_cs_tables): compress, and decompress of the summed payloads; built and
      * keyed as the requant tables */
     void          *cs_tc, *cs_td;
@@ -82,7 +83,7 @@ typedef struct dev_ws {
     void          *rk_tc, *rk_td;
     unsigned char *rk_in;                /* [l] */
     dev_key_t      rk_key;
-    unsigned char *ps_in;                /* [l]: 1 when layer l's stage 1 runs in ps_batch */
+    unsigned char *ps_in;                /* [l]: 1 when layer l runs in ps_batch */
     /* requant */
     size_t        *rpay, *rlo;           /* [l * p + j] */
     size_t        *rmsg, *rmoff;         /* [j], [j] */
@@ -875,66 +876,76 @@ dev_setup_sparse(terse_slot_t *slot, dev_ws_t *ws, size_t *maxn_p)
     return dev_alloc((void **)&ws->xbuf, ws->xmsg * (size_t)ws->p, &slot->mem_bytes);
 }
 
-/* Stage 1 of every PowerSGD layer as one batch (its orthogonalisations in one launch; the
- * summed P and the Q output live in the stage buffers, which stay put). With fewer than two
- * such layers, or when the batch cannot be made (warned), each layer keeps its own stage. */
+/* Every PowerSGD layer's passes as one batch (compress into the stage-0 payloads, stage 1 from
+ * their sums into the stage-1 payloads, decompress of those sums into the caller's output):
+ * launches grow with the rank classes present, not with the layers. Built when missing or
+ * stale (dtype, scale, error feedback, residual buffer), as the other tables; fewer than two
+ * such layers, or a failure (warned): one launch sequence per layer. */
 static terse_status_t
-dev_setup_psgd_batch(terse_slot_t *slot, dev_ws_t *ws)
+dev_ps_tables(const terse_slot_t *slot, dev_ws_t *ws, const terse_call_t *call)
 {
-    const size_t nl = slot->nlayers, ns = ws->nstages;
-    void **cudas = NULL, **summed = NULL, **out = NULL;
-    size_t *sb = NULL, *ob = NULL, l, n = 0;
+    const size_t nl = slot->nlayers, ns = ws->nstages, es = terse__esize(call->dtype);
+    terse_cu_player_t *P = NULL;
     terse_status_t status = TERSE_OK;
+    size_t l, n = 0;
 
-    if (ns < 2) {
+    if ((ns < 2) || dev_key_fresh(&ws->ps_key, slot, call)) {
         return TERSE_OK;
     }
-    ws->ps_in = calloc(nl, 1);
-    cudas     = calloc(nl, sizeof(void *));
-    summed    = calloc(nl, sizeof(void *));
-    out       = calloc(nl, sizeof(void *));
-    sb        = calloc(nl, sizeof(size_t));
-    ob        = calloc(nl, sizeof(size_t));
-    if ((ws->ps_in == NULL) || (cudas == NULL) || (summed == NULL) || (out == NULL) ||
-        (sb == NULL) || (ob == NULL)) {
+    terse__cmp_psgd_cuda_batch_destroy(ws->ps_batch);
+    ws->ps_batch     = NULL;
+    ws->ps_key.built = -1;
+    if (ws->ps_in == NULL) {
+        ws->ps_in = calloc(TERSE_MAX(nl, (size_t)1), 1);
+    }
+    P = calloc(TERSE_MAX(nl, (size_t)1), sizeof(*P));
+    if ((ws->ps_in == NULL) || (P == NULL)) {
         status = TERSE_ERR_NOMEM;
         goto out;
     }
     for (l = 0; l < nl; ++l) {
         const terse_layer_state_t *ly = &slot->layers[l];
         const int g = ws->sgroup[l];
-        if ((ly->cls != TERSE_CLASS_SUMMABLE) || (ws->lstages[l] != 2) ||
+        void *h = NULL;
+        ws->ps_in[l] = 0;
+        if ((ly->cls != TERSE_CLASS_SUMMABLE) || (ws->lstages[l] != 2) || (ly->cmp == NULL) ||
             (strcmp(ly->ops->name, "powersgd") != 0) ||
-            ((cudas[n] = terse__cmp_psgd_cuda_of(ly->cmp)) == NULL)) {
+            ((h = terse__cmp_psgd_cuda_of(ly->cmp)) == NULL)) {
             continue;
         }
-        summed[n] = (unsigned char *)ws->sbuf[g][0] + ws->soff[l * ns];
-        sb[n]     = ws->spay[l * ns];
-        out[n]    = (unsigned char *)ws->sbuf[g][1] + ws->soff[l * ns + 1];
-        ob[n]     = ws->spay[l * ns + 1];
+        /* both allreduces are in place: P and Q are summed where compress and stage 1 wrote */
+        P[n] = (terse_cu_player_t){
+            h, (const void *)(uintptr_t)(ly->offset * es),
+            call->error_feedback ? terse__fb_layer(&slot->fb, l) : NULL,
+            (unsigned char *)ws->sbuf[g][0] + ws->soff[l * ns],
+            (unsigned char *)ws->sbuf[g][0] + ws->soff[l * ns],
+            (unsigned char *)ws->sbuf[g][1] + ws->soff[l * ns + 1],
+            (unsigned char *)ws->sbuf[g][1] + ws->soff[l * ns + 1],
+            (void *)(uintptr_t)(ly->offset * es), ly->count, call->dtype, call->scale,
+            TERSE_CU_PUSER_IN | TERSE_CU_PUSER_OUT};
         ws->ps_in[l] = 1;
         ++n;
     }
     if (n >= 2) {
-        status = terse__cmp_psgd_cuda_batch_create(cudas, (const void *const *)summed, sb, out,
-                                                   ob, n, &ws->ps_batch);
-    }
-    if ((n < 2) || (status != TERSE_OK)) {
-        if (status != TERSE_OK) {
-            terse_warn(TERSE_LOG_COMM, "batched PowerSGD stage of %zu layers failed (%s): one "
-                       "stage per layer instead", n, terse_status_str(status));
+        status = terse__cmp_psgd_cuda_batch_create_full(P, n, &ws->ps_batch);
+        if (status == TERSE_OK) {
+            dev_key_set(&ws->ps_key, slot, call);
         }
-        memset(ws->ps_in, 0, nl);
-        ws->ps_batch = NULL;
-        status       = (status == TERSE_ERR_CUDA) ? status : TERSE_OK;
     }
 out:
-    free(cudas);
-    free(summed);
-    free(out);
-    free(sb);
-    free(ob);
-    return status;
+    if (ws->ps_key.built < 0) {
+        if (status != TERSE_OK) {
+            terse_warn(TERSE_LOG_COMM, "batched PowerSGD of %zu layers failed (%s): one launch "
+                       "sequence per layer instead", n, terse_status_str(status));
+        }
+        terse__cmp_psgd_cuda_batch_destroy(ws->ps_batch);
+        ws->ps_batch = NULL;
+        if (ws->ps_in != NULL) {
+            memset(ws->ps_in, 0, nl);
+        }
+    }
+    free(P);
+    return (status == TERSE_ERR_CUDA) ? status : TERSE_OK;
 }
 
 static terse_status_t
@@ -955,9 +966,6 @@ dev_setup(terse_ctx_t *ctx, terse_slot_t *slot)
     ws->me = tp->head.rank;
     TERSE_CHECK(terse__nccl_tp_enter(tp, &prev));
     TERSE_CHECK_GOTO(dev_setup_summable(slot, ws), status, out);
-    if (ctx->cfg->DEVICE_TABLES) {
-        TERSE_CHECK_GOTO(dev_setup_psgd_batch(slot, ws), status, out);
-    }
     TERSE_CHECK_GOTO(dev_setup_requant(slot, ws, &maxn), status, out);
     TERSE_CHECK_GOTO(dev_setup_sparse(slot, ws, &maxn), status, out);
     if (maxn > 0) {
@@ -1025,16 +1033,18 @@ dev_run_summable(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call, in
     const terse_nccl_api_t *api = tp->api;
     const size_t es             = terse__esize(call->dtype);
     const size_t ns             = ws->nstages;
-    const unsigned char *cs, *rk;
+    const unsigned char *cs, *rk, *ps;
     size_t l, s;
     int g;
 
     if (tables) {
         TERSE_CHECK(dev_cs_tables(slot, ws, call));
         TERSE_CHECK(dev_rk_tables(slot, ws, call));
+        TERSE_CHECK(dev_ps_tables(slot, ws, call));
     }
     cs = (tables && (ws->cs_key.built > 0)) ? ws->cs_in : NULL;
     rk = (tables && (ws->rk_key.built > 0)) ? ws->rk_in : NULL;
+    ps = (tables && (ws->ps_key.built > 0)) ? ws->ps_in : NULL;
     for (s = 0; s < ns; ++s) {
         const int cur = (int)(s & 1);
         if ((s == 0) && (cs != NULL)) {
@@ -1044,11 +1054,18 @@ dev_run_summable(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call, in
             TERSE_CHECK(terse__cmp_randomk_cuda_table_run(ws->rk_tc, call->step, call->send,
                                                           call->stream));
         }
+        if ((s == 0) && (ps != NULL)) {
+            TERSE_CHECK(terse__cmp_psgd_cuda_batch_compress(ws->ps_batch, call->send,
+                                                            call->stream));
+        }
+        if ((s == 1) && (ps != NULL)) {
+            TERSE_CHECK(terse__cmp_psgd_cuda_batch_stage(ws->ps_batch, call->stream));
+        }
         for (l = 0; l < slot->nlayers; ++l) {
             terse_layer_state_t *ly = &slot->layers[l];
             unsigned char *dst;
             if ((ly->cls != TERSE_CLASS_SUMMABLE) || (s >= ws->lstages[l]) ||
-                DEV_IN_TABLE(cs, l) || DEV_IN_TABLE(rk, l)) {
+                DEV_IN_TABLE(cs, l) || DEV_IN_TABLE(rk, l) || DEV_IN_TABLE(ps, l)) {
                 continue;
             }
             g   = ws->sgroup[l];
@@ -1064,17 +1081,12 @@ dev_run_summable(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call, in
                                                   terse__fb_layer(&slot->fb, l) : NULL,
                                               &rng, dst, ws->spay[l * ns + s], &flags, NULL,
                                               call->stream));
-            } else if ((s == 1) && (ws->ps_batch != NULL) && ws->ps_in[l]) {
-                continue; /* below, all of them at once */
             } else {
                 const unsigned char *prev =
                     (const unsigned char *)ws->sbuf[g][cur ^ 1] + ws->soff[l * ns + s - 1];
                 TERSE_CHECK(ly->ops->stage(ly->cmp, (unsigned)s, prev, ws->spay[l * ns + s - 1],
                                            dst, ws->spay[l * ns + s], NULL, call->stream));
             }
-        }
-        if ((s == 1) && (ws->ps_batch != NULL)) {
-            TERSE_CHECK(terse__cmp_psgd_cuda_batch_stage(ws->ps_batch, call->stream));
         }
         DEV_NCCL(api->GroupStart(), "ncclGroupStart");
         for (g = 0; g < DEV_NGROUPS; ++g) {
@@ -1101,11 +1113,15 @@ dev_run_summable(terse_nccl_tp_t *tp, terse_slot_t *slot, terse_call_t *call, in
             TERSE_CHECK(terse__cmp_randomk_cuda_table_run(ws->rk_td, call->step, call->recv,
                                                           call->stream));
         }
+        if ((s == 1) && (ps != NULL)) {
+            TERSE_CHECK(terse__cmp_psgd_cuda_batch_decompress(ws->ps_batch, call->recv,
+                                                              call->stream));
+        }
         for (l = 0; l < slot->nlayers; ++l) {
             terse_layer_state_t *ly = &slot->layers[l];
             terse_buf_t outb;
             if ((ly->cls != TERSE_CLASS_SUMMABLE) || (s + 1 != ws->lstages[l]) ||
-                DEV_IN_TABLE(cs, l) || DEV_IN_TABLE(rk, l)) {
+                DEV_IN_TABLE(cs, l) || DEV_IN_TABLE(rk, l) || DEV_IN_TABLE(ps, l)) {
                 continue;
             }
             g    = ws->sgroup[l];
