@@ -195,13 +195,18 @@ tk_walk_body(const tk_args_t &a, int level, int sampled, unsigned bx, unsigned g
 
 /* After a kernel's work (every thread of the block calls it): the last of the kernel's gx
  * blocks to finish runs the walk of `level`, saving a launch (the classic threadfence
- * reduction: the other blocks' histogram atomics are visible to it). A kernel whose blocks
- * all left early (the mode or the non-finite flag) walks nothing, as the walk would not. */
+ * reduction, each thread fencing: every block's histogram atomics are visible to it). A
+ * kernel whose blocks all left early (the mode or the non-finite flag) walks nothing, as the
+ * walk would not. */
 __device__ __forceinline__ void
 tk_then_walk(const tk_args_t &a, int slot, int level, int sampled, unsigned gx)
 {
     __shared__ int last;
 
+    /* every thread's histogram atomics performed before its block counts as arrived: thread
+     * 0's fence alone does not order the other threads' reductions (the walks then read
+     * partial histograms) */
+    __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
         last = terse_cu_last_block(&a.sel->arrive[slot], gx);
@@ -1002,7 +1007,8 @@ tk_gather(tk_args_t a)
     }
 }
 
-/* Radix histograms over the candidate pairs (level 0, 1, 2 as the exact path), then the walk. */
+/* Radix histograms of levels 1 and 2 over the candidate pairs (as the exact path; level 0 is
+ * pass S's), then the walk. */
 __global__ void __launch_bounds__(TK_THREADS)
 tk_chist(tk_args_t a, int level)
 {
@@ -1023,9 +1029,7 @@ tk_chist(tk_args_t a, int level)
     for (c = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; c < nc;
          c += (uint64_t)gridDim.x * blockDim.x) {
         uint32_t key = terse_topk_key(__uint_as_float(a.cpairs[c].y));
-        if (level == 0) {
-            atomicAdd(&h[key >> 20], 1u);
-        } else if ((key >> 20) == b0) {
+        if ((key >> 20) == b0) {
             if (level == 1) {
                 atomicAdd(&h[(key >> 9) & 0x7ffu], 1u);
             } else if (((key >> 9) & 0x7ffu) == b1) {
@@ -1625,7 +1629,7 @@ terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
                     0, s>>>(a);
         tk_sscan<<<1, 1024, 0, s>>>(a);
         tk_gather<<<grid_w, TK_THREADS, 0, s>>>(a);
-        tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 0);
+        /* level 0: pass S's histogram and walk */
         tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 1);
         tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 2);
         tk_cchunk_counts<<<(unsigned)nchunk, TK_THREADS, 0, s>>>(a);
