@@ -756,6 +756,38 @@ tk_load_chunk(const tk_args_t &a, uint64_t base, uint32_t rem, int lane, float *
     }
 }
 
+/* Pass S's look at one chunk: the candidate ballots m, their count, finiteness, the energy of
+ * the rest and the candidates' level-0 histogram h. The key is |x|'s bits: >= the infinity's
+ * bits is not finite; a fused double multiply-add for the energy (the file builds with
+ * --fmad=false). FULL: a whole chunk, no range checks. */
+template <int FULL>
+__device__ __forceinline__ void
+tk_s_examine(const float *x, uint32_t rem, int lane, uint32_t sthr, uint32_t *h, unsigned *m,
+             unsigned *cnt_p, int *bad_p, double *tot_p)
+{
+    unsigned cnt = 0;
+    int bad      = *bad_p;
+    double tot   = *tot_p;
+
+#pragma unroll
+    for (int i = 0; i < TK_PER; ++i) {
+        const uint32_t key = terse_topk_key(x[i]);
+        const int in_range = FULL || (tk_sj(i >> 2, i & 3, lane) < rem);
+        const int cand     = in_range && (key >= sthr);
+        const double xs    = (in_range && !cand) ? (double)x[i] : 0.0;
+        m[i] = __ballot_sync(0xffffffffu, cand);
+        cnt += __popc(m[i]);
+        bad |= in_range && (key >= 0x7f800000u);
+        tot = __fma_rn(xs, xs, tot);
+        if (cand) {
+            atomicAdd(&h[key >> 20], 1u);
+        }
+    }
+    *cnt_p = cnt;
+    *bad_p = bad;
+    *tot_p = tot;
+}
+
 /* The sampled pass; warps are independent (no block barrier in the loop), each striding over
  * chunks of TK_CHUNK values: v = in + residual (into the residual), finiteness, the energy of
  * the values below the sampled threshold, and the values at or above it written as (index,
@@ -830,21 +862,10 @@ tk_pass_s(tk_args_t a)
         } else {
             tk_load_chunk(a, base, rem, lane, x);
         }
-        /* the key is |x|'s bits: >= the infinity's bits is not finite; a fused double
-         * multiply-add for the energy (the file builds with --fmad=false) */
-#pragma unroll
-        for (int i = 0; i < TK_PER; ++i) {
-            const uint32_t key   = terse_topk_key(x[i]);
-            const int in_range   = tk_sj(i >> 2, i & 3, lane) < rem;
-            const int cand       = in_range && (key >= sthr);
-            const double xs      = (in_range && !cand) ? (double)x[i] : 0.0;
-            m[i] = __ballot_sync(0xffffffffu, cand);
-            cnt += __popc(m[i]);
-            bad |= in_range && (key >= 0x7f800000u);
-            tot = __fma_rn(xs, xs, tot);
-            if (cand) {
-                atomicAdd(&h[key >> 20], 1u);
-            }
+        if (rem == TK_CHUNK) {
+            tk_s_examine<1>(x, rem, lane, sthr, h, m, &cnt, &bad, &tot);
+        } else {
+            tk_s_examine<0>(x, rem, lane, sthr, h, m, &cnt, &bad, &tot);
         }
         if (cnt <= a.slot_n) {
             off = (unsigned)(ch * a.slot_n);
@@ -916,7 +937,29 @@ tk_sscan(tk_args_t a)
     if (tk_nonfinite(a)) {
         return;
     }
-    for (uint64_t r0 = 0; r0 < nt; r0 += 4 * (uint64_t)blockDim.x) {
+    if (nt <= 32 * (uint64_t)blockDim.x) {
+        /* one round (up to 128 M values): a thread's run of up to 32 tiles, every load issued
+         * before the one block scan (rounds of 4 tiles a thread took ~15 us for 24 Ki tiles,
+         * a scan and its barriers each) */
+        const uint64_t per = (nt + blockDim.x - 1) / blockDim.x, t = per * threadIdx.x;
+        unsigned c[32], s = 0, ex, total;
+#pragma unroll
+        for (int u = 0; u < 32; ++u) {
+            c[u] = (((uint64_t)u < per) && (t + u < nt)) ? a.tile_above[t + u] : 0u;
+            s += c[u];
+        }
+        ex = terse_cu_block_exscan(s, sh, &total);
+#pragma unroll
+        for (int u = 0; u < 32; ++u) {
+            if (((uint64_t)u < per) && (t + u < nt)) {
+                a.tile_out[t + u] = ex;
+            }
+            ex += c[u];
+        }
+        carry = total;
+    }
+    for (uint64_t r0 = 0; (nt > 32 * (uint64_t)blockDim.x) && (r0 < nt);
+         r0 += 4 * (uint64_t)blockDim.x) {
         const uint64_t t = r0 + 4 * (uint64_t)threadIdx.x;
         unsigned c[4], s = 0, ex, total;
 #pragma unroll
@@ -961,16 +1004,24 @@ tk_sscan(tk_args_t a)
 
 /* Warp per tile: its chunks' candidates, from their slots or the overflow buffer, to their
  * place in index order in cpairs (lane t of the tile's candidates finds its chunk among the
- * eight by their start offsets, held in registers). */
+ * eight by their start offsets, held in registers); on the way, the level-1 histogram of the
+ * level-0 bin's members, and (last block) its walk. */
 __global__ void __launch_bounds__(TK_THREADS)
 tk_gather(tk_args_t a)
 {
+    __shared__ uint32_t h[TK_BINS];
     const int lane = threadIdx.x & 31;
     const uint64_t nwarps = (uint64_t)gridDim.x * (TK_THREADS / 32);
+    uint32_t b0;
 
     if (tk_nonfinite(a) || (tk_mode(a) != 1)) {
         return;
     }
+    b0 = a.sel->bin[0];
+    for (int b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
+        h[b] = 0;
+    }
+    __syncthreads();
     for (uint64_t tile = (uint64_t)blockIdx.x * (TK_THREADS / 32) + (threadIdx.x >> 5);
          tile < a.ntiles; tile += nwarps) {
         const uint64_t ch = tile * TK_CPT + (uint64_t)lane;
@@ -1002,13 +1053,25 @@ tk_gather(tk_args_t a)
                 }
             }
             const uint2 *src = (ws & TK_SEG_OVER) ? a.over : a.slots;
-            a.cpairs[dbase + t] = src[TK_SEG_OFF(ws) + (t - es)];
+            const uint2 pr   = src[TK_SEG_OFF(ws) + (t - es)];
+            const uint32_t key = terse_topk_key(__uint_as_float(pr.y));
+            a.cpairs[dbase + t] = pr;
+            if ((key >> 20) == b0) {
+                atomicAdd(&h[(key >> 9) & 0x7ffu], 1u);
+            }
         }
     }
+    __syncthreads();
+    for (int b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
+        if (h[b] != 0) {
+            atomicAdd(&a.sel->hist[1][b], h[b]);
+        }
+    }
+    tk_then_walk(a, 4, 1, 1, gridDim.x);
 }
 
-/* Radix histograms of levels 1 and 2 over the candidate pairs (as the exact path; level 0 is
- * pass S's), then the walk. */
+/* The radix histogram of level 2 over the candidate pairs (as the exact path; levels 0 and 1
+ * come with pass S and the gather), then the walk; `level` 1 is kept for symmetry. */
 __global__ void __launch_bounds__(TK_THREADS)
 tk_chist(tk_args_t a, int level)
 {
@@ -1590,7 +1653,7 @@ terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
 {
     tk_cuda_t *t   = (tk_cuda_t *)cuda;
     cudaStream_t s = (cudaStream_t)stream;
-    unsigned grid_n, grid_c;
+    unsigned grid_n;
     uint8_t *pairs;
     tk_args_t a;
 
@@ -1605,8 +1668,6 @@ terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
     pairs  = (uint8_t *)out + TERSE_TOPK_HEADER_BYTES;
     grid_n = terse_cu_blocks(n, TK_THREADS);
     grid_n = (grid_n > TK_GRID) ? TK_GRID : grid_n;
-    grid_c = terse_cu_blocks(t->cap, TK_THREADS);
-    grid_c = (grid_c > 1024) ? 1024 : grid_c;
 
     TERSE_CUDA_CHECK_ST(cudaMemsetAsync(t->scratch, 0, t->zero_bytes, s), "cudaMemsetAsync");
     if (t->nsample > 0) {
@@ -1629,8 +1690,7 @@ terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
                     0, s>>>(a);
         tk_sscan<<<1, 1024, 0, s>>>(a);
         tk_gather<<<grid_w, TK_THREADS, 0, s>>>(a);
-        /* level 0: pass S's histogram and walk */
-        tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 1);
+        /* level 0: pass S's histogram and walk; level 1: the gather's */
         tk_chist<<<grid_s, TK_THREADS, 0, s>>>(a, 2);
         tk_cchunk_counts<<<(unsigned)nchunk, TK_THREADS, 0, s>>>(a);
         tk_scan<<<1, 1024, 0, s>>>(ac, 1);
@@ -1641,10 +1701,12 @@ terse__cmp_topk_cuda_compress(void *cuda, const void *in, terse_dtype_t dtype, s
         }
     }
     /* the walks run in the last block of the kernel before each (tk_then_walk) */
-    tk_pass_a<<<grid_n, TK_THREADS, 0, s>>>(a);
+    /* one wave each (grid-stride or persistent): when the sampled path succeeded they only
+     * read the mode, and a second wave of such blocks cost ~3 us a kernel */
+    tk_pass_a<<<tk_persist_grid((const void *)tk_pass_a, grid_n), TK_THREADS, 0, s>>>(a);
     tk_pass_b<<<tk_persist_grid((const void *)tk_pass_b, t->ntiles), TK_THREADS, 0, s>>>(a);
-    tk_hist2<<<grid_n, TK_THREADS, 0, s>>>(a);
-    tk_counts<<<grid_n, TK_THREADS, 0, s>>>(a);
+    tk_hist2<<<tk_persist_grid((const void *)tk_hist2, grid_n), TK_THREADS, 0, s>>>(a);
+    tk_counts<<<tk_persist_grid((const void *)tk_counts, grid_n), TK_THREADS, 0, s>>>(a);
     tk_scan<<<1, 1024, 0, s>>>(a, 0);
     if (((uintptr_t)pairs & 7u) == 0) {
         tk_pass_c<1><<<tk_persist_grid((const void *)tk_pass_c<1>, t->ntiles), TK_THREADS, 0,
