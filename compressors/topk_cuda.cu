@@ -756,36 +756,41 @@ tk_load_chunk(const tk_args_t &a, uint64_t base, uint32_t rem, int lane, float *
     }
 }
 
-/* Pass S's look at one chunk: the candidate ballots m, their count, finiteness, the energy of
- * the rest and the candidates' level-0 histogram h. The key is |x|'s bits: >= the infinity's
- * bits is not finite; a fused double multiply-add for the energy (the file builds with
- * --fmad=false). FULL: a whole chunk, no range checks. */
+/* Pass S's look at one chunk (x is 0 past rem): the candidate ballots m and their count, the
+ * largest key (a key >= the infinity's bits is not finite), the energy of every
+ * value (the output pass subtracts the selected ones': the error is a total less the kept, as
+ * the CPU's sampled path reports it) and the candidates' level-0 histogram h. Fused double
+ * multiply-adds (the file builds with --fmad=false). FULL: a whole chunk, no range checks. */
 template <int FULL>
 __device__ __forceinline__ void
 tk_s_examine(const float *x, uint32_t rem, int lane, uint32_t sthr, uint32_t *h, unsigned *m,
-             unsigned *cnt_p, int *bad_p, double *tot_p)
+             unsigned *cnt_p, uint32_t *kmax_p, double *tot_p)
 {
-    unsigned cnt = 0;
-    int bad      = *bad_p;
-    double tot   = *tot_p;
+    uint32_t kmax = *kmax_p;
+    double tot = *tot_p;
 
 #pragma unroll
     for (int i = 0; i < TK_PER; ++i) {
         const uint32_t key = terse_topk_key(x[i]);
-        const int in_range = FULL || (tk_sj(i >> 2, i & 3, lane) < rem);
-        const int cand     = in_range && (key >= sthr);
-        const double xs    = (in_range && !cand) ? (double)x[i] : 0.0;
+        const int cand     = (FULL || (tk_sj(i >> 2, i & 3, lane) < rem)) && (key >= sthr);
+        const double xd    = (double)x[i];
         m[i] = __ballot_sync(0xffffffffu, cand);
-        cnt += __popc(m[i]);
-        bad |= in_range && (key >= 0x7f800000u);
-        tot = __fma_rn(xs, xs, tot);
+        kmax = (key > kmax) ? key : kmax;
+        tot  = __fma_rn(xd, xd, tot);
         if (cand) {
             atomicAdd(&h[key >> 20], 1u);
         }
     }
-    *cnt_p = cnt;
-    *bad_p = bad;
-    *tot_p = tot;
+    {
+        unsigned cnt = 0;
+#pragma unroll
+        for (int i = 0; i < TK_PER; ++i) {
+            cnt += __popc(m[i]);
+        }
+        *cnt_p = cnt;
+    }
+    *kmax_p = kmax;
+    *tot_p  = tot;
 }
 
 /* The sampled pass; warps are independent (no block barrier in the loop), each striding over
@@ -815,7 +820,8 @@ tk_pass_s(tk_args_t a)
     const int async = (a.dtype == TERSE_FLOAT32) && (a.res == NULL) &&
                       (((uintptr_t)a.in & 15u) == 0);
     double tot = 0.0;
-    int bad = 0, st = 0;
+    uint32_t kmax = 0;
+    int st = 0;
     uint64_t ch = (uint64_t)blockIdx.x * (TK_THREADS / 32) + (uint64_t)warp;
 
     for (int b = threadIdx.x; b < TK_BINS; b += blockDim.x) {
@@ -835,7 +841,7 @@ tk_pass_s(tk_args_t a)
         const uint64_t base = ch * TK_CHUNK;
         const uint32_t rem  = (uint32_t)TERSE_MIN(a.n - base, (uint64_t)TK_CHUNK);
         float x[TK_PER];
-        unsigned m[TK_PER], cnt = 0, off, over = 0, run = 0;
+        unsigned m[TK_PER], cnt, off, over = 0, run = 0;
         uint32_t lim;
         uint2 *dst;
 
@@ -863,9 +869,9 @@ tk_pass_s(tk_args_t a)
             tk_load_chunk(a, base, rem, lane, x);
         }
         if (rem == TK_CHUNK) {
-            tk_s_examine<1>(x, rem, lane, sthr, h, m, &cnt, &bad, &tot);
+            tk_s_examine<1>(x, rem, lane, sthr, h, m, &cnt, &kmax, &tot);
         } else {
-            tk_s_examine<0>(x, rem, lane, sthr, h, m, &cnt, &bad, &tot);
+            tk_s_examine<0>(x, rem, lane, sthr, h, m, &cnt, &kmax, &tot);
         }
         if (cnt <= a.slot_n) {
             off = (unsigned)(ch * a.slot_n);
@@ -907,7 +913,7 @@ tk_pass_s(tk_args_t a)
         }
     }
     tk_cp_wait<0>();
-    if (__syncthreads_or(bad) && (threadIdx.x == 0)) {
+    if (__syncthreads_or(kmax >= 0x7f800000u) && (threadIdx.x == 0)) {
         atomicOr(&a.stat->call, (uint32_t)TERSE_CMP_NONFINITE);
     }
     tot = terse_cu_block_sum(tot, shd);
@@ -937,29 +943,9 @@ tk_sscan(tk_args_t a)
     if (tk_nonfinite(a)) {
         return;
     }
-    if (nt <= 32 * (uint64_t)blockDim.x) {
-        /* one round (up to 128 M values): a thread's run of up to 32 tiles, every load issued
-         * before the one block scan (rounds of 4 tiles a thread took ~15 us for 24 Ki tiles,
-         * a scan and its barriers each) */
-        const uint64_t per = (nt + blockDim.x - 1) / blockDim.x, t = per * threadIdx.x;
-        unsigned c[32], s = 0, ex, total;
-#pragma unroll
-        for (int u = 0; u < 32; ++u) {
-            c[u] = (((uint64_t)u < per) && (t + u < nt)) ? a.tile_above[t + u] : 0u;
-            s += c[u];
-        }
-        ex = terse_cu_block_exscan(s, sh, &total);
-#pragma unroll
-        for (int u = 0; u < 32; ++u) {
-            if (((uint64_t)u < per) && (t + u < nt)) {
-                a.tile_out[t + u] = ex;
-            }
-            ex += c[u];
-        }
-        carry = total;
-    }
-    for (uint64_t r0 = 0; (nt > 32 * (uint64_t)blockDim.x) && (r0 < nt);
-         r0 += 4 * (uint64_t)blockDim.x) {
+    /* rounds of 4 coalesced tiles a thread (one round of a thread's run of up to 32 tiles,
+     * every load issued first, took twice as long: each warp load touched 32 sectors) */
+    for (uint64_t r0 = 0; r0 < nt; r0 += 4 * (uint64_t)blockDim.x) {
         const uint64_t t = r0 + 4 * (uint64_t)threadIdx.x;
         unsigned c[4], s = 0, ex, total;
 #pragma unroll
@@ -1138,7 +1124,7 @@ tk_cchunk_counts(tk_args_t a)
 }
 
 /* One block per chunk of TK_TILE candidates: the selected ones, in index order, into their pair
- * slots; their residual becomes 0; the energy of the candidates left behind joins the error.
+ * slots; their residual becomes 0 and their energy leaves the error (pass S summed all).
  * As pass C: warp w owns candidates [w * 512, (w + 1) * 512) of the chunk, 16 per lane, with
  * ballots of "above t" and "equal to t"; one exchange of the per-warp counts (a block scan per
  * 256 candidates took ~48 us for 1.5 M candidates). */
@@ -1192,7 +1178,6 @@ tk_cchunk_out(tk_args_t a, uint8_t *pairs)
     er = eq_before;
 #pragma unroll
     for (int r = 0; r < TK_PER; ++r) {
-        const uint64_t c = cb + (uint64_t)warp * (32 * TK_PER) + (uint64_t)r * 32 + lane;
         const int g = (gtm[r] >> lane) & 1u, e = (eqm[r] >> lane) & 1u;
         const long long ties = (long long)(er + __popc(eqm[r] & lt));
         if (g || (e && (ties < allow))) {
@@ -1208,9 +1193,10 @@ tk_cchunk_out(tk_args_t a, uint8_t *pairs)
             if (a.res != NULL) {
                 a.res[cp[r].x] = 0.0f;
             }
-        } else if (c < nc) {
-            const float v = __uint_as_float(cp[r].y);
-            left = left + (double)v * (double)v;
+            {
+                const double v = (double)__uint_as_float(cp[r].y);
+                left = __fma_rn(-v, v, left); /* pass S summed every value's energy */
+            }
         }
         gr += __popc(gtm[r]);
         er += __popc(eqm[r]);
