@@ -766,8 +766,11 @@ __device__ __forceinline__ void
 tk_s_examine(const float *x, uint32_t rem, int lane, uint32_t sthr, uint32_t *h, unsigned *m,
              unsigned *cnt_p, uint32_t *kmax_p, double *tot_p)
 {
-    uint32_t kmax = *kmax_p;
-    double tot = *tot_p;
+    /* two chains of the double sums and of the maxima: one chain of 16 dependent double
+     * multiply-adds a chunk left the warps mostly waiting on it */
+    uint32_t k0 = 0, k1 = 0;
+    double e0 = 0.0, e1 = 0.0;
+    unsigned cnt = 0;
 
 #pragma unroll
     for (int i = 0; i < TK_PER; ++i) {
@@ -775,22 +778,25 @@ tk_s_examine(const float *x, uint32_t rem, int lane, uint32_t sthr, uint32_t *h,
         const int cand     = (FULL || (tk_sj(i >> 2, i & 3, lane) < rem)) && (key >= sthr);
         const double xd    = (double)x[i];
         m[i] = __ballot_sync(0xffffffffu, cand);
-        kmax = (key > kmax) ? key : kmax;
-        tot  = __fma_rn(xd, xd, tot);
+        if (i & 1) {
+            k1 = (key > k1) ? key : k1;
+            e1 = __fma_rn(xd, xd, e1);
+        } else {
+            k0 = (key > k0) ? key : k0;
+            e0 = __fma_rn(xd, xd, e0);
+        }
         if (cand) {
             atomicAdd(&h[key >> 20], 1u);
         }
     }
-    {
-        unsigned cnt = 0;
 #pragma unroll
-        for (int i = 0; i < TK_PER; ++i) {
-            cnt += __popc(m[i]);
-        }
-        *cnt_p = cnt;
+    for (int i = 0; i < TK_PER; ++i) {
+        cnt += __popc(m[i]);
     }
-    *kmax_p = kmax;
-    *tot_p  = tot;
+    k0      = (k1 > k0) ? k1 : k0;
+    *cnt_p  = cnt;
+    *kmax_p = (k0 > *kmax_p) ? k0 : *kmax_p;
+    *tot_p  = *tot_p + (e0 + e1);
 }
 
 /* The sampled pass; warps are independent (no block barrier in the loop), each striding over
@@ -806,7 +812,7 @@ tk_s_examine(const float *x, uint32_t rem, int lane, uint32_t sthr, uint32_t *h,
  * values, 55 % of HBM bandwidth). Earlier designs made each block of 8 warps agree on a
  * tile's offset (an in-order look-back, then one atomic per tile): the barrier and the wait
  * left too few loads in flight (419-546 us, ~1 TB/s). */
-__global__ void __launch_bounds__(TK_THREADS, 4)
+__global__ void __launch_bounds__(TK_THREADS, 3)
 tk_pass_s(tk_args_t a)
 {
     __shared__ float4 stg[TK_THREADS / 32][2][TK_CHUNK / 4];
