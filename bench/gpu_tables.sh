@@ -11,7 +11,7 @@ OUT=${OUT:-$ROOT/out}
 BUILD=${BUILD:-/tmp/terse-gpu-build}
 MODEL=${1:-resnet50}
 SHAPES=${2:-$ROOT/.data/gradients/model_shapes.txt}
-SPECS=${TABLES_SPECS:-"quant:4 sign cast:bf16"}
+SPECS=${TABLES_SPECS:-"quant:4 sign cast:bf16 topk:0.01 randomk:0.01 powersgd:4"}
 mkdir -p "$OUT"
 LAYOUT="$OUT/layout_$MODEL.txt"
 # "model name d0 d1 ...": count = product; rows = d0, cols = the rest (0 0 for vectors)

@@ -18,6 +18,12 @@
  *   sparse     fixed-size payloads, one ncclAllGather, decompress_add in rank order into fp32,
  *              then the caller's dtype times the scale.
  *
+ * Rule 10 (TERSE_DEVICE_TABLES, default on): the quant, sign, cast, top-k and random-k layers of
+ * up to DEV_TABLE_MAX elements run as multi-tensor tables and the PowerSGD layers as one batch,
+ * so a bucket's launches grow with the ranks and the families present, not with its layers;
+ * larger layers keep their one-layer launches (their streaming fast paths; their number is
+ * bounded by the bucket's bytes). Each set is built on the first call and again when what it
+ * was built for changes (dev_key_t), bit for bit the per-layer launches.
  * Message sizes come from payload_size on the host (rule 7); validation happens in the decode
  * kernels (rule 6). Nothing here allocates or waits on the hot path: the buffers are made once
  * per slot (setup, synchronous), flags and squared errors stay in the compressors' status

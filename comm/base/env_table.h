@@ -88,4 +88,4 @@ TERSE_ENV(STATS_ASYNC,    ENUM,   "auto",    "auto|on|off",
 TERSE_ENV(STATS_LAG,      INT,    "3",       "1..1000",
           "auto with TERSE_STATS_ASYNC: steps from a plan step to its collective half (at most TERSE_REPLAN_STEPS - 2)")
 TERSE_ENV(DEVICE_TABLES,  BOOL,   "1",       "0|1",
-          "NCCL path: quant, sign and cast layers of up to 2^20 elements as multi-tensor tables (launches per bucket grow with ranks, not layers) and every PowerSGD layer's orthogonalisation in one launch (0: per layer; the same bits)")
+          "NCCL path: quant, sign, cast, top-k and random-k layers of up to 2^20 elements as multi-tensor tables and every PowerSGD layer as one batch (launches per bucket grow with ranks and families, not layers; 0: per layer, the same bits)")
