@@ -484,6 +484,76 @@ tk_scan(tk_args_t a, int sampled)
     tk_scan_body(a, sampled, blockIdx.x, gridDim.x);
 }
 
+/* The output step of pass C and of the sampled path, for one block's run of TK_TILE values:
+ * warp w holds entries first + r * 32 + lane (r < TK_PER) of the run, valid below lim, with
+ * values v (and indices ix, or with PAIRS 0 the entry number itself); ballots of "above t"
+ * and "equal to t", one exchange of the per-warp counts (sgt, seq), then every selected entry
+ * gets its pair slot from popcounts (index order: warp, round, lane; the first `allow` ties).
+ * Selected: pair written, residual 0. Returns the energy of the rest (PAIRS 0) or minus that
+ * of the selected (PAIRS 1: pass S summed every value). Every thread of the block calls it. */
+template <int ALIGNED, int PAIRS>
+__device__ __forceinline__ double
+tk_emit(const tk_args_t &a, uint8_t *pairs, uint32_t thr, long long allow, unsigned out_base,
+        uint64_t first, uint64_t lim, const float *v, const uint32_t *ix, unsigned *sgt,
+        unsigned *seq)
+{
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const unsigned lt = (1u << lane) - 1u;
+    unsigned gtm[TK_PER], eqm[TK_PER], cg = 0, ce = 0, gt_before = 0, eq_before = 0, gr = 0, er;
+    double e = 0.0;
+
+    allow = (allow < 0) ? 0 : allow;
+#pragma unroll
+    for (int r = 0; r < TK_PER; ++r) {
+        const int ok       = first + (uint64_t)r * 32 + lane < lim;
+        const uint32_t key = terse_topk_key(v[r]);
+        gtm[r] = __ballot_sync(0xffffffffu, ok && (key > thr));
+        eqm[r] = __ballot_sync(0xffffffffu, ok && (key == thr));
+        cg += __popc(gtm[r]);
+        ce += __popc(eqm[r]);
+    }
+    if (lane == 0) {
+        sgt[warp] = cg;
+        seq[warp] = ce;
+    }
+    __syncthreads();
+    for (int w = 0; w < warp; ++w) {
+        gt_before += sgt[w];
+        eq_before += seq[w];
+    }
+    er = eq_before;
+#pragma unroll
+    for (int r = 0; r < TK_PER; ++r) {
+        const uint64_t c = first + (uint64_t)r * 32 + lane;
+        const uint32_t i = PAIRS ? ix[r] : (uint32_t)c;
+        const int g = (gtm[r] >> lane) & 1u, q = (eqm[r] >> lane) & 1u;
+        const long long ties = (long long)(er + __popc(eqm[r] & lt));
+        const double vd      = (double)v[r];
+        if (g || (q && (ties < allow))) {
+            const unsigned pos = out_base + gt_before + gr + __popc(gtm[r] & lt) +
+                                 (unsigned)((ties < allow) ? ties : allow);
+            uint8_t *p = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
+            if (ALIGNED) {
+                *(uint2 *)p = make_uint2(i, __float_as_uint(v[r]));
+            } else {
+                terse_cu_st_u32(p, i);
+                terse_cu_st_u32(p + 4, __float_as_uint(v[r]));
+            }
+            if (a.res != NULL) {
+                a.res[i] = 0.0f;
+            }
+            if (PAIRS) {
+                e = __fma_rn(-vd, vd, e);
+            }
+        } else if (!PAIRS && (c < lim)) {
+            e = e + vd * vd;
+        }
+        gr += __popc(gtm[r]);
+        er += __popc(eqm[r]);
+    }
+    return e;
+}
+
 /* One block per tile; warp w owns values [w * 512, (w + 1) * 512) of the tile, 16 per lane
  * kept in registers with ballots of "above t" and "equal to t"; one block exchange of the
  * per-warp counts, then every selected value gets its slot from popcounts (index order:
@@ -495,7 +565,6 @@ tk_pass_c_body(const tk_args_t &a, uint8_t *pairs, unsigned bx, unsigned gx)
     __shared__ unsigned sgt[TK_THREADS / 32], seq[TK_THREADS / 32];
     __shared__ double shd[32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const unsigned lt = (1u << lane) - 1u;
     uint32_t thr;
     double err = 0.0;
 
@@ -506,62 +575,16 @@ tk_pass_c_body(const tk_args_t &a, uint8_t *pairs, unsigned bx, unsigned gx)
     /* persistent blocks over the tiles (see tk_pass_b) */
     for (uint64_t tile = bx; tile < a.ntiles; tile += gx) {
         const uint64_t base = tile * TK_TILE + (uint64_t)warp * (32 * TK_PER);
-        const unsigned out_base = a.tile_out[tile];
-        long long allow = (long long)a.sel->need - (long long)a.tile_eqbase[tile];
         float x[TK_PER];
-        unsigned gtm[TK_PER], eqm[TK_PER], cg = 0, ce = 0, gt_before = 0, eq_before = 0, gr = 0,
-                 er;
 
-        allow = (allow < 0) ? 0 : allow;
 #pragma unroll
         for (int r = 0; r < TK_PER; ++r) {
             uint64_t i = base + (uint64_t)r * 32 + lane;
             x[r] = (i < a.n) ? tk_v(a, i) : 0.0f;
         }
-#pragma unroll
-        for (int r = 0; r < TK_PER; ++r) {
-            uint64_t i   = base + (uint64_t)r * 32 + lane;
-            uint32_t key = terse_topk_key(x[r]);
-            gtm[r] = __ballot_sync(0xffffffffu, (i < a.n) && (key > thr));
-            eqm[r] = __ballot_sync(0xffffffffu, (i < a.n) && (key == thr));
-            cg += __popc(gtm[r]);
-            ce += __popc(eqm[r]);
-        }
-        if (lane == 0) {
-            sgt[warp] = cg;
-            seq[warp] = ce;
-        }
-        __syncthreads();
-        for (int w = 0; w < warp; ++w) {
-            gt_before += sgt[w];
-            eq_before += seq[w];
-        }
-        er = eq_before;
-#pragma unroll
-        for (int r = 0; r < TK_PER; ++r) {
-            uint64_t i     = base + (uint64_t)r * 32 + lane;
-            int g          = (gtm[r] >> lane) & 1u;
-            int e          = (eqm[r] >> lane) & 1u;
-            long long ties = (long long)(er + __popc(eqm[r] & lt));
-            if (g || (e && (ties < allow))) {
-                unsigned pos = out_base + gt_before + gr + __popc(gtm[r] & lt) +
-                               (unsigned)((ties < allow) ? ties : allow);
-                uint8_t *p   = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
-                if (ALIGNED) {
-                    *(uint2 *)p = make_uint2((uint32_t)i, __float_as_uint(x[r]));
-                } else {
-                    terse_cu_st_u32(p, (uint32_t)i);
-                    terse_cu_st_u32(p + 4, __float_as_uint(x[r]));
-                }
-                if (a.res != NULL) {
-                    a.res[i] = 0.0f;
-                }
-            } else if (i < a.n) {
-                err = err + (double)x[r] * (double)x[r];
-            }
-            gr += __popc(gtm[r]);
-            er += __popc(eqm[r]);
-        }
+        err += tk_emit<ALIGNED, 0>(a, pairs, thr,
+                                   (long long)a.sel->need - (long long)a.tile_eqbase[tile],
+                                   a.tile_out[tile], base, a.n, x, NULL, sgt, seq);
         __syncthreads(); /* sgt and seq are rewritten by the next tile */
     }
     err = terse_cu_block_sum(err, shd);
@@ -1141,72 +1164,26 @@ tk_cchunk_out(tk_args_t a, uint8_t *pairs)
     __shared__ unsigned sgt[TK_THREADS / 32], seq[TK_THREADS / 32];
     __shared__ double shd[32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const unsigned lt = (1u << lane) - 1u;
-    const uint64_t cb = (uint64_t)blockIdx.x * TK_TILE;
-    const uint32_t nc = a.sel->ncand;
-    uint32_t thr;
-    long long allow;
-    unsigned gtm[TK_PER], eqm[TK_PER], cg = 0, ce = 0, gt_before = 0, eq_before = 0, gr = 0,
-             er, out_base;
-    uint2 cp[TK_PER];
-    double left = 0.0;
+    const uint64_t cb    = (uint64_t)blockIdx.x * TK_TILE;
+    const uint64_t first = cb + (uint64_t)warp * (32 * TK_PER);
+    const uint32_t nc    = a.sel->ncand;
+    float v[TK_PER];
+    uint32_t ix[TK_PER];
+    double left;
 
     if (tk_nonfinite(a) || (tk_mode(a) != 1) || (cb >= nc)) {
         return;
     }
-    thr      = a.sel->thr;
-    out_base = a.tile_out[blockIdx.x];
-    allow    = (long long)a.sel->need - (long long)a.tile_eqbase[blockIdx.x];
-    allow    = (allow < 0) ? 0 : allow;
 #pragma unroll
     for (int r = 0; r < TK_PER; ++r) {
-        const uint64_t c = cb + (uint64_t)warp * (32 * TK_PER) + (uint64_t)r * 32 + lane;
-        cp[r] = (c < nc) ? a.cpairs[c] : make_uint2(0, 0);
+        const uint64_t c = first + (uint64_t)r * 32 + lane;
+        const uint2 cp   = (c < nc) ? a.cpairs[c] : make_uint2(0, 0);
+        ix[r] = cp.x;
+        v[r]  = __uint_as_float(cp.y);
     }
-#pragma unroll
-    for (int r = 0; r < TK_PER; ++r) {
-        const uint64_t c = cb + (uint64_t)warp * (32 * TK_PER) + (uint64_t)r * 32 + lane;
-        const uint32_t key = terse_topk_key(__uint_as_float(cp[r].y));
-        gtm[r] = __ballot_sync(0xffffffffu, (c < nc) && (key > thr));
-        eqm[r] = __ballot_sync(0xffffffffu, (c < nc) && (key == thr));
-        cg += __popc(gtm[r]);
-        ce += __popc(eqm[r]);
-    }
-    if (lane == 0) {
-        sgt[warp] = cg;
-        seq[warp] = ce;
-    }
-    __syncthreads();
-    for (int w = 0; w < warp; ++w) {
-        gt_before += sgt[w];
-        eq_before += seq[w];
-    }
-    er = eq_before;
-#pragma unroll
-    for (int r = 0; r < TK_PER; ++r) {
-        const int g = (gtm[r] >> lane) & 1u, e = (eqm[r] >> lane) & 1u;
-        const long long ties = (long long)(er + __popc(eqm[r] & lt));
-        if (g || (e && (ties < allow))) {
-            const unsigned pos = out_base + gt_before + gr + __popc(gtm[r] & lt) +
-                                 (unsigned)((ties < allow) ? ties : allow);
-            uint8_t *p = pairs + (uint64_t)pos * TERSE_TOPK_PAIR_BYTES;
-            if (ALIGNED) {
-                *(uint2 *)p = cp[r];
-            } else {
-                terse_cu_st_u32(p, cp[r].x);
-                terse_cu_st_u32(p + 4, cp[r].y);
-            }
-            if (a.res != NULL) {
-                a.res[cp[r].x] = 0.0f;
-            }
-            {
-                const double v = (double)__uint_as_float(cp[r].y);
-                left = __fma_rn(-v, v, left); /* pass S summed every value's energy */
-            }
-        }
-        gr += __popc(gtm[r]);
-        er += __popc(eqm[r]);
-    }
+    left = tk_emit<ALIGNED, 1>(a, pairs, a.sel->thr,
+                               (long long)a.sel->need - (long long)a.tile_eqbase[blockIdx.x],
+                               a.tile_out[blockIdx.x], first, nc, v, ix, sgt, seq);
     left = terse_cu_block_sum(left, shd);
     if ((threadIdx.x == 0) && (left != 0.0)) {
         atomicAdd(&a.stat->sq_acc, left);
