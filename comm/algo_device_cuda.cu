@@ -111,8 +111,8 @@ terse__dev_from_f32_table_create(const size_t *src_off, const size_t *dst_off, c
         h[i] = (dev_f32_entry_t){src_off[i], dst_off[i], n[i], tiles};
         tiles += (n[i] + DEV_F32_TILE - 1) / DEV_F32_TILE;
     }
-    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->dev, count * sizeof(*h)), status, err);
-    TERSE_CHECK_GOTO(terse__cuda_memcpy(t->dev, h, count * sizeof(*h)), status, err);
+    TERSE_CHECK_GOTO(terse__cuda_table_upload((void **)&t->dev, h, count * sizeof(*h)), status,
+                     err);
     t->n      = (uint32_t)count;
     t->ntiles = tiles;
     free(h);
@@ -120,10 +120,7 @@ terse__dev_from_f32_table_create(const size_t *src_off, const size_t *dst_off, c
     return TERSE_OK;
 
 err:
-    if (t != NULL) {
-        terse__cuda_free(t->dev);
-    }
-    free(t);
+    terse__cuda_table_free(t);
     free(h);
     return status;
 }
@@ -131,12 +128,7 @@ err:
 extern "C" void
 terse__dev_from_f32_table_destroy(void *table)
 {
-    dev_f32_table_t *t = (dev_f32_table_t *)table;
-
-    if (t != NULL) {
-        terse__cuda_free(t->dev);
-        free(t);
-    }
+    terse__cuda_table_free(table);
 }
 
 extern "C" terse_status_t

@@ -401,8 +401,8 @@ terse__cmp_cast_cuda_table_create(const terse_cu_clayer_t *layers, size_t n, int
         h[i].nan16    = (c->kind == TERSE_CAST_BF16) ? TERSE_CAST_NAN_BF16 : TERSE_CAST_NAN_FP16;
         tiles += (l->n + CAST_TILE - 1) / CAST_TILE;
     }
-    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->dev, n * sizeof(*h)), status, err);
-    TERSE_CHECK_GOTO(terse__cuda_memcpy(t->dev, h, n * sizeof(*h)), status, err);
+    TERSE_CHECK_GOTO(terse__cuda_table_upload((void **)&t->dev, h, n * sizeof(*h)), status,
+                     err);
     t->n          = n;
     t->ntiles     = tiles;
     t->decompress = decompress;
@@ -411,10 +411,7 @@ terse__cmp_cast_cuda_table_create(const terse_cu_clayer_t *layers, size_t n, int
     return TERSE_OK;
 
 err:
-    if (t != NULL) {
-        terse__cuda_free(t->dev);
-    }
-    free(t);
+    terse__cuda_table_free(t);
     free(h);
     return status;
 }
@@ -422,12 +419,7 @@ err:
 extern "C" void
 terse__cmp_cast_cuda_table_destroy(void *table)
 {
-    cast_table_t *t = (cast_table_t *)table;
-
-    if (t != NULL) {
-        terse__cuda_free(t->dev);
-        free(t);
-    }
+    terse__cuda_table_free(table);
 }
 
 extern "C" terse_status_t

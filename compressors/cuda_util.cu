@@ -112,6 +112,30 @@ terse__cuda_ptr_twice(const void *first, size_t n, size_t stride)
 }
 
 extern "C" terse_status_t
+terse__cuda_table_upload(void **dev_p, const void *host, size_t bytes)
+{
+    terse_status_t status;
+
+    *dev_p = NULL;
+    TERSE_CHECK(terse__cuda_calloc(dev_p, bytes));
+    status = terse__cuda_memcpy(*dev_p, host, bytes);
+    if (status != TERSE_OK) {
+        terse__cuda_free(*dev_p);
+        *dev_p = NULL;
+    }
+    return status;
+}
+
+extern "C" void
+terse__cuda_table_free(void *table)
+{
+    if (table != NULL) {
+        terse__cuda_free(*(void **)table); /* `dev`, the struct's first member */
+        free(table);
+    }
+}
+
+extern "C" terse_status_t
 terse__cuda_stat_create(terse_cu_stat_t **stat_p)
 {
     void *p;

@@ -51,6 +51,14 @@ typedef struct terse_cu_stat {
  * reads the call's flags. */
 int terse__cuda_ptr_twice(const void *first, size_t n, size_t stride);
 
+/* Multi-tensor tables (quant, cast, randomk, topk, comm's from-f32): each table struct starts
+ * with `dev`, its device array of entries. terse__cuda_table_upload puts `bytes` of host
+ * entries into a new device array *dev_p (synchronous, plan time; left NULL on failure);
+ * terse__cuda_table_free releases such a struct and its array (NULL: nothing). Returns
+ * TERSE_OK, TERSE_ERR_NOMEM or TERSE_ERR_CUDA. */
+terse_status_t terse__cuda_table_upload(void **dev_p, const void *host, size_t bytes);
+void           terse__cuda_table_free(void *table);
+
 /* Allocates a zeroed status block in device memory. [out] *stat_p: owned by the caller,
  * release with terse__cuda_free. Returns TERSE_OK, TERSE_ERR_NOMEM or TERSE_ERR_CUDA. */
 terse_status_t terse__cuda_stat_create(terse_cu_stat_t **stat_p);

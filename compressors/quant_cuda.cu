@@ -1682,9 +1682,8 @@ terse__cmp_quant_cuda_table_create(const terse_cu_qlayer_t *layers, size_t nlaye
         status = TERSE_ERR_INVALID;
         goto err_free_host;
     }
-    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->dev, nlayers * sizeof(*h)), status,
+    TERSE_CHECK_GOTO(terse__cuda_table_upload((void **)&t->dev, h, nlayers * sizeof(*h)), status,
                      err_free_host);
-    TERSE_CHECK_GOTO(terse__cuda_memcpy(t->dev, h, nlayers * sizeof(*h)), status, err_free_dev);
     t->nlayers = nlayers;
     t->nslots  = slot;
     t->mode    = mode;
@@ -1693,8 +1692,6 @@ terse__cmp_quant_cuda_table_create(const terse_cu_qlayer_t *layers, size_t nlaye
     *table_p = t;
     return TERSE_OK;
 
-err_free_dev:
-    terse__cuda_free(t->dev);
 err_free_host:
     free(h);
     free(t);
@@ -1704,12 +1701,7 @@ err_free_host:
 extern "C" void
 terse__cmp_quant_cuda_table_destroy(void *table)
 {
-    q_table_t *t = (q_table_t *)table;
-
-    if (t != NULL) {
-        terse__cuda_free(t->dev);
-        free(t);
-    }
+    terse__cuda_table_free(table);
 }
 
 extern "C" terse_status_t

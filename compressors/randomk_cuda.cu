@@ -513,8 +513,8 @@ terse__cmp_randomk_cuda_table_create(const terse_cu_rlayer_t *layers, size_t n, 
         tiles += (r->count + RK_TILE - 1) / RK_TILE;
         tiles2 += h[i].tiles2;
     }
-    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->dev, n * sizeof(*h)), status, err);
-    TERSE_CHECK_GOTO(terse__cuda_memcpy(t->dev, h, n * sizeof(*h)), status, err);
+    TERSE_CHECK_GOTO(terse__cuda_table_upload((void **)&t->dev, h, n * sizeof(*h)), status,
+                     err);
     t->n          = n;
     t->tiles      = tiles;
     t->tiles2     = tiles2;
@@ -524,10 +524,7 @@ terse__cmp_randomk_cuda_table_create(const terse_cu_rlayer_t *layers, size_t n, 
     return TERSE_OK;
 
 err:
-    if (t != NULL) {
-        terse__cuda_free(t->dev);
-    }
-    free(t);
+    terse__cuda_table_free(t);
     free(h);
     return status;
 }
@@ -535,12 +532,7 @@ err:
 extern "C" void
 terse__cmp_randomk_cuda_table_destroy(void *table)
 {
-    rk_table_t *t = (rk_table_t *)table;
-
-    if (t != NULL) {
-        terse__cuda_free(t->dev);
-        free(t);
-    }
+    terse__cuda_table_free(table);
 }
 
 extern "C" terse_status_t

@@ -1807,8 +1807,8 @@ terse__cmp_topk_cuda_table_create(const terse_cu_tlayer_t *layers, size_t n, int
         h[i].user   = l->user;
         tiles += c->ntiles;
     }
-    TERSE_CHECK_GOTO(terse__cuda_calloc((void **)&t->dev, n * sizeof(*h)), status, err);
-    TERSE_CHECK_GOTO(terse__cuda_memcpy(t->dev, h, n * sizeof(*h)), status, err);
+    TERSE_CHECK_GOTO(terse__cuda_table_upload((void **)&t->dev, h, n * sizeof(*h)), status,
+                     err);
     t->n      = n;
     t->ntiles = tiles;
     t->mode   = mode;
@@ -1817,10 +1817,7 @@ terse__cmp_topk_cuda_table_create(const terse_cu_tlayer_t *layers, size_t n, int
     return TERSE_OK;
 
 err:
-    if (t != NULL) {
-        terse__cuda_free(t->dev);
-    }
-    free(t);
+    terse__cuda_table_free(t);
     free(h);
     return status;
 }
@@ -1828,12 +1825,7 @@ err:
 extern "C" void
 terse__cmp_topk_cuda_table_destroy(void *table)
 {
-    tk_table_t *t = (tk_table_t *)table;
-
-    if (t != NULL) {
-        terse__cuda_free(t->dev);
-        free(t);
-    }
+    terse__cuda_table_free(table);
 }
 
 extern "C" terse_status_t
