@@ -67,16 +67,7 @@ dev_from_f32_table_kernel(const dev_f32_entry_t *e, uint32_t n, uint64_t ntiles,
                           terse_dtype_t dtype)
 {
     for (uint64_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
-        uint32_t lo = 0, hi = n;
-        while (hi - lo > 1) {
-            const uint32_t mid = (lo + hi) >> 1;
-            if (e[mid].first <= tile) {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        const dev_f32_entry_t en = e[lo];
+        const dev_f32_entry_t en = e[terse_cu_table_find(e, n, tile, &dev_f32_entry_t::first)];
         const uint64_t i0 = (tile - en.first) * DEV_F32_TILE;
         const uint64_t i1 = (i0 + DEV_F32_TILE < en.n) ? i0 + DEV_F32_TILE : en.n;
         const float *s = src + en.src_off;

@@ -168,18 +168,8 @@ typedef struct cast_table {
 __device__ __forceinline__ cast_entry_t
 cast_entry_of(const cast_entry_t *tab, uint32_t n, uint64_t t, const uint8_t *user)
 {
-    uint32_t lo = 0, hi = n;
-    cast_entry_t e;
+    cast_entry_t e = tab[terse_cu_table_find(tab, n, t, &cast_entry_t::first)];
 
-    while (hi - lo > 1) {
-        uint32_t mid = (lo + hi) / 2;
-        if (tab[mid].first <= t) {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    e = tab[lo];
     if (e.user & TERSE_CU_CUSER_IN) {
         e.in = user + (uintptr_t)e.in;
     }

@@ -227,6 +227,26 @@ terse_cu_stat_commit(terse_cu_stat_t *st, int is_compress)
     st->ncalls += 1;
 }
 
+/* Multi-tensor tables: the index of the last of the n entries (sorted by `first`, the first
+ * tile, slot or block of each layer, entry 0's being 0) whose `first` is <= b, i.e. the layer
+ * that unit b of a launch belongs to. */
+template <typename E>
+__device__ __forceinline__ uint32_t
+terse_cu_table_find(const E *tab, uint32_t n, uint64_t b, uint64_t E::*first)
+{
+    uint32_t lo = 0, hi = n;
+
+    while (hi - lo > 1) {
+        const uint32_t mid = (lo + hi) >> 1;
+        if (tab[mid].*first <= b) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
 /* The NaN a rejected payload writes into its layer (quiet, positive). */
 #define TERSE_CU_NAN __uint_as_float(0x7fc00000u)
 

@@ -108,17 +108,7 @@ q_entry(const q_dev_layer_t &e, const uint8_t *user, int compress)
 __device__ __forceinline__ const q_dev_layer_t *
 q_find(const q_dev_layer_t *tab, uint32_t ntab, uint64_t slot)
 {
-    uint32_t lo = 0, hi = ntab - 1;
-
-    while (lo < hi) {
-        uint32_t mid = (lo + hi + 1) >> 1;
-        if (tab[mid].first <= slot) {
-            lo = mid;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    return &tab[lo];
+    return &tab[terse_cu_table_find(tab, ntab, slot, &q_dev_layer_t::first)];
 }
 
 __device__ __forceinline__ void

@@ -215,18 +215,9 @@ typedef struct rk_table {
 __device__ __forceinline__ rk_entry_t
 rk_entry_of(const rk_entry_t *tab, uint32_t n, uint64_t t, int sent, const uint8_t *user)
 {
-    uint32_t lo = 0, hi = n;
-    rk_entry_t e;
+    rk_entry_t e =
+        tab[terse_cu_table_find(tab, n, t, sent ? &rk_entry_t::first2 : &rk_entry_t::first)];
 
-    while (hi - lo > 1) {
-        uint32_t mid = (lo + hi) / 2;
-        if ((sent ? tab[mid].first2 : tab[mid].first) <= t) {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    e = tab[lo];
     if (e.user & TERSE_CU_RUSER_IN) {
         e.in = user + (uintptr_t)e.in;
     }

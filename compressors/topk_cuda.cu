@@ -1343,28 +1343,12 @@ typedef struct tk_entry {
     uint32_t        user;     /* TERSE_CU_TUSER_* */
 } tk_entry_t;
 
-__device__ __forceinline__ uint32_t
-tk_t_find(const tk_entry_t *e, uint32_t n, uint64_t b)
-{
-    uint32_t lo = 0, hi = n; /* the last entry whose first <= b */
-
-    while (hi - lo > 1) {
-        const uint32_t mid = (lo + hi) >> 1;
-        if (e[mid].first <= b) {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    return lo;
-}
-
 /* The layer of grid block b (tiled kernels), with its slice: bx within it, gx its tiles. */
 __device__ __forceinline__ const tk_entry_t *
 tk_t_slice(const tk_entry_t *e, uint32_t n, const uint8_t *user, tk_args_t *a, uint8_t **out,
            unsigned *bx, unsigned *gx)
 {
-    const tk_entry_t *en = &e[tk_t_find(e, n, blockIdx.x)];
+    const tk_entry_t *en = &e[terse_cu_table_find(e, n, blockIdx.x, &tk_entry_t::first)];
 
     *a  = en->a;
     *bx = (unsigned)(blockIdx.x - en->first);
