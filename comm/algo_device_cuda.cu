@@ -5,6 +5,7 @@
  * with the host path's bit for bit; for one layer, or for many in one launch (a table).
  * Everything else runs in the compressors' kernels or NCCL.
  */
+#include <stddef.h>
 #include <stdlib.h>
 
 #include <cuda_runtime.h>
@@ -56,6 +57,7 @@ typedef struct dev_f32_table {
     uint32_t         n;
     uint64_t         ntiles;
 } dev_f32_table_t;
+static_assert(offsetof(dev_f32_table_t, dev) == 0, "terse__cuda_table_free frees the first member");
 
 #define DEV_F32_TILE 4096u
 

@@ -4,6 +4,7 @@
  * (many layers, one launch): the same per-element code over tiles of CAST_TILE elements, a
  * block finding its tile's layer by binary search; a fixup per layer (grid.y).
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -163,6 +164,7 @@ typedef struct cast_table {
     uint64_t      ntiles;
     int           decompress;
 } cast_table_t;
+static_assert(offsetof(cast_table_t, dev) == 0, "terse__cuda_table_free frees the first member");
 
 /* The entry of tile t, its user pointers moved onto the run's base. */
 __device__ __forceinline__ cast_entry_t

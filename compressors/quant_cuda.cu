@@ -16,6 +16,7 @@
  *               residual and sets the header flag; a rejected payload turns the output NaN;
  *               then the last block of each layer commits its status block.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,6 +65,7 @@ typedef struct q_table {
     uint32_t         maxbucket;
     terse_cu_qmode_t mode;
 } q_table_t;
+static_assert(offsetof(q_table_t, dev) == 0, "terse__cuda_table_free frees the first member");
 
 static size_t
 q_scale_bytes(unsigned family)

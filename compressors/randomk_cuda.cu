@@ -14,6 +14,7 @@
  * per-layer count of tiles in the block's `done`). Compress and decompress take two launches
  * each, whatever the number of layers.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -208,6 +209,7 @@ typedef struct rk_table {
     uint64_t    tiles, tiles2;
     int         decompress;
 } rk_table_t;
+static_assert(offsetof(rk_table_t, dev) == 0, "terse__cuda_table_free frees the first member");
 
 /* The entry of tile t (over the sent positions when `sent`), its user pointers moved onto the
  * run's base. Every layer has at least one tile of each kind, so the first tiles strictly

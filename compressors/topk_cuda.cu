@@ -45,6 +45,7 @@
  * values, where three reads cost less than the sampled path's dozen launches).
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1735,11 +1736,12 @@ terse__cmp_topk_cuda_stat(void *cuda, terse_stream_t stream, uint32_t *flags_p,
 
 /* ---------------------------------------------------------------- tables (host) */
 typedef struct tk_table {
+    tk_entry_t *dev;
     size_t      n;
     uint64_t    ntiles; /* of every layer */
     int         mode;
-    tk_entry_t *dev;
 } tk_table_t;
+static_assert(offsetof(tk_table_t, dev) == 0, "terse__cuda_table_free frees the first member");
 
 extern "C" terse_status_t
 terse__cmp_topk_cuda_table_create(const terse_cu_tlayer_t *layers, size_t n, int mode,
