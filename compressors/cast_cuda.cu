@@ -172,12 +172,7 @@ cast_entry_of(const cast_entry_t *tab, uint32_t n, uint64_t t, const uint8_t *us
 {
     cast_entry_t e = tab[terse_cu_table_find(tab, n, t, &cast_entry_t::first)];
 
-    if (e.user & TERSE_CU_CUSER_IN) {
-        e.in = user + (uintptr_t)e.in;
-    }
-    if (e.user & TERSE_CU_CUSER_OUT) {
-        e.out = (uint8_t *)user + (uintptr_t)e.out;
-    }
+    terse_cu_table_rebase<TERSE_CU_CUSER_IN, TERSE_CU_CUSER_OUT>(&e, user);
     return e;
 }
 

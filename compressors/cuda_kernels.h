@@ -247,6 +247,20 @@ terse_cu_table_find(const E *tab, uint32_t n, uint64_t b, uint64_t E::*first)
     return lo;
 }
 
+/* Multi-tensor tables: an entry's `in` and `out` given as byte offsets (its `user` bits IN and
+ * OUT: the caller's buffers move from run to run) moved onto the run's base. */
+template <uint32_t IN, uint32_t OUT, typename E>
+__device__ __forceinline__ void
+terse_cu_table_rebase(E *e, const uint8_t *user)
+{
+    if (e->user & IN) {
+        e->in = user + (uintptr_t)e->in;
+    }
+    if (e->user & OUT) {
+        e->out = (uint8_t *)user + (uintptr_t)e->out;
+    }
+}
+
 /* The NaN a rejected payload writes into its layer (quiet, positive). */
 #define TERSE_CU_NAN __uint_as_float(0x7fc00000u)
 

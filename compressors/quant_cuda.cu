@@ -95,12 +95,7 @@ q_entry(const q_dev_layer_t &e, const uint8_t *user, int compress)
     q_dev_layer_t L = e;
 
     if (L.user != 0) {
-        if (L.user & TERSE_CU_QUSER_IN) {
-            L.in = user + (uintptr_t)L.in;
-        }
-        if (L.user & TERSE_CU_QUSER_OUT) {
-            L.out = (uint8_t *)user + (uintptr_t)L.out;
-        }
+        terse_cu_table_rebase<TERSE_CU_QUSER_IN, TERSE_CU_QUSER_OUT>(&L, user);
         L.vec = compress ? (((((uintptr_t)L.in | (uintptr_t)L.residual) & 15u) == 0) ? 1u : 0u)
                          : ((((uintptr_t)L.out & 15u) == 0) ? 1u : 0u);
     }

@@ -220,12 +220,7 @@ rk_entry_of(const rk_entry_t *tab, uint32_t n, uint64_t t, int sent, const uint8
     rk_entry_t e =
         tab[terse_cu_table_find(tab, n, t, sent ? &rk_entry_t::first2 : &rk_entry_t::first)];
 
-    if (e.user & TERSE_CU_RUSER_IN) {
-        e.in = user + (uintptr_t)e.in;
-    }
-    if (e.user & TERSE_CU_RUSER_OUT) {
-        e.out = (uint8_t *)user + (uintptr_t)e.out;
-    }
+    terse_cu_table_rebase<TERSE_CU_RUSER_IN, TERSE_CU_RUSER_OUT>(&e, user);
     return e;
 }
 
